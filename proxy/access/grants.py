@@ -1,0 +1,102 @@
+"""Grants and what they cover: the values the authorization decision is made of.
+
+Everything here is pure: no clock reads (callers pass `now`), no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    READ = "read"
+    LIST = "list"
+    WRITE = "write"
+    DELETE = "delete"
+    ADMIN = "admin"
+
+
+class Scope(StrEnum):
+    """How a target's key is matched against a grant's prefix."""
+
+    OBJECT = "object"  # one object key: the key must start with the grant's prefix
+    PREFIX = "prefix"  # a listing under a prefix: the listed prefix must start with the grant's prefix
+    BUCKET = "bucket"  # bucket metadata (HeadBucket, GetBucketLocation): any grant on the bucket will do
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One thing an S3 operation touches, and the action it needs on it."""
+
+    action: Action
+    bucket: str
+    key: str = ""
+    scope: Scope = Scope.OBJECT
+
+    def describe(self) -> str:
+        if self.scope is Scope.BUCKET:
+            return f"s3://{self.bucket}"
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Permission for one principal to do `actions` under `s3://bucket/prefix` until `expires_at`.
+
+    `prefix` is S3's own string prefix: `models/` covers `models/a.gguf` but not `models-old/x`;
+    `models` (no slash) would cover both, exactly as S3's ListObjects prefix does.
+    """
+
+    id: str
+    principal: str
+    bucket: str
+    prefix: str
+    actions: frozenset[Action]
+    created_at: datetime
+    expires_at: datetime | None = None  # None: standing access, still audited
+    revoked_at: datetime | None = None
+    source: str = "cli"
+    request_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def resource(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def is_active(self, now: datetime) -> bool:
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return False
+        return self.expires_at is None or now < self.expires_at
+
+    def covers(self, target: Target) -> bool:
+        if target.bucket != self.bucket:
+            return False
+        if target.scope is Scope.BUCKET:
+            return True
+        return target.action in self.actions and target.key.startswith(self.prefix)
+
+
+def parse_resource(resource: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` -> (bucket, prefix). Raises ValueError on anything else."""
+    if not resource.startswith("s3://"):
+        raise ValueError(f"resource must look like s3://bucket/prefix, got {resource!r}")
+    rest = resource[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket or any(c in bucket for c in " \t\r\n*?"):
+        raise ValueError(f"invalid bucket in resource {resource!r}")
+    return bucket, prefix
+
+
+def parse_actions(values: str | list[str] | tuple[str, ...]) -> frozenset[Action]:
+    """`"read,list"` or `["read", "list"]` -> {Action.READ, Action.LIST}; unknown names raise ValueError."""
+    items = values.split(",") if isinstance(values, str) else list(values)
+    names = [v.strip().lower() for v in items if v.strip()]
+    if not names:
+        raise ValueError("at least one action is required")
+    try:
+        return frozenset(Action(n) for n in names)
+    except ValueError:
+        known = ", ".join(a.value for a in Action)
+        raise ValueError(f"unknown action in {names!r}; known actions: {known}") from None
