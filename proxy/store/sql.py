@@ -1,0 +1,534 @@
+"""The store: principals, access keys and grants in SQLite or PostgreSQL, through SQLAlchemy Core (async).
+
+Every write bumps the `version` row in its own transaction, so gateways can poll one cheap value and reload
+a consistent snapshot only when something changed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Row, and_, event, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from proxy.access.grants import Action, Grant, parse_actions
+from proxy.identity.keys import AccessKey, derive_secret, new_access_key_id
+from proxy.identity.principals import Principal
+from proxy.store.schema import VERSION_ROW, access_keys, grants, principals, store_state
+
+_ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
+_SQLITE_BUSY_TIMEOUT_MS = 5000
+# Execution option read by the SQLite "begin" hook: writers take the write lock up front (IMMEDIATE), so
+# two writers queue on busy_timeout instead of failing when a read lock cannot be upgraded.
+_SQLITE_BEGIN = "grantgate_sqlite_begin"
+# Serialises concurrent `upgrade` runs on PostgreSQL (two gateways starting at once).
+_PG_MIGRATION_LOCK = 0x6772616E74  # "grant"
+_NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
+
+
+class StoreError(Exception):
+    """A store problem with a message fit to show as is (unknown principal, schema not at head...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a gateway needs in memory, read in one transaction: active grants and keys, and the version."""
+
+    version: int
+    grants: tuple[Grant, ...]
+    keys: tuple[tuple[AccessKey, Principal], ...]
+
+
+# --- engines and migrations -------------------------------------------------------------------------
+
+
+def async_url(url: str) -> URL:
+    """`sqlite:///x.db` -> sqlite+aiosqlite, `postgresql://...` -> postgresql+asyncpg; others refused."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError("invalid store URL: use sqlite:///path/to.db or postgresql://user@host/db") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite":
+        wanted = "aiosqlite"
+    elif backend in ("postgresql", "postgres"):
+        backend, wanted = "postgresql", "asyncpg"
+        if "sslmode" in parsed.query:  # libpq's spelling; asyncpg calls it `ssl`
+            query = dict(parsed.query)
+            query["ssl"] = query.pop("sslmode")
+            parsed = parsed.set(query=query)
+    else:
+        raise StoreError(
+            f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:///path/to.db or postgresql://..."
+        )
+    if driver and driver != wanted:
+        raise StoreError(f"unsupported database driver {driver!r} for {backend}: GrantGate uses {wanted}")
+    return parsed.set(drivername=f"{backend}+{wanted}")
+
+
+def create_engine_for(url: str) -> AsyncEngine:
+    sa_url = async_url(url)
+    if sa_url.get_backend_name() != "sqlite":
+        # pre_ping: a gateway outlives database restarts and fail-overs.
+        return create_async_engine(sa_url, pool_pre_ping=True)
+    database = sa_url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(sa_url)
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 driver, which skips it before SELECTs: a snapshot's reads must
+        # share one transaction to be consistent.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
+            cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, and far faster
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(_SQLITE_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _alembic_config() -> Config:
+    return Config(str(_ALEMBIC_INI))
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "the migrations directory has no revisions"
+    return head
+
+
+def _current_revision_sync(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _upgrade_sync(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    config = _alembic_config()
+    config.attributes["connection"] = conn
+    command.upgrade(config, "head")
+
+
+async def _upgrade_engine(engine: AsyncEngine) -> None:
+    writer = _writer(engine)
+    async with writer.begin() as conn:
+        await conn.run_sync(_upgrade_sync)
+
+
+async def _current_revision_engine(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current_revision_sync)
+
+
+def _writer(engine: AsyncEngine) -> AsyncEngine:
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+    return engine
+
+
+def _display_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URL>"
+
+
+@asynccontextmanager
+async def _engine_for(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine_for(url)
+    try:
+        yield engine
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(f"database {_display_url(url)}: {_first_line(exc)}") from exc
+    finally:
+        await engine.dispose()
+
+
+async def upgrade_database(url: str) -> str:
+    """Apply the migrations up to head; returns the revision the database is now at."""
+    async with _engine_for(url) as engine:
+        await _upgrade_engine(engine)
+        revision = await _current_revision_engine(engine)
+    assert revision is not None
+    return revision
+
+
+async def database_revision(url: str) -> str | None:
+    """The revision the database is at; None for an empty database."""
+    async with _engine_for(url) as engine:
+        return await _current_revision_engine(engine)
+
+
+def _first_line(exc: BaseException) -> str:
+    message = str(getattr(exc, "orig", None) or exc).strip()
+    return message.splitlines()[0] if message else type(exc).__name__
+
+
+# --- the store --------------------------------------------------------------------------------------
+
+
+class SqlStore:
+    """Principals, access keys and grants; one instance per process, safe for concurrent coroutines."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._writer = _writer(engine)
+        # PostgreSQL reads each statement at its own snapshot unless told otherwise; SQLite's explicit
+        # BEGIN already gives one snapshot per transaction.
+        self._reader = (
+            engine
+            if engine.dialect.name == "sqlite"
+            else engine.execution_options(isolation_level="REPEATABLE READ")
+        )
+
+    @classmethod
+    async def open(cls, url: str, *, upgrade: bool = False) -> SqlStore:
+        """Connect; with `upgrade`, migrate to head first, otherwise refuse a database not at head."""
+        engine = create_engine_for(url)
+        try:
+            if upgrade:
+                await _upgrade_engine(engine)
+            current = await _current_revision_engine(engine)
+            expected = head_revision()
+            if current != expected:
+                at = current or "no revision (empty database)"
+                raise StoreError(
+                    f"database schema is at {at}, expected {expected}: run `grantgate db upgrade`"
+                )
+        except StoreError:
+            await engine.dispose()
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            await engine.dispose()
+            raise StoreError(f"cannot open database {_display_url(url)}: {_first_line(exc)}") from exc
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    async def upgrade(self) -> None:
+        await _upgrade_engine(self._engine)
+
+    async def current_revision(self) -> str | None:
+        return await _current_revision_engine(self._engine)
+
+    # --- principals ---
+
+    async def ensure_principal(
+        self, name: str, groups: Iterable[str] | None = None, *, now: datetime | None = None
+    ) -> Principal:
+        """Create the principal if it is new; when `groups` is given, it replaces the stored groups."""
+        _check_name(name, "principal")
+        wanted = None if groups is None else sorted({_check_name(g, "group") for g in groups})
+        created = now or datetime.now(UTC)
+        _require_aware(created)
+        async with self._writer.begin() as conn:
+            row = await _principal_row(conn, name)
+            if row is None:
+                stmt = _insert_ignoring_conflict(conn, principals, "name").values(
+                    name=name, groups=wanted or [], created_at=created
+                )
+                result = await conn.execute(stmt)
+                if result.rowcount == 1:
+                    await _bump(conn)
+                    return Principal(name, frozenset(wanted or ()))
+                row = await _principal_row(conn, name)  # created concurrently by someone else
+                assert row is not None
+            if wanted is not None and sorted(row.groups) != wanted:
+                await conn.execute(update(principals).where(principals.c.name == name).values(groups=wanted))
+                await _bump(conn)
+                return Principal(name, frozenset(wanted))
+            return _principal(row)
+
+    async def get_principal(self, name: str) -> Principal | None:
+        async with self._engine.connect() as conn:
+            row = await _principal_row(conn, name)
+        return None if row is None else _principal(row)
+
+    async def list_principals(self) -> list[Principal]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(principals).order_by(principals.c.name))
+            return [_principal(row) for row in rows]
+
+    # --- access keys ---
+
+    async def create_access_key(
+        self, principal: str, server_key: bytes, *, now: datetime, description: str = ""
+    ) -> tuple[AccessKey, str]:
+        """A new key for an existing principal, and its secret: shown once, never stored."""
+        _require_aware(now)
+        key = AccessKey(new_access_key_id(), principal, now, None, description)
+        secret = derive_secret(server_key, key.access_key_id)
+        async with self._writer.begin() as conn:
+            if await _principal_row(conn, principal) is None:
+                raise StoreError(f"unknown principal {principal!r}")
+            await conn.execute(
+                insert(access_keys).values(
+                    access_key_id=key.access_key_id,
+                    principal=principal,
+                    description=description,
+                    created_at=now,
+                    revoked_at=None,
+                )
+            )
+            await _bump(conn)
+        return key, secret
+
+    async def list_access_keys(self, principal: str | None = None) -> list[AccessKey]:
+        query = select(access_keys).order_by(access_keys.c.created_at, access_keys.c.access_key_id)
+        if principal is not None:
+            query = query.where(access_keys.c.principal == principal)
+        async with self._engine.connect() as conn:
+            return [_access_key(row) for row in await conn.execute(query)]
+
+    async def revoke_access_key(self, access_key_id: str, *, now: datetime) -> bool:
+        """Revoke a key; True if the key exists (revoking twice keeps the first time), False if unknown."""
+        _require_aware(now)
+        async with self._writer.begin() as conn:
+            result = await conn.execute(
+                update(access_keys)
+                .where(access_keys.c.access_key_id == access_key_id, access_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            if result.rowcount:
+                await _bump(conn)
+                return True
+            found = await conn.scalar(
+                select(access_keys.c.access_key_id).where(access_keys.c.access_key_id == access_key_id)
+            )
+            return found is not None
+
+    # --- grants ---
+
+    async def add_grant(
+        self,
+        principal: str,
+        bucket: str,
+        prefix: str,
+        actions: frozenset[Action],
+        *,
+        now: datetime,
+        expires_at: datetime | None,
+        source: str = "cli",
+        created_by: str = "",
+        request_id: str | None = None,
+    ) -> Grant:
+        _check_name(principal, "principal")
+        _require_aware(now, expires_at)
+        if not bucket:
+            raise ValueError("a grant needs a bucket")
+        if not actions:
+            raise ValueError("a grant needs at least one action")
+        if expires_at is not None and expires_at <= now:
+            raise ValueError("a grant must expire after it is created")
+        grant = Grant(
+            id=new_grant_id(),
+            principal=principal,
+            bucket=bucket,
+            prefix=prefix,
+            actions=frozenset(actions),
+            created_at=now,
+            expires_at=expires_at,
+            source=source,
+            request_id=request_id,
+            extra={"created_by": created_by, "revoked_by": "", "revoke_reason": ""},
+        )
+        async with self._writer.begin() as conn:
+            await conn.execute(
+                insert(grants).values(
+                    id=grant.id,
+                    principal=principal,
+                    bucket=bucket,
+                    prefix=prefix,
+                    actions=_actions_text(grant.actions),
+                    created_at=now,
+                    expires_at=expires_at,
+                    revoked_at=None,
+                    revoked_by="",
+                    revoke_reason="",
+                    source=source,
+                    request_id=request_id,
+                    created_by=created_by,
+                )
+            )
+            await _bump(conn)
+        return grant
+
+    async def get_grant(self, grant_id: str) -> Grant | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
+        return None if row is None else _grant(row)
+
+    async def list_grants(
+        self, *, principal: str | None = None, active_at: datetime | None = None
+    ) -> list[Grant]:
+        """Grants, oldest first; with `active_at`, only those neither expired nor revoked at that time."""
+        query = select(grants).order_by(grants.c.created_at, grants.c.id)
+        if principal is not None:
+            query = query.where(grants.c.principal == principal)
+        if active_at is not None:
+            _require_aware(active_at)
+            query = query.where(_grant_active(active_at))
+        async with self._engine.connect() as conn:
+            return [_grant(row) for row in await conn.execute(query)]
+
+    async def revoke_grant(
+        self, grant_id: str, *, now: datetime, actor: str, reason: str = ""
+    ) -> Grant | None:
+        """Revoke a grant; None if unknown. A grant already revoked is returned as it was (idempotent)."""
+        _require_aware(now)
+        async with self._writer.begin() as conn:
+            result = await conn.execute(
+                update(grants)
+                .where(grants.c.id == grant_id, grants.c.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_by=actor, revoke_reason=reason)
+            )
+            if result.rowcount:
+                await _bump(conn)
+            row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
+        return None if row is None else _grant(row)
+
+    # --- what gateways poll and load ---
+
+    async def snapshot(self, now: datetime) -> Snapshot:
+        _require_aware(now)
+        async with self._reader.connect() as conn, conn.begin():
+            version = await _version(conn)
+            grant_rows = await conn.execute(
+                select(grants).where(_grant_active(now)).order_by(grants.c.created_at, grants.c.id)
+            )
+            active_grants = tuple(_grant(row) for row in grant_rows)
+            key_rows = await conn.execute(
+                select(access_keys, principals.c.groups)
+                .join(principals, principals.c.name == access_keys.c.principal)
+                .where(access_keys.c.revoked_at.is_(None))
+                .order_by(access_keys.c.access_key_id)
+            )
+            keys = tuple(
+                (_access_key(row), Principal(row.principal, frozenset(row.groups))) for row in key_rows
+            )
+        return Snapshot(version, active_grants, keys)
+
+    async def version(self) -> int:
+        async with self._engine.connect() as conn:
+            return await _version(conn)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def new_grant_id() -> str:
+    return "g_" + secrets.token_urlsafe(9)  # 12 url-safe characters, 72 random bits
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(
+            f"invalid {what} name {value!r}: 1 to 200 characters, no spaces or control characters"
+        )
+    return value
+
+
+def _require_aware(*moments: datetime | None) -> None:
+    # Checked up front: a naive datetime would otherwise fail deep inside SQLAlchemy's bind processing.
+    for moment in moments:
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError(f"timestamps must be timezone-aware, got {moment!r}")
+
+
+def _actions_text(actions: Iterable[Action]) -> str:
+    return ",".join(sorted(a.value for a in actions))
+
+
+def _grant_active(now: datetime) -> ColumnElement[bool]:
+    # The same rule as Grant.is_active, in SQL.
+    return and_(
+        or_(grants.c.revoked_at.is_(None), grants.c.revoked_at > now),
+        or_(grants.c.expires_at.is_(None), grants.c.expires_at > now),
+    )
+
+
+def _insert_ignoring_conflict(conn: AsyncConnection, table: Any, key: str) -> Any:
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=[key])
+
+
+async def _bump(conn: AsyncConnection) -> None:
+    await conn.execute(
+        update(store_state).where(store_state.c.name == VERSION_ROW).values(value=store_state.c.value + 1)
+    )
+
+
+async def _version(conn: AsyncConnection) -> int:
+    value = await conn.scalar(select(store_state.c.value).where(store_state.c.name == VERSION_ROW))
+    return int(value or 0)
+
+
+async def _principal_row(conn: AsyncConnection, name: str) -> Row[Any] | None:
+    return (await conn.execute(select(principals).where(principals.c.name == name))).first()
+
+
+def _principal(row: Row[Any]) -> Principal:
+    return Principal(row.name, frozenset(row.groups))
+
+
+def _access_key(row: Row[Any]) -> AccessKey:
+    return AccessKey(
+        access_key_id=row.access_key_id,
+        principal=row.principal,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        description=row.description,
+    )
+
+
+def _grant(row: Row[Any]) -> Grant:
+    return Grant(
+        id=row.id,
+        principal=row.principal,
+        bucket=row.bucket,
+        prefix=row.prefix,
+        actions=parse_actions(row.actions),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        source=row.source,
+        request_id=row.request_id,
+        extra={
+            "created_by": row.created_by,
+            "revoked_by": row.revoked_by,
+            "revoke_reason": row.revoke_reason,
+        },
+    )
