@@ -44,5 +44,12 @@ class GrantIndex:
     def decide(self, principal: str, targets: list[Target], now: datetime) -> Decision:
         return authorize(targets, self.grants_for(principal, (t.bucket for t in targets)), now)
 
+    def has_grant_below(self, principal: str, bucket: str, prefix: str, now: datetime) -> bool:
+        """Whether an active grant covers something under `prefix` (a "directory" the caller may probe)."""
+        return any(
+            g.is_active(now) and g.prefix.startswith(prefix)
+            for g in self.by_principal.get(principal, {}).get(bucket, _EMPTY)
+        )
+
     def __len__(self) -> int:
         return sum(len(gs) for buckets in self.by_principal.values() for gs in buckets.values())

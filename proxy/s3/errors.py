@@ -91,6 +91,10 @@ class S3Error(Exception):
         return cls("EntityTooLarge", message, 400)
 
     @classmethod
+    def no_such_key(cls) -> S3Error:
+        return cls("NoSuchKey", "The specified key does not exist.", 404)
+
+    @classmethod
     def internal(cls) -> S3Error:
         return cls("InternalError", "We encountered an internal error. Please try again.", 500)
 

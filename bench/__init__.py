@@ -1,0 +1,1 @@
+"""Benchmarks for GrantGate: `python -m bench.stream` measures large-object streaming through the gateway."""

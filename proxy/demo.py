@@ -1,0 +1,240 @@
+"""`grantgate demo`: a complete local set-up — an S3 emulator as the bucket, the gateway, three people.
+
+Nothing else needs to be installed or running. State (config, SQLite, server key) lives in --state-dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from proxy.app import install_event_loop, serve, tune_malloc
+from proxy.config import load_settings
+from proxy.observe.logging import configure_logging
+from proxy.store.sql import SqlStore
+from proxy.store.workflow import WorkflowStore
+
+BUCKET = "secret-internal-model-archive"
+MODEL_KEY = "models/llama-3-8b-instruct.Q4_K_M.gguf"
+DATA_KEY = "training-data/rlhf-preferences-2026-10.jsonl"
+UPSTREAM_KEY = "demo-upstream"  # the emulator accepts any credentials; callers never see these
+PEOPLE: dict[str, list[str]] = {"alice": ["ml"], "bob": ["infra"], "carol": ["security"]}
+
+
+def run_demo(
+    s3_port: int = 9000, api_port: int = 9001, state_dir: str = ".demo", credentials_out: str | None = None
+) -> None:
+    install_event_loop()
+    tune_malloc()
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    asyncio.run(_demo(s3_port, api_port, Path(state_dir), credentials_out))
+
+
+async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: str | None) -> None:
+    from moto.server import ThreadedMotoServer
+
+    emulator_port = _free_port()
+    emulator = ThreadedMotoServer(ip_address="127.0.0.1", port=emulator_port, verbose=False)
+    emulator.start()
+    try:
+        emulator_url = f"http://127.0.0.1:{emulator_port}"
+        _seed_bucket(emulator_url)
+        config_path = _write_config(state_dir, s3_port, api_port, emulator_url)
+        settings = load_settings(config_path)
+        configure_logging(settings.log.level, settings.log.format)
+        people = await _seed_people(settings.store_url(), settings.server_key())
+
+        stop, ready = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        server = asyncio.create_task(serve(settings, stop, ready))
+        await asyncio.wait([server, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if server.done():
+            server.result()  # surfaces the start-up error
+        info = {
+            "s3_endpoint": f"http://127.0.0.1:{s3_port}",
+            "api_endpoint": f"http://127.0.0.1:{api_port}",
+            "bucket": BUCKET,
+            "principals": people,
+        }
+        if credentials_out:
+            out = Path(credentials_out)
+            tmp = out.with_suffix(out.suffix + ".tmp")
+            tmp.write_text(json.dumps(info, indent=2))
+            os.chmod(tmp, 0o600)
+            tmp.replace(out)  # appears whole, only once the gateway serves
+        print(_instructions(info), flush=True)
+        await server
+    finally:
+        emulator.stop()
+
+
+def _seed_bucket(endpoint: str) -> None:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=UPSTREAM_KEY,
+        aws_secret_access_key=UPSTREAM_KEY,
+        region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    # A few MB shaped like a GGUF file: the magic, a version, then noise.
+    model = b"GGUF" + (3).to_bytes(4, "little") + secrets.token_bytes(4 * 1024 * 1024)
+    s3.put_object(Bucket=BUCKET, Key=MODEL_KEY, Body=model)
+    rows = [{"prompt": f"question {i}", "chosen": "helpful", "rejected": "unhelpful"} for i in range(200)]
+    s3.put_object(Bucket=BUCKET, Key=DATA_KEY, Body="\n".join(json.dumps(r) for r in rows).encode())
+
+
+def _write_config(state_dir: Path, s3_port: int, api_port: int, emulator_url: str) -> Path:
+    key_file = state_dir / "server.key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(48))
+        os.chmod(key_file, 0o600)
+    config = state_dir / "grantgate.toml"
+    config.write_text(
+        f"""# Written by `grantgate demo`.
+[server]
+s3_host = "127.0.0.1"
+s3_port = {s3_port}
+control_host = "127.0.0.1"
+control_port = {api_port}
+public_url = "http://127.0.0.1:{api_port}"
+secret_key_file = "server.key"
+
+[upstream]
+endpoint_url = "{emulator_url}"
+region = "us-east-1"
+access_key_id = "{UPSTREAM_KEY}"
+secret_access_key = "{UPSTREAM_KEY}"
+
+[store]
+url = "sqlite:///grantgate.db"
+
+[log]
+format = "json"
+{_DEMO_POLICY}"""
+    )
+    return config
+
+
+# alice (ml) needs one approval from security (carol); bob (infra) is approved instantly.
+_DEMO_POLICY = f"""
+[policy]
+pending_ttl = "24h"
+admin_groups = ["security"]
+
+[policy.resources.models]
+description = "Model weights"
+paths = ["s3://{BUCKET}/models/"]
+
+[policy.resources.training-data]
+description = "RLHF preference data"
+paths = ["s3://{BUCKET}/training-data/"]
+
+[[policy.rules]]
+resource = "models"
+requester_groups = ["ml", "infra", "security"]
+actions = ["read", "list"]
+default_duration = "2h"
+max_duration = "8h"
+justification_required = true
+justification_min_length = 10
+instant_groups = ["infra"]
+approver_groups = ["security"]
+approvals_required = 1
+
+[[policy.rules]]
+resource = "models"
+requester_groups = ["infra"]
+actions = ["read", "list", "write"]
+default_duration = "1h"
+max_duration = "8h"
+instant_groups = ["infra"]
+approvals_required = 0
+
+[[policy.rules]]
+resource = "training-data"
+requester_groups = ["ml"]
+actions = ["read", "list"]
+default_duration = "1h"
+max_duration = "4h"
+justification_min_length = 20
+approver_groups = ["security"]
+approvals_required = 1
+break_glass = true
+"""
+
+
+async def _seed_people(store_url: str, server_key: bytes) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    store = await SqlStore.open(store_url, upgrade=True)
+    try:
+        people: dict[str, Any] = {}
+        for name, groups in PEOPLE.items():
+            await store.ensure_principal(name, groups)
+            key, secret = await store.create_access_key(name, server_key, now=now, description="demo")
+            _token, api_token = await WorkflowStore(store).create_token(name, now=now, description="demo")
+            people[name] = {
+                "access_key_id": key.access_key_id,
+                "secret_access_key": secret,
+                "api_token": api_token,
+                "groups": groups,
+            }
+        return people
+    finally:
+        await store.close()
+
+
+def _instructions(info: dict[str, Any]) -> str:
+    alice = info["principals"]["alice"]
+    bob = info["principals"]["bob"]
+    carol = info["principals"]["carol"]
+    api = info["api_endpoint"]
+    return f"""
+GrantGate demo is running.
+  S3 endpoint : {info["s3_endpoint"]}      (bucket: {info["bucket"]})
+  Control     : {api}      (JSON API under /api/v1)
+
+alice (ml) has no grant yet, so she is refused with a link to request access:
+
+  import boto3
+  s3 = boto3.client("s3", endpoint_url="{info["s3_endpoint"]}",
+                    aws_access_key_id="{alice["access_key_id"]}",
+                    aws_secret_access_key="{alice["secret_access_key"]}")
+  s3.get_object(Bucket="{info["bucket"]}", Key="{MODEL_KEY}")
+
+She asks for it; reading models/ needs one approval from security (carol):
+
+  export GRANTGATE_API_URL={api}
+  GRANTGATE_TOKEN={alice["api_token"]} \\
+    grantgate request s3://{info["bucket"]}/models/ --duration 2h -j "evaluate the new quantisation"
+  GRANTGATE_TOKEN={carol["api_token"]} grantgate requests --inbox
+  GRANTGATE_TOKEN={carol["api_token"]} grantgate approve REQUEST_ID -c "ok for the eval"
+
+bob (infra) is approved instantly:
+
+  GRANTGATE_TOKEN={bob["api_token"]} grantgate request models -j "debug inference start-up"
+  AWS_ACCESS_KEY_ID={bob["access_key_id"]} AWS_SECRET_ACCESS_KEY={bob["secret_access_key"]} \\
+    aws --endpoint-url {info["s3_endpoint"]} s3 ls s3://{info["bucket"]}/models/
+
+Press Ctrl-C to stop.
+"""
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,44 @@
+"""structlog set-up: JSON lines on stdout, request fields merged from contextvars, secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+# Defence in depth: nothing that could carry a credential is ever rendered, whatever a caller logs.
+_SECRET_FIELD = re.compile(
+    r"secret|password|passwd|signature|authorization|token|credential|cookie|api_key", re.IGNORECASE
+)
+REDACTED = "[redacted]"
+
+
+def redact_secrets(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for name in list(event):
+        if _SECRET_FIELD.search(name):
+            event[name] = REDACTED
+    return event
+
+
+def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    # aiohttp's own access log would duplicate the audit event without the fields that matter.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
