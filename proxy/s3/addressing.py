@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from proxy.s3.errors import S3Error
 from proxy.s3.request import RequestHead
+from proxy.s3.sigv4 import uri_encode
 
 MAX_KEY_BYTES = 1024
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP_SHAPED_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # '\' counts as a separator too: some upstreams and path libraries treat it as one.
 _SEGMENT_RE = re.compile(r"[/\\]")
 
@@ -99,18 +99,7 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
 
 def object_path(bucket: str, key: str) -> str:
     """The canonical path-style URL path of an object, keys encoded with AWS UriEncode keeping '/'."""
-    return f"/{bucket}/{uri_encode(key)}"
-
-
-def uri_encode(text: str, *, keep_slash: bool = True) -> str:
-    """AWS UriEncode: unreserved characters as they are, every other UTF-8 byte as uppercase %XX."""
-    out: list[str] = []
-    for byte in text.encode("utf-8"):
-        if byte in _UNRESERVED or (keep_slash and byte == 0x2F):
-            out.append(chr(byte))
-        else:
-            out.append(f"%{byte:02X}")
-    return "".join(out)
+    return f"/{bucket}/{uri_encode(key, keep_slash=True)}"
 
 
 def _copy_source_version(query: str) -> str:
