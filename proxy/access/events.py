@@ -1,0 +1,174 @@
+"""Workflow events: one per state change of a request or grant, with who did it and why.
+
+The workflow emits them on the EventBus; audit, Slack and webhooks subscribe without the workflow
+knowing they exist. Each event turns into a flat, JSON-ready dict with `as_dict()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from proxy.access.grants import Grant
+from proxy.access.requests import AccessRequest
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def request_fields(request: AccessRequest) -> dict[str, Any]:
+    return {
+        "request_id": request.id,
+        "requester": request.requester,
+        "resource_name": request.resource_name,
+        "resource": request.resource,
+        "actions": sorted(a.value for a in request.actions),
+        "duration_seconds": int(request.duration.total_seconds()),
+        "justification": request.justification,
+        "status": request.status.value,
+        "break_glass": request.break_glass,
+        "approvals": [a.approver for a in request.approvals],
+        "approvals_required": request.approvals_required,
+        "grant_id": request.grant_id,
+    }
+
+
+def grant_fields(grant: Grant) -> dict[str, Any]:
+    return {
+        "grant_id": grant.id,
+        "principal": grant.principal,
+        "resource": grant.resource,
+        "actions": sorted(a.value for a in grant.actions),
+        "expires_at": iso(grant.expires_at),
+        "revoked_at": iso(grant.revoked_at),
+        "source": grant.source,
+        "request_id": grant.request_id,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowEvent:
+    """Base of every workflow event: when, who caused it (a principal or "system"), and why."""
+
+    kind: ClassVar[str] = "workflow_event"
+    at: datetime
+    actor: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "at": iso(self.at), "actor": self.actor, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCreated(WorkflowEvent):
+    """A request was made; `request.status` says whether it is pending or was granted at once."""
+
+    kind: ClassVar[str] = "request_created"
+    request: AccessRequest
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **request_fields(self.request)}
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecorded(WorkflowEvent):
+    """One approver approved; `request` may still need more approvals (N of M)."""
+
+    kind: ClassVar[str] = "approval_recorded"
+    request: AccessRequest
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **request_fields(self.request)}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDecided(WorkflowEvent):
+    """A request left `pending`: approved, denied, cancelled by its requester, or expired."""
+
+    kind: ClassVar[str] = "request_decided"
+    request: AccessRequest
+
+    @property
+    def decision(self) -> str:
+        return self.request.status.value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **request_fields(self.request), "decision": self.decision}
+
+
+@dataclass(frozen=True, slots=True)
+class GrantCreated(WorkflowEvent):
+    kind: ClassVar[str] = "grant_created"
+    grant: Grant
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **grant_fields(self.grant)}
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRevoked(WorkflowEvent):
+    kind: ClassVar[str] = "grant_revoked"
+    grant: Grant
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **grant_fields(self.grant)}
+
+
+@dataclass(frozen=True, slots=True)
+class GrantExpiring(WorkflowEvent):
+    """Sent once per grant, `policy.expiry_warning` before it ends."""
+
+    kind: ClassVar[str] = "grant_expiring"
+    grant: Grant
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **grant_fields(self.grant)}
+
+
+@dataclass(frozen=True, slots=True)
+class GrantExpired(WorkflowEvent):
+    """Sent once per grant that reached its expiry without being revoked."""
+
+    kind: ClassVar[str] = "grant_expired"
+    grant: Grant
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **grant_fields(self.grant)}
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassUsed(WorkflowEvent):
+    """An emergency grant was taken without approval: always alert, review after the fact."""
+
+    kind: ClassVar[str] = "break_glass_used"
+    request: AccessRequest
+    grant: Grant
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **request_fields(self.request), **grant_fields(self.grant)}
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassReviewed(WorkflowEvent):
+    kind: ClassVar[str] = "break_glass_reviewed"
+    request: AccessRequest
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **request_fields(self.request)}
+
+
+ALL_EVENTS: tuple[type[WorkflowEvent], ...] = (
+    RequestCreated,
+    ApprovalRecorded,
+    RequestDecided,
+    GrantCreated,
+    GrantRevoked,
+    GrantExpiring,
+    GrantExpired,
+    BreakGlassUsed,
+    BreakGlassReviewed,
+)

@@ -1,0 +1,206 @@
+"""The `[policy]` part of the config file: TOML -> validated settings -> a `Policy` value.
+
+Validation happens once at start, so a typo in a resource name or an impossible duration stops the
+gateway with a message naming the offending entry instead of surprising someone later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from proxy.access.durations import parse_duration
+from proxy.access.grants import Action, parse_actions, parse_resource
+from proxy.access.policy import ANYONE, Policy, Resource, ResourcePath, Rule, StandingAccess
+
+_RESOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)  # raises ValueError with a readable message
+    return value
+
+
+def _actions(values: list[str]) -> list[str]:
+    return sorted(a.value for a in parse_actions(values))
+
+
+def _groups(values: list[str]) -> list[str]:
+    cleaned = [v.strip() for v in values]
+    if any(not v or any(c.isspace() for c in v) for v in cleaned):
+        raise ValueError("group names must be non-empty and contain no spaces")
+    return cleaned
+
+
+class ResourceSettings(_Section):
+    paths: list[str] = Field(min_length=1)
+    description: str = ""
+
+    @field_validator("paths")
+    @classmethod
+    def _valid_paths(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_resource(value)
+        return values
+
+
+class RuleSettings(_Section):
+    resource: str
+    # Who may ask: group names, or "*" for every authenticated principal.
+    requester_groups: list[str] = Field(default_factory=lambda: [ANYONE])
+    actions: list[str] = Field(default_factory=lambda: ["read", "list"])
+    default_duration: str = "1h"
+    max_duration: str = "8h"
+    justification_required: bool = True
+    justification_min_length: int = Field(10, ge=0, le=1000)
+    instant_groups: list[str] = Field(default_factory=list)
+    approver_groups: list[str] = Field(default_factory=list)
+    approvals_required: int = Field(1, ge=0, le=20)
+    source_cidrs: list[str] = Field(default_factory=list)
+    break_glass: bool = False
+
+    @field_validator("default_duration", "max_duration")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        return _duration(value)
+
+    @field_validator("actions")
+    @classmethod
+    def _valid_actions(cls, values: list[str]) -> list[str]:
+        return _actions(values)
+
+    @field_validator("requester_groups", "instant_groups", "approver_groups")
+    @classmethod
+    def _valid_groups(cls, values: list[str]) -> list[str]:
+        return _groups(values)
+
+    @field_validator("source_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"invalid network {value!r}: {exc}") from None
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuleSettings:
+        default, maximum = parse_duration(self.default_duration), parse_duration(self.max_duration)
+        if maximum < default:
+            raise ValueError(
+                f"max_duration {self.max_duration} is shorter than default_duration {self.default_duration}"
+            )
+        if not self.requester_groups:
+            raise ValueError('requester_groups is empty: nobody could request; use ["*"] for everyone')
+        if self.approvals_required > 0 and not self.approver_groups:
+            raise ValueError(
+                f"approvals_required is {self.approvals_required} but approver_groups is empty: "
+                "name who approves, or set approvals_required = 0"
+            )
+        if ANYONE in self.approver_groups:
+            raise ValueError('approver_groups cannot be "*": name the groups that approve')
+        return self
+
+    def build(self) -> Rule:
+        return Rule(
+            resource=self.resource,
+            requester_groups=frozenset(self.requester_groups),
+            actions=parse_actions(self.actions),
+            default_duration=parse_duration(self.default_duration),
+            max_duration=parse_duration(self.max_duration),
+            justification_required=self.justification_required,
+            justification_min_length=self.justification_min_length,
+            instant_groups=frozenset(self.instant_groups),
+            approver_groups=frozenset(self.approver_groups),
+            approvals_required=self.approvals_required,
+            source_cidrs=tuple(self.source_cidrs),
+            break_glass=self.break_glass,
+        )
+
+
+class StandingSettings(_Section):
+    principal: str = Field(min_length=1, max_length=200)
+    resource: str
+    actions: list[str] = Field(default_factory=lambda: ["read", "list"])
+
+    @field_validator("actions")
+    @classmethod
+    def _valid_actions(cls, values: list[str]) -> list[str]:
+        return _actions(values)
+
+
+class PolicySettings(_Section):
+    # How long a request may wait for approvals before it expires.
+    pending_ttl: str = "24h"
+    # How long before a grant ends its holder is warned (a grant_expiring event).
+    expiry_warning: str = "15m"
+    # Members of these groups may revoke any grant and decide any request.
+    admin_groups: list[str] = Field(default_factory=list)
+    # How often pending requests are expired and expiry events sent.
+    sweep_interval_seconds: float = Field(15, gt=0)
+    resources: dict[str, ResourceSettings] = Field(default_factory=dict)
+    rules: list[RuleSettings] = Field(default_factory=list)
+    standing: list[StandingSettings] = Field(default_factory=list)
+
+    @field_validator("pending_ttl", "expiry_warning")
+    @classmethod
+    def _valid_duration(cls, value: str) -> str:
+        return _duration(value)
+
+    @field_validator("admin_groups")
+    @classmethod
+    def _valid_groups(cls, values: list[str]) -> list[str]:
+        return _groups(values)
+
+    @field_validator("resources")
+    @classmethod
+    def _valid_names(cls, values: dict[str, ResourceSettings]) -> dict[str, ResourceSettings]:
+        for name in values:
+            if not _RESOURCE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"invalid resource name {name!r}: lower-case letters, digits, '.', '_' and '-'"
+                )
+        return values
+
+    @model_validator(mode="after")
+    def _references(self) -> PolicySettings:
+        known = ", ".join(sorted(self.resources)) or "none defined"
+        for i, rule in enumerate(self.rules):
+            if rule.resource not in self.resources:
+                raise ValueError(f"rules[{i}]: unknown resource {rule.resource!r} (resources: {known})")
+        seen: set[tuple[str, str]] = set()
+        for i, entry in enumerate(self.standing):
+            if entry.resource not in self.resources:
+                raise ValueError(f"standing[{i}]: unknown resource {entry.resource!r} (resources: {known})")
+            if (entry.principal, entry.resource) in seen:
+                raise ValueError(f"standing[{i}]: {entry.principal} on {entry.resource} is listed twice")
+            seen.add((entry.principal, entry.resource))
+        return self
+
+    def build(self) -> Policy:
+        resources = tuple(
+            Resource(
+                name,
+                tuple(ResourcePath(*parse_resource(p)) for p in spec.paths),
+                spec.description,
+            )
+            for name, spec in self.resources.items()
+        )
+        return Policy(
+            resources=resources,
+            rules=tuple(r.build() for r in self.rules),
+            standing=tuple(
+                StandingAccess(s.principal, s.resource, frozenset(Action(a) for a in s.actions))
+                for s in self.standing
+            ),
+            pending_ttl=parse_duration(self.pending_ttl),
+            expiry_warning=parse_duration(self.expiry_warning),
+            admin_groups=frozenset(self.admin_groups),
+        )

@@ -1,0 +1,72 @@
+"""Access requests: the values the workflow moves through its lifecycle (pure).
+
+pending -> approved | denied | cancelled | expired. Approval creates a grant whose clock starts then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from proxy.access.grants import Action
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    approver: str
+    decided_at: datetime
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    id: str
+    requester: str
+    resource_name: str  # the policy resource the request was matched to, e.g. "models"
+    bucket: str
+    prefix: str
+    actions: frozenset[Action]
+    duration: timedelta
+    justification: str
+    status: RequestStatus
+    created_at: datetime
+    expires_at: datetime  # when a still-pending request lapses
+    approvals_required: int = 1
+    approvals: tuple[Approval, ...] = ()
+    break_glass: bool = False
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_comment: str = ""
+    grant_id: str | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # Networks the grant may be used from, copied from the policy rule when the request was made.
+    source_cidrs: tuple[str, ...] = ()
+    # Break-glass grants are reviewed after the fact by an approver or an admin.
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    review_comment: str = ""
+
+    @property
+    def resource(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    @property
+    def approvers(self) -> frozenset[str]:
+        return frozenset(a.approver for a in self.approvals)
+
+    @property
+    def needs_review(self) -> bool:
+        return self.break_glass and self.reviewed_at is None
+
+    def is_open(self, now: datetime) -> bool:
+        """Still waiting for decisions: pending and not yet past its pending deadline."""
+        return self.status is RequestStatus.PENDING and now < self.expires_at

@@ -1,0 +1,558 @@
+"""The workflow's tables: access requests, approvals, API tokens, standing grants and expiry notices.
+
+Works on SqlStore's engine. Every transition is a conditional update inside one transaction, so two
+approvers clicking at once, or two gateways sweeping at once, still give exactly one outcome. Writes that
+change what gateways must see (a new or revoked grant) bump the store version in the same transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, func, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from proxy.access.grants import Action, Grant, parse_actions
+from proxy.access.requests import AccessRequest, Approval, RequestStatus
+from proxy.identity.principals import Principal
+from proxy.identity.tokens import ApiToken, hash_secret, new_token, parse_token, secret_matches
+from proxy.store.schema import (
+    access_requests,
+    api_tokens,
+    grant_notices,
+    grants,
+    principals,
+    request_approvals,
+)
+from proxy.store.sql import (
+    SqlStore,
+    StoreError,
+    _actions_text,
+    _bump,
+    _check_name,
+    _grant,
+    _grant_active,
+    _require_aware,
+    _writer,
+    new_grant_id,
+)
+
+# Serialises standing-access syncs of gateways that start at the same moment (PostgreSQL).
+_PG_STANDING_LOCK = 0x7374616E64  # "stand"
+STANDING_SOURCE = "standing"
+STANDING_CREATOR = "policy"
+# Expired grants older than this get no "expired" notice: a first start must not replay history.
+EXPIRED_NOTICE_WINDOW = timedelta(days=1)
+_REMOVED = "removed from the policy"
+
+
+class RequestConflict(StoreError):
+    """The request changed state under us (decided by someone else, or lapsed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewGrant:
+    """What to grant when a request is approved; the clock starts at the approval."""
+
+    source: str
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalResult:
+    request: AccessRequest
+    counted: bool  # False: this approver had already approved (each approver counts once)
+    grant: Grant | None  # set when this approval was the last one needed
+
+
+@dataclass(frozen=True, slots=True)
+class StandingEntry:
+    principal: str
+    bucket: str
+    prefix: str
+    actions: frozenset[Action]
+
+
+def new_request_id() -> str:
+    return "r_" + secrets.token_urlsafe(9)
+
+
+class WorkflowStore:
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self._engine = store._engine
+        self._writer = _writer(store._engine)
+
+    # --- requests ---
+
+    async def insert_request(self, request: AccessRequest, grant: NewGrant | None = None) -> AccessRequest:
+        """Store a new request; with `grant`, it is approved at once and its grant created with it."""
+        _require_aware(request.created_at, request.expires_at)
+        async with self._writer.begin() as conn:
+            made: Grant | None = None
+            if grant is not None:
+                made = await _insert_grant(conn, request, grant, request.created_at)
+                request = replace(request, grant_id=made.id)
+            await conn.execute(insert(access_requests).values(**_request_values(request)))
+            if made is not None:
+                await _bump(conn)
+        return request
+
+    async def get_request(self, request_id: str) -> AccessRequest | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(access_requests).where(access_requests.c.id == request_id))
+            ).first()
+            if row is None:
+                return None
+            approvals = await _approvals(conn, [request_id])
+        return _request(row, approvals.get(request_id, ()))
+
+    async def list_requests(
+        self,
+        *,
+        status: RequestStatus | None = None,
+        requester: str | None = None,
+        visible_to: tuple[str, Iterable[str]] | None = None,
+        limit: int = 500,
+    ) -> list[AccessRequest]:
+        """Newest first. `visible_to=(name, resource names)`: only `name`'s own requests and those for
+        the resources named."""
+        query = select(access_requests).order_by(access_requests.c.created_at.desc(), access_requests.c.id)
+        if status is not None:
+            query = query.where(access_requests.c.status == status.value)
+        if requester is not None:
+            query = query.where(access_requests.c.requester == requester)
+        if visible_to is not None:
+            name, resources = visible_to
+            query = query.where(
+                or_(
+                    access_requests.c.requester == name,
+                    access_requests.c.resource_name.in_(sorted(set(resources))),
+                )
+            )
+        async with self._engine.connect() as conn:
+            rows = list(await conn.execute(query.limit(limit)))
+            approvals = await _approvals(conn, [row.id for row in rows])
+        return [_request(row, approvals.get(row.id, ())) for row in rows]
+
+    async def approve(
+        self, request_id: str, approver: str, comment: str, *, now: datetime, required: int, grant: NewGrant
+    ) -> ApprovalResult:
+        """Record one approval; the one that reaches `required` distinct approvals creates the grant.
+
+        The request row is locked first (PostgreSQL `FOR UPDATE`; SQLite's write transaction is
+        exclusive), so concurrent approvals are counted one after the other and exactly one of them
+        finds the request still pending with enough approvals.
+        """
+        _require_aware(now)
+        async with self._writer.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(access_requests).where(access_requests.c.id == request_id).with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise RequestConflict(f"unknown request {request_id!r}")
+            _require_pending(row, now)
+            stmt = _insert_ignoring(conn, request_approvals, ["request_id", "approver"]).values(
+                request_id=request_id, approver=approver, decided_at=now, comment=comment
+            )
+            counted = (await conn.execute(stmt)).rowcount == 1
+            count = await conn.scalar(
+                select(func.count())
+                .select_from(request_approvals)
+                .where(request_approvals.c.request_id == request_id)
+            )
+            made: Grant | None = None
+            if counted and int(count or 0) >= required:
+                current = _request(row, ())
+                made = await _insert_grant(conn, current, grant, now)
+                await conn.execute(
+                    update(access_requests)
+                    .where(
+                        access_requests.c.id == request_id,
+                        access_requests.c.status == RequestStatus.PENDING.value,
+                    )
+                    .values(
+                        status=RequestStatus.APPROVED.value,
+                        decided_by=approver,
+                        decided_at=now,
+                        decision_comment=comment,
+                        grant_id=made.id,
+                    )
+                )
+                await _bump(conn)
+            row = (
+                await conn.execute(select(access_requests).where(access_requests.c.id == request_id))
+            ).one()
+            approvals = await _approvals(conn, [request_id])
+        return ApprovalResult(_request(row, approvals.get(request_id, ())), counted, made)
+
+    async def close_request(
+        self, request_id: str, status: RequestStatus, *, actor: str, comment: str, now: datetime
+    ) -> AccessRequest:
+        """pending -> denied | cancelled, only if still pending and not lapsed."""
+        _require_aware(now)
+        async with self._writer.begin() as conn:
+            result = await conn.execute(
+                update(access_requests)
+                .where(
+                    access_requests.c.id == request_id,
+                    access_requests.c.status == RequestStatus.PENDING.value,
+                    access_requests.c.expires_at > now,
+                )
+                .values(status=status.value, decided_by=actor, decided_at=now, decision_comment=comment)
+            )
+            if result.rowcount != 1:
+                row = (
+                    await conn.execute(select(access_requests).where(access_requests.c.id == request_id))
+                ).first()
+                if row is None:
+                    raise RequestConflict(f"unknown request {request_id!r}")
+                _require_pending(row, now)
+        found = await self.get_request(request_id)
+        assert found is not None
+        return found
+
+    async def expire_pending(self, now: datetime, *, limit: int = 1000) -> list[AccessRequest]:
+        """Move lapsed pending requests to `expired`; returns only those this call moved."""
+        _require_aware(now)
+        async with self._writer.begin() as conn:
+            ids = list(
+                await conn.scalars(
+                    select(access_requests.c.id)
+                    .where(
+                        access_requests.c.status == RequestStatus.PENDING.value,
+                        access_requests.c.expires_at <= now,
+                    )
+                    .limit(limit)
+                )
+            )
+            moved: list[str] = []
+            for request_id in ids:
+                result = await conn.execute(
+                    update(access_requests)
+                    .where(
+                        access_requests.c.id == request_id,
+                        access_requests.c.status == RequestStatus.PENDING.value,
+                    )
+                    .values(
+                        status=RequestStatus.EXPIRED.value,
+                        decided_by="system",
+                        decided_at=now,
+                        decision_comment="no decision before the request lapsed",
+                    )
+                )
+                if result.rowcount == 1:
+                    moved.append(request_id)
+        found = [await self.get_request(i) for i in moved]
+        return [r for r in found if r is not None]
+
+    async def review(self, request_id: str, *, reviewer: str, comment: str, now: datetime) -> AccessRequest:
+        _require_aware(now)
+        async with self._writer.begin() as conn:
+            result = await conn.execute(
+                update(access_requests)
+                .where(
+                    access_requests.c.id == request_id,
+                    access_requests.c.break_glass.is_(True),
+                    access_requests.c.reviewed_at.is_(None),
+                )
+                .values(reviewed_by=reviewer, reviewed_at=now, review_comment=comment)
+            )
+        if result.rowcount != 1:
+            raise RequestConflict(f"request {request_id} is not an unreviewed break-glass request")
+        found = await self.get_request(request_id)
+        assert found is not None
+        return found
+
+    # --- API tokens ---
+
+    async def create_token(
+        self, principal: str, *, now: datetime, description: str = ""
+    ) -> tuple[ApiToken, str]:
+        """A new token for an existing principal, and the token string: shown once, only its hash kept."""
+        _require_aware(now)
+        token_id, token = new_token()
+        parsed = parse_token(token)
+        assert parsed is not None
+        async with self._writer.begin() as conn:
+            known = await conn.scalar(select(principals.c.name).where(principals.c.name == principal))
+            if known is None:
+                raise StoreError(f"unknown principal {principal!r}")
+            await conn.execute(
+                insert(api_tokens).values(
+                    id=token_id,
+                    principal=principal,
+                    token_hash=hash_secret(parsed[1]),
+                    description=description,
+                    created_at=now,
+                    revoked_at=None,
+                )
+            )
+        return ApiToken(token_id, principal, now, None, description), token
+
+    async def principal_for_token(self, token: str) -> Principal | None:
+        """The principal (with its groups as they are now) a valid, unrevoked token belongs to."""
+        parsed = parse_token(token)
+        if parsed is None:
+            return None
+        token_id, secret = parsed
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(api_tokens.c.token_hash, principals.c.name, principals.c.groups)
+                    .join(principals, principals.c.name == api_tokens.c.principal)
+                    .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                )
+            ).first()
+        if row is None or not secret_matches(secret, row.token_hash):
+            return None
+        return Principal(row.name, frozenset(row.groups))
+
+    async def list_tokens(self, principal: str | None = None) -> list[ApiToken]:
+        query = select(api_tokens).order_by(api_tokens.c.created_at, api_tokens.c.id)
+        if principal is not None:
+            query = query.where(api_tokens.c.principal == principal)
+        async with self._engine.connect() as conn:
+            return [
+                ApiToken(row.id, row.principal, row.created_at, row.revoked_at, row.description)
+                for row in await conn.execute(query)
+            ]
+
+    async def revoke_token(self, token_id: str, *, now: datetime) -> bool:
+        """True if the token exists (revoking twice keeps the first time)."""
+        _require_aware(now)
+        async with self._writer.begin() as conn:
+            await conn.execute(
+                update(api_tokens)
+                .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            found = await conn.scalar(select(api_tokens.c.id).where(api_tokens.c.id == token_id))
+        return found is not None
+
+    # --- standing access ---
+
+    async def sync_standing(
+        self, wanted: Sequence[StandingEntry], *, now: datetime
+    ) -> tuple[list[Grant], list[Grant]]:
+        """Make the policy's standing grants exist, and revoke those the policy no longer lists.
+
+        Only grants this sync created (source "standing", created by "policy") are touched. Returns
+        (created, revoked).
+        """
+        _require_aware(now)
+        for entry in wanted:
+            _check_name(entry.principal, "principal")
+        async with self._writer.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_STANDING_LOCK})
+            rows = await conn.execute(
+                select(grants).where(
+                    grants.c.source == STANDING_SOURCE,
+                    grants.c.created_by == STANDING_CREATOR,
+                    _grant_active(now),
+                )
+            )
+            existing = {_standing_key(g): g for g in (_grant(row) for row in rows)}
+            keep = {(e.principal, e.bucket, e.prefix, frozenset(e.actions)) for e in wanted}
+            created: list[Grant] = []
+            revoked: list[Grant] = []
+            for key, grant in existing.items():
+                if key not in keep:
+                    await conn.execute(
+                        update(grants)
+                        .where(grants.c.id == grant.id, grants.c.revoked_at.is_(None))
+                        .values(
+                            revoked_at=now,
+                            revoked_by=STANDING_CREATOR,
+                            revoke_reason=_REMOVED,
+                        )
+                    )
+                    revoked.append(
+                        replace(
+                            grant,
+                            revoked_at=now,
+                            extra={**grant.extra, "revoked_by": STANDING_CREATOR, "revoke_reason": _REMOVED},
+                        )
+                    )
+            for principal, bucket, prefix, actions in sorted(keep - existing.keys(), key=str):
+                grant = Grant(
+                    id=new_grant_id(),
+                    principal=principal,
+                    bucket=bucket,
+                    prefix=prefix,
+                    actions=actions,
+                    created_at=now,
+                    expires_at=None,
+                    source=STANDING_SOURCE,
+                    extra={"created_by": STANDING_CREATOR, "revoked_by": "", "revoke_reason": ""},
+                )
+                await conn.execute(insert(grants).values(**_grant_values(grant, STANDING_CREATOR)))
+                created.append(grant)
+            if created or revoked:
+                await _bump(conn)
+        return created, revoked
+
+    # --- expiry notices ---
+
+    async def claim_expiring(self, now: datetime, warning: timedelta) -> list[Grant]:
+        """Active grants ending within `warning` that nobody has warned about yet; claimed for the caller."""
+        _require_aware(now)
+        condition = and_(_grant_active(now), grants.c.expires_at <= now + warning)
+        return await self._claim("expiring", condition, now)
+
+    async def claim_expired(self, now: datetime) -> list[Grant]:
+        """Grants that reached their expiry unrevoked (recently) and were not reported yet."""
+        _require_aware(now)
+        condition = and_(
+            grants.c.expires_at <= now,
+            grants.c.expires_at > now - EXPIRED_NOTICE_WINDOW,
+            or_(grants.c.revoked_at.is_(None), grants.c.revoked_at > grants.c.expires_at),
+        )
+        return await self._claim("expired", condition, now)
+
+    async def _claim(self, kind: str, condition: Any, now: datetime) -> list[Grant]:
+        noticed = select(grant_notices.c.grant_id).where(grant_notices.c.kind == kind)
+        async with self._writer.begin() as conn:
+            rows = list(
+                await conn.execute(select(grants).where(condition, grants.c.id.not_in(noticed)).limit(1000))
+            )
+            claimed: list[Grant] = []
+            for row in rows:
+                stmt = _insert_ignoring(conn, grant_notices, ["grant_id", "kind"]).values(
+                    grant_id=row.id, kind=kind, sent_at=now
+                )
+                if (await conn.execute(stmt)).rowcount == 1:
+                    claimed.append(_grant(row))
+        return claimed
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _insert_ignoring(conn: AsyncConnection, table: Any, keys: list[str]) -> Any:
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _require_pending(row: Row[Any], now: datetime) -> None:
+    if row.status != RequestStatus.PENDING.value:
+        raise RequestConflict(f"request {row.id} is already {row.status}")
+    if row.expires_at <= now:
+        raise RequestConflict(f"request {row.id} has expired without enough approvals")
+
+
+async def _insert_grant(
+    conn: AsyncConnection, request: AccessRequest, spec: NewGrant, now: datetime
+) -> Grant:
+    grant = Grant(
+        id=new_grant_id(),
+        principal=request.requester,
+        bucket=request.bucket,
+        prefix=request.prefix,
+        actions=request.actions,
+        created_at=now,
+        expires_at=now + request.duration,  # the clock starts when access is granted
+        source=spec.source,
+        request_id=request.id,
+        extra={"created_by": spec.created_by, "revoked_by": "", "revoke_reason": ""},
+    )
+    await conn.execute(insert(grants).values(**_grant_values(grant, spec.created_by)))
+    return grant
+
+
+def _grant_values(grant: Grant, created_by: str) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "principal": grant.principal,
+        "bucket": grant.bucket,
+        "prefix": grant.prefix,
+        "actions": _actions_text(grant.actions),
+        "created_at": grant.created_at,
+        "expires_at": grant.expires_at,
+        "revoked_at": None,
+        "revoked_by": "",
+        "revoke_reason": "",
+        "source": grant.source,
+        "request_id": grant.request_id,
+        "created_by": created_by,
+    }
+
+
+def _standing_key(grant: Grant) -> tuple[str, str, str, frozenset[Action]]:
+    return (grant.principal, grant.bucket, grant.prefix, frozenset(grant.actions))
+
+
+def _request_values(request: AccessRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "requester": request.requester,
+        "resource_name": request.resource_name,
+        "bucket": request.bucket,
+        "prefix": request.prefix,
+        "actions": _actions_text(request.actions),
+        "duration_seconds": int(request.duration.total_seconds()),
+        "justification": request.justification,
+        "status": request.status.value,
+        "created_at": request.created_at,
+        "expires_at": request.expires_at,
+        "approvals_required": request.approvals_required,
+        "break_glass": request.break_glass,
+        "decided_by": request.decided_by,
+        "decided_at": request.decided_at,
+        "decision_comment": request.decision_comment,
+        "grant_id": request.grant_id,
+        "source_cidrs": list(request.source_cidrs),
+        "reviewed_by": request.reviewed_by,
+        "reviewed_at": request.reviewed_at,
+        "review_comment": request.review_comment,
+    }
+
+
+async def _approvals(conn: AsyncConnection, request_ids: list[str]) -> dict[str, tuple[Approval, ...]]:
+    if not request_ids:
+        return {}
+    rows = await conn.execute(
+        select(request_approvals)
+        .where(request_approvals.c.request_id.in_(request_ids))
+        .order_by(request_approvals.c.decided_at, request_approvals.c.approver)
+    )
+    out: dict[str, list[Approval]] = {}
+    for row in rows:
+        out.setdefault(row.request_id, []).append(Approval(row.approver, row.decided_at, row.comment))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _request(row: Row[Any], approvals: tuple[Approval, ...]) -> AccessRequest:
+    return AccessRequest(
+        id=row.id,
+        requester=row.requester,
+        resource_name=row.resource_name,
+        bucket=row.bucket,
+        prefix=row.prefix,
+        actions=parse_actions(row.actions),
+        duration=timedelta(seconds=row.duration_seconds),
+        justification=row.justification,
+        status=RequestStatus(row.status),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        approvals_required=row.approvals_required,
+        approvals=approvals,
+        break_glass=bool(row.break_glass),
+        decided_by=row.decided_by,
+        decided_at=row.decided_at,
+        decision_comment=row.decision_comment,
+        grant_id=row.grant_id,
+        source_cidrs=tuple(row.source_cidrs or ()),
+        reviewed_by=row.reviewed_by,
+        reviewed_at=row.reviewed_at,
+        review_comment=row.review_comment,
+    )
