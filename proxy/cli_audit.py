@@ -1,0 +1,238 @@
+"""`grantgate audit`: query and export the audit trail, verify its hash chain, show grant usage.
+
+Works on the store directly, like the other admin commands: whoever runs it holds the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from proxy.config import Settings, load_settings
+from proxy.observe.records import iso, parse_moment
+from proxy.store.audit import AuditQuery, AuditStore, StoredEvent
+from proxy.store.sql import SqlStore, async_url
+
+T = TypeVar("T")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    root = ctx.find_root()
+    cached = root.meta.get("grantgate.settings")
+    if cached is None:
+        cached = load_settings(root.obj)
+        root.meta["grantgate.settings"] = cached
+    return cached
+
+
+def _with_audit(ctx: click.Context, action: Callable[[AuditStore], Awaitable[T]]) -> T:
+    url = _settings(ctx).store_url()
+
+    async def run() -> T:
+        store = await SqlStore.open(url, upgrade=async_url(url).get_backend_name() == "sqlite")
+        try:
+            return await action(AuditStore(store))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _query(options: dict[str, Any]) -> AuditQuery:
+    now = datetime.now(UTC)
+    return AuditQuery(
+        principal=options.get("principal"),
+        resource=options.get("resource"),
+        grant_id=options.get("grant"),
+        decision=options.get("decision"),
+        kind=options.get("kind"),
+        since=parse_moment(options["since"], now) if options.get("since") else None,
+        until=parse_moment(options["until"], now) if options.get("until") else None,
+        limit=options.get("limit"),
+        latest=True,
+    )
+
+
+def _filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option("--principal", default=None, help="Only events of this principal."),
+            click.option("--resource", default=None, help="A resource name, or s3://bucket/prefix."),
+            click.option("--grant", default=None, help="Only events under this grant id."),
+            click.option("--decision", default=None, help="allow, deny or error (requests); or a status."),
+            click.option(
+                "--kind", default=None, help='Event kind, e.g. s3_request; "anomaly." for all alerts.'
+            ),
+            click.option("--since", default=None, help="ISO 8601 time, or a duration back from now (24h)."),
+            click.option("--until", default=None, help="ISO 8601 time, or a duration back from now."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _line(event: StoredEvent) -> list[str]:
+    body = event.body
+    detail = body.get("event", {})
+    what = body.get("target") or body.get("resource") or ""
+    if body["kind"] == "s3_request":
+        what = f"{detail.get('operation') or detail.get('method')} {what}".strip()
+    elif body["kind"].startswith("anomaly."):
+        what = detail.get("message", what)
+    return [
+        str(event.seq),
+        body["at"][:19].replace("T", " "),
+        body["kind"],
+        body.get("principal") or "-",
+        body.get("decision") or "-",
+        body.get("grant_id") or "-",
+        what,
+    ]
+
+
+def _table(rows: list[list[str]]) -> str:
+    headers = ["SEQ", "TIME (UTC)", "KIND", "PRINCIPAL", "DECISION", "GRANT", "WHAT"]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    )
+
+
+@click.group(invoke_without_command=True)
+@_filters
+@click.option(
+    "--limit", type=click.IntRange(1), default=100, show_default=True, help="The most recent this many."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one event per line.")
+@click.pass_context
+def audit(ctx: click.Context, as_json: bool, **options: Any) -> None:
+    """The audit trail: list events (filtered), or see the subcommands."""
+    if ctx.invoked_subcommand is not None:
+        return
+    query = _query(options)
+    events = _with_audit(ctx, lambda a: a.query(query))
+    if as_json:
+        for event in events:
+            click.echo(json.dumps(event.as_dict()))
+        return
+    if not events:
+        click.echo("no matching audit events")
+        return
+    click.echo(_table([_line(e) for e in events]))
+
+
+@audit.command("export")
+@_filters
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+@click.pass_context
+def audit_export(ctx: click.Context, output: Path | None, **options: Any) -> None:
+    """Export matching events as JSON lines (for a SIEM), oldest first."""
+    query = _query({**options, "limit": None})
+
+    async def export(store: AuditStore) -> int:
+        count = 0
+        out = output.open("w", encoding="utf-8") if output else sys.stdout
+        try:
+            async for event in store.stream(query):
+                out.write(json.dumps(event.as_dict()) + "\n")
+                count += 1
+        finally:
+            if output:
+                out.close()
+        return count
+
+    count = _with_audit(ctx, export)
+    if output:
+        click.echo(f"exported {count} events to {output}", err=True)
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def audit_verify(ctx: click.Context, as_json: bool) -> None:
+    """Prove that no audit event was altered or removed; exit 1 at the first broken link."""
+    report = _with_audit(ctx, lambda a: a.verify())
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    elif report.ok:
+        click.echo(f"audit trail intact: {report.checked} events, chain head at event {report.head_seq}")
+    else:
+        assert report.broken is not None
+        click.echo(
+            f"audit trail BROKEN at event {report.broken.seq}: {report.broken.problem} "
+            f"({report.checked} events verified before it)"
+        )
+    if not report.ok:
+        ctx.exit(1)
+
+
+@audit.command("usage")
+@click.argument("grant_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def audit_usage(ctx: click.Context, grant_id: str, as_json: bool) -> None:
+    """What was done under GRANT_ID: objects and bytes read and written, first and last use."""
+    usage = _with_audit(ctx, lambda a: a.usage(grant_id))
+    data = (
+        usage.as_dict()
+        if usage is not None
+        else {"grant_id": grant_id, "requests": 0, "objects_read": 0, "bytes_read": 0}
+        | {"objects_written": 0, "bytes_written": 0, "first_used_at": None, "last_used_at": None}
+    )
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if usage is None:
+        click.echo(f"grant {grant_id}: no recorded use")
+        return
+    click.echo(
+        f"grant {grant_id} ({usage.principal}): {usage.requests} requests\n"
+        f"  read:    {usage.objects_read} objects, {usage.bytes_read} bytes\n"
+        f"  written: {usage.objects_written} objects, {usage.bytes_written} bytes\n"
+        f"  first used {data['first_used_at']}, last used {data['last_used_at']}"
+    )
+
+
+@audit.command("suspensions")
+@click.option("--all", "show_all", is_flag=True, help="Include lifted suspensions.")
+@click.pass_context
+def audit_suspensions(ctx: click.Context, show_all: bool) -> None:
+    """Grants suspended by an anomaly rule."""
+    found = _with_audit(ctx, lambda a: a.suspensions(active_only=not show_all))
+    if not found:
+        click.echo("no suspended grants")
+    for s in found:
+        state = f"lifted by {s.lifted_by} at {iso(s.lifted_at)}" if s.lifted_at else "suspended"
+        click.echo(f"{s.grant_id}  {iso(s.suspended_at)}  {state}  {s.reason}")
+
+
+@audit.command("resume")
+@click.argument("grant_id")
+@click.pass_context
+def audit_resume(ctx: click.Context, grant_id: str) -> None:
+    """Re-confirm a grant an anomaly rule suspended; gateways honour it again within a second."""
+    lifted = _with_audit(ctx, lambda a: a.lift_suspension(grant_id, actor=_actor(), now=datetime.now(UTC)))
+    if not lifted:
+        raise click.ClickException(f"grant {grant_id} is not suspended")
+    click.echo(f"re-confirmed {grant_id}")

@@ -1,0 +1,167 @@
+"""The audit API under /api/v1/audit: query and export the trail, verify it, grant usage, suspensions.
+
+Mounted into the /api/v1 sub-application, so its bearer-token authentication and problem+json errors
+apply. Reading the trail takes an admin group or one of `[audit] reader_groups`; a grant's usage is
+visible to whoever may see the grant; lifting a suspension takes an approver of the grant's resource.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from proxy.access.policy import resource_of_grant
+from proxy.control.api import WORKFLOW, Problem, caller
+from proxy.identity.principals import Principal
+from proxy.observe.records import iso, parse_moment
+from proxy.observe.runtime import Observability
+from proxy.store.audit import AuditQuery, Suspension
+
+OBSERVABILITY = web.AppKey("observability", Observability)
+MAX_PAGE = 1000
+NDJSON = "application/x-ndjson"
+
+
+def may_read_trail(request: web.Request, principal: Principal) -> bool:
+    workflow = request.app[WORKFLOW]
+    readers = frozenset(request.app[OBSERVABILITY].settings.audit.reader_groups)
+    return workflow.policy.is_admin(principal) or not readers.isdisjoint(principal.groups)
+
+
+def _require_reader(request: web.Request) -> None:
+    principal = caller(request)
+    if not may_read_trail(request, principal):
+        raise Problem(403, "forbidden", f"{principal.name} may not read the audit trail")
+
+
+def audit_query(params: Any, now: datetime) -> AuditQuery:
+    """Query parameters -> AuditQuery; ValueError with a readable message on a bad value."""
+
+    def moment(name: str) -> datetime | None:
+        value = params.get(name)
+        return parse_moment(value, now) if value else None
+
+    limit = params.get("limit")
+    after = params.get("after", "0")
+    if limit is not None and (not limit.isdigit() or not 0 < int(limit) <= MAX_PAGE):
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
+    if not after.isdigit():
+        raise ValueError("after must be a sequence number")
+    return AuditQuery(
+        principal=params.get("principal") or None,
+        resource=params.get("resource") or None,
+        grant_id=params.get("grant") or None,
+        decision=params.get("decision") or None,
+        kind=params.get("kind") or None,
+        plane=params.get("plane") or None,
+        since=moment("since"),
+        until=moment("until"),
+        after_seq=int(after),
+        limit=None if limit is None else int(limit),
+    )
+
+
+async def list_events(request: web.Request) -> web.StreamResponse:
+    """Events oldest first. `format=jsonl` streams every match as JSON lines (a SIEM export)."""
+    _require_reader(request)
+    obs = request.app[OBSERVABILITY]
+    export = request.query.get("format") == "jsonl"
+    try:
+        query = audit_query(request.query, datetime.now(UTC))
+    except ValueError as exc:
+        raise Problem(400, "invalid_query", str(exc)) from None
+    if export:
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+        async for event in obs.audit.stream(query):
+            await response.write(json.dumps(event.as_dict()).encode() + b"\n")
+        await response.write_eof()
+        return response
+    if query.limit is None:
+        query = replace(query, limit=MAX_PAGE)
+    events = await obs.audit.query(query)
+    more = len(events) == query.limit
+    return web.json_response(
+        {"events": [e.as_dict() for e in events], "next_after": events[-1].seq if more else None}
+    )
+
+
+async def verify(request: web.Request) -> web.Response:
+    _require_reader(request)
+    report = await request.app[OBSERVABILITY].audit.verify()
+    return web.json_response(report.as_dict())
+
+
+async def grant_usage(request: web.Request) -> web.Response:
+    grant_id = request.match_info["grant_id"]
+    grant = await request.app[WORKFLOW].get_grant(grant_id, caller(request))  # 404 unless visible
+    usage = await request.app[OBSERVABILITY].audit.usage(grant.id)
+    body: dict[str, Any] = {
+        "grant_id": grant.id,
+        "principal": grant.principal,
+        "resource": grant.resource,
+        "requests": 0,
+        "objects_read": 0,
+        "bytes_read": 0,
+        "objects_written": 0,
+        "bytes_written": 0,
+        "first_used_at": None,
+        "last_used_at": None,
+    }
+    if usage is not None:
+        body.update({k: v for k, v in usage.as_dict().items() if k not in ("grant_id", "principal")})
+    return web.json_response(body)
+
+
+async def list_suspensions(request: web.Request) -> web.Response:
+    _require_reader(request)
+    everything = request.query.get("all") in ("1", "true")
+    found = await request.app[OBSERVABILITY].audit.suspensions(active_only=not everything)
+    return web.json_response({"suspensions": [suspension_json(s) for s in found]})
+
+
+async def lift_suspension(request: web.Request) -> web.Response:
+    """An approver of the grant's resource (or an admin) re-confirms a suspended grant."""
+    workflow = request.app[WORKFLOW]
+    actor = caller(request)
+    grant = await workflow.get_grant(request.match_info["grant_id"], actor)
+    resource = resource_of_grant(workflow.policy, grant)
+    approver = resource is not None and workflow.policy.is_approver_of(actor, resource.name)
+    if not (approver or workflow.policy.is_admin(actor)):
+        raise Problem(403, "forbidden", f"{actor.name} may not re-confirm grants on {grant.resource}")
+    lifted = await request.app[OBSERVABILITY].audit.lift_suspension(
+        grant.id, actor=actor.name, now=datetime.now(UTC)
+    )
+    if not lifted:
+        raise Problem(409, "not_suspended", f"grant {grant.id} is not suspended")
+    return web.json_response({"grant_id": grant.id, "status": "active", "reconfirmed_by": actor.name})
+
+
+def suspension_json(s: Suspension) -> dict[str, Any]:
+    return {
+        "grant_id": s.grant_id,
+        "suspended_at": iso(s.suspended_at),
+        "reason": s.reason,
+        "lifted_at": iso(s.lifted_at) if s.lifted_at else None,
+        "lifted_by": s.lifted_by or None,
+    }
+
+
+ROUTES = (
+    ("GET", "/audit", list_events),
+    ("GET", "/audit/verify", verify),
+    ("GET", "/audit/usage/{grant_id}", grant_usage),
+    ("GET", "/audit/suspensions", list_suspensions),
+    ("POST", "/audit/suspensions/{grant_id}/lift", lift_suspension),
+)
+
+
+def install(api: web.Application, obs: Observability) -> None:
+    """Add the audit routes to the /api/v1 sub-application (before it is mounted)."""
+    api[OBSERVABILITY] = obs
+    for method, path, handler in ROUTES:
+        api.router.add_route(method, path, handler)

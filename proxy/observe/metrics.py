@@ -1,0 +1,222 @@
+"""Prometheus metrics: an observer of events, with one registry per gateway (never the global one).
+
+Labels are bounded: operation and action names, decisions, status classes, S3 error codes, anomaly and
+workflow event kinds, and resources (named areas, granted buckets, else "other"). Never a key, an
+address or a request id; principals only when `[metrics] per_principal` is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from proxy.observe.events import AnomalyAlert, RequestEvent
+from proxy.observe.records import event_kind, subject_key
+from proxy.observe.resources import ResourceCatalog
+
+ANOMALY_KINDS = (
+    "exfiltration",
+    "outside_network",
+    "new_group_reader",
+    "denial_burst",
+    "break_glass",
+    "outside_hours",
+)
+UPSTREAM_ERROR_KINDS = ("unreachable", "status_5xx")
+# Request latency from a few ms (HEAD from memory) to many minutes (a large object streamed out).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+TTFB_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "none"
+
+
+class _Live(Collector):
+    """Values read at scrape time from their owner: observer failures, grants in memory, state version."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        values = self._read()
+        yield CounterMetricFamily(
+            "grantgate_observer_failures",
+            "Event observers that raised (the request they observed was not affected).",
+            value=values.get("observer_failures", 0),
+        )
+        yield GaugeMetricFamily(
+            "grantgate_grants_active",
+            "Active grants in this gateway's memory.",
+            value=values.get("grants", 0),
+        )
+        yield GaugeMetricFamily(
+            "grantgate_state_version",
+            "Store version this gateway's grants and keys were loaded from.",
+            value=values.get("state_version", 0),
+        )
+
+
+class GatewayMetrics:
+    """Counts what the events say; call it with any event."""
+
+    def __init__(
+        self,
+        catalog: ResourceCatalog,
+        *,
+        per_principal: bool = False,
+        registry: CollectorRegistry | None = None,
+        live: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.catalog = catalog
+        self.per_principal = per_principal
+        r = self.registry
+        self.requests = Counter(
+            "grantgate_s3_requests",
+            "S3 requests, by operation, action, decision and HTTP status class.",
+            ["operation", "action", "decision", "status_class"],
+            registry=r,
+        )
+        self.bytes_received = Counter(
+            "grantgate_s3_received_bytes",
+            "Request body bytes received from clients.",
+            ["resource"],
+            registry=r,
+        )
+        self.bytes_sent = Counter(
+            "grantgate_s3_sent_bytes", "Response body bytes sent to clients.", ["resource"], registry=r
+        )
+        self.duration = Histogram(
+            "grantgate_s3_request_duration_seconds",
+            "Time from the request's arrival to its last byte.",
+            ["action"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.ttfb = Histogram(
+            "grantgate_s3_time_to_first_byte_seconds",
+            "Time from the request's arrival to the first byte of the bucket's answer being sent.",
+            ["action"],
+            buckets=TTFB_BUCKETS,
+            registry=r,
+        )
+        self.denials = Counter(
+            "grantgate_s3_denials",
+            "Refused S3 requests, by reason: no_grant, source_network..., else the S3 error code.",
+            ["reason"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "grantgate_upstream_errors",
+            "Failures of the storage backend: unreachable, or answering 5xx.",
+            ["kind"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "grantgate_anomaly_alerts", "Anomaly alerts raised, by rule.", ["kind"], registry=r
+        )
+        self.workflow = Counter(
+            "grantgate_workflow_events",
+            "Access workflow events (requests, grants), by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "grantgate_access_requests_pending", "Access requests waiting for a decision.", registry=r
+        )
+        self.suspensions = Counter(
+            "grantgate_grant_suspensions", "Grants suspended automatically by an anomaly rule.", registry=r
+        )
+        self.audit_written = Counter(
+            "grantgate_audit_events_written", "Audit records appended to the durable trail.", registry=r
+        )
+        self.audit_dropped = Counter(
+            "grantgate_audit_events_dropped",
+            "Events not written to the durable trail because its queue was full.",
+            registry=r,
+        )
+        self.audit_failures = Counter(
+            "grantgate_audit_write_failures",
+            "Failed attempts to write a batch to the audit store.",
+            registry=r,
+        )
+        self.audit_queue = Gauge(
+            "grantgate_audit_queue_depth", "Events waiting for the audit store.", registry=r
+        )
+        self.principal_sent: Counter | None = None
+        self.principal_received: Counter | None = None
+        if per_principal:
+            self.principal_sent = Counter(
+                "grantgate_principal_sent_bytes", "Bytes sent to each principal.", ["principal"], registry=r
+            )
+            self.principal_received = Counter(
+                "grantgate_principal_received_bytes",
+                "Bytes received from each principal.",
+                ["principal"],
+                registry=r,
+            )
+        for kind in ANOMALY_KINDS:
+            self.alerts.labels(kind)
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels(kind)
+        if live is not None:
+            r.register(_Live(live))
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, RequestEvent):
+            self._request(event)
+        elif isinstance(event, AnomalyAlert):
+            self.alerts.labels(event.kind).inc()
+        else:
+            self.workflow.labels(event_kind(event)).inc()
+
+    def _request(self, event: RequestEvent) -> None:
+        action = event.action or "none"
+        self.requests.labels(
+            event.operation or "none", action, event.decision, status_class(event.status)
+        ).inc()
+        granted = bool(event.grant_ids)
+        resource = self.catalog.label_for(event.bucket, subject_key(event), granted=granted)
+        if event.bytes_in:
+            self.bytes_received.labels(resource).inc(event.bytes_in)
+        if event.bytes_out:
+            self.bytes_sent.labels(resource).inc(event.bytes_out)
+        self.duration.labels(action).observe(event.duration_ms / 1000)
+        if event.ttfb_ms is not None:
+            self.ttfb.labels(action).observe(event.ttfb_ms / 1000)
+        if event.decision == "deny":
+            self.denials.labels(event.deny_reason or event.reason or "unknown").inc()
+        if event.outcome == "upstream_error" and event.upstream_status is None:
+            self.upstream_errors.labels("unreachable").inc()
+        elif event.upstream_status is not None and event.upstream_status >= 500:
+            self.upstream_errors.labels("status_5xx").inc()
+        if self.per_principal and event.principal and self.principal_sent and self.principal_received:
+            if event.bytes_out:
+                self.principal_sent.labels(event.principal).inc(event.bytes_out)
+            if event.bytes_in:
+                self.principal_received.labels(event.principal).inc(event.bytes_in)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_handler(metrics: GatewayMetrics) -> Callable[[web.Request], Any]:
+    async def serve_metrics(_request: web.Request) -> web.Response:
+        response = web.Response(body=metrics.exposition())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return serve_metrics

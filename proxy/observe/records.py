@@ -1,0 +1,379 @@
+"""Audit records and their hash chain (pure): what is stored for an event, and how integrity is proved.
+
+Each stored record is a canonical JSON body; its hash covers the previous record's hash, its sequence
+number and the body, so editing, removing or reordering any record breaks every link after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from proxy.access.durations import parse_duration
+from proxy.observe.events import AnomalyAlert, RequestEvent
+from proxy.observe.resources import ResourceCatalog
+
+GENESIS = "0" * 64
+REDACTED = "[redacted]"
+# The same rule as the log redactor: no field that could carry a credential is ever stored.
+_SECRET_FIELD = re.compile(
+    r"secret|password|passwd|signature|authorization|token|credential|cookie|api_key", re.IGNORECASE
+)
+# Object operations that move a whole object, for the usage counters.
+_OBJECT_READS = frozenset({"GetObject"})
+_OBJECT_WRITES = frozenset({"PutObject", "CopyObject", "CompleteMultipartUpload"})
+# The columns a record is queried by; each is also a top-level field of the hashed body.
+COLUMNS = ("kind", "plane", "at", "principal", "resource", "target", "grant_id", "decision")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One event as the audit store keeps it, before it is given its place in the chain."""
+
+    kind: str
+    plane: str  # data | control | alert | usage
+    at: datetime
+    principal: str | None = None
+    resource: str | None = None  # a named resource, when the event falls in one
+    target: str | None = None  # s3://bucket/key the event is about
+    grant_id: str | None = None
+    decision: str | None = None
+    event: dict[str, Any] = field(default_factory=dict)
+
+    def body(self) -> str:
+        return canonical_json(
+            {
+                "kind": self.kind,
+                "plane": self.plane,
+                "at": iso(self.at),
+                "principal": self.principal,
+                "resource": self.resource,
+                "target": self.target,
+                "grant_id": self.grant_id,
+                "decision": self.decision,
+                "event": self.event,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedRow:
+    """A record as stored: its body, its place in the chain and the links on each side."""
+
+    seq: int
+    columns: dict[str, Any]
+    body: str
+    prev_hash: str
+    hash: str
+
+
+# --- JSON ---------------------------------------------------------------------------------------------
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def parse_moment(text: str, now: datetime) -> datetime:
+    """A query bound: an ISO 8601 time (UTC if no zone is given), or a duration back from now ("24h")."""
+    value = text.strip()
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"invalid time {text!r}: use ISO 8601 (2025-01-31T08:00Z) or a duration (24h)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_name(name: str) -> bool:
+    return _SECRET_FIELD.search(name) is not None
+
+
+def jsonable(value: Any) -> Any:
+    """Any event value as plain JSON data, with secret-named fields redacted at every depth."""
+    if value is None or type(value) in (str, int, bool):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): REDACTED if _secret_name(str(k)) else jsonable(v) for k, v in value.items()}
+    if isinstance(value, datetime):
+        return iso(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Enum):
+        return jsonable(value.value)
+    if isinstance(value, set | frozenset):
+        return sorted(jsonable(v) for v in value)
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, float) and value != value:  # NaN has no JSON form
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+# --- events -> records ----------------------------------------------------------------------------------
+
+
+def event_kind(event: Any) -> str:
+    """An event's name: its `kind` attribute, else its class name in snake_case."""
+    kind = getattr(event, "kind", None)
+    if isinstance(kind, Enum):
+        kind = kind.value
+    if isinstance(kind, str) and kind:
+        return kind
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(event).__name__).lower()
+
+
+def subject_key(event: RequestEvent) -> str:
+    """The key a request is about: the object's, or for a listing the prefix it lists."""
+    return event.key if event.key is not None else (event.prefix or "")
+
+
+def request_record(event: RequestEvent, catalog: ResourceCatalog) -> AuditRecord:
+    key = subject_key(event)
+    target = f"s3://{event.bucket}/{key}" if event.bucket else None
+    return AuditRecord(
+        kind="s3_request",
+        plane="data",
+        at=datetime.fromtimestamp(event.started_at, UTC),
+        principal=event.principal,
+        resource=catalog.name_for(event.bucket, key),
+        target=target,
+        grant_id=event.grant_ids[0] if event.grant_ids else None,
+        decision=event.decision,
+        # Only scalars and tuples of names, never a credential: no need to walk it (this runs per request).
+        event=event.as_dict(),
+    )
+
+
+def alert_record(alert: AnomalyAlert) -> AuditRecord:
+    return AuditRecord(
+        kind=f"anomaly.{alert.kind}",
+        plane="alert",
+        at=datetime.fromtimestamp(alert.at, UTC),
+        principal=alert.principal,
+        resource=alert.resource,
+        grant_id=alert.grant_id,
+        decision=alert.response,
+        event=jsonable(alert.as_dict()),
+    )
+
+
+def control_record(event: Any, now: datetime) -> AuditRecord:
+    """A workflow event (request created, grant revoked...): read generically, whatever its shape."""
+    data = jsonable(event.as_dict() if hasattr(event, "as_dict") else event)
+    if not isinstance(data, dict):
+        data = {"value": data}
+    at = _first(data, "at", "occurred_at", "created_at", "decided_at")
+    grant = data.get("grant") if isinstance(data.get("grant"), dict) else {}
+    request = data.get("request") if isinstance(data.get("request"), dict) else {}
+    resource = _first(data, "resource_name") or _first(request, "resource_name")
+    target = _first(data, "resource") or _first(grant, "resource") or _first(request, "resource")
+    return AuditRecord(
+        kind=event_kind(event),
+        plane="control",
+        at=parse_iso(at) if isinstance(at, str) else now,
+        principal=_first(data, "principal", "requester", "actor")
+        or _first(grant, "principal")
+        or _first(request, "requester"),
+        resource=resource if isinstance(resource, str) else None,
+        target=target if isinstance(target, str) and target.startswith("s3://") else None,
+        grant_id=_first(data, "grant_id") or _first(grant, "id") or _first(request, "grant_id"),
+        decision=_first(data, "decision", "status") or _first(request, "status"),
+        event=data,
+    )
+
+
+def _first(data: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = data.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+# --- usage roll-ups -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Usage:
+    """What was done under one grant: requests, whole objects and bytes moved, first and last use."""
+
+    grant_id: str
+    principal: str | None
+    requests: int = 0
+    objects_read: int = 0
+    bytes_read: int = 0
+    objects_written: int = 0
+    bytes_written: int = 0
+    first_used_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+    def add(self, other: Usage) -> None:
+        self.requests += other.requests
+        self.objects_read += other.objects_read
+        self.bytes_read += other.bytes_read
+        self.objects_written += other.objects_written
+        self.bytes_written += other.bytes_written
+        self.first_used_at = _min(self.first_used_at, other.first_used_at)
+        self.last_used_at = _max(self.last_used_at, other.last_used_at)
+
+    def as_dict(self) -> dict[str, Any]:
+        return jsonable(self)
+
+
+def usage_of(event: RequestEvent) -> Usage | None:
+    """The usage an allowed request adds to the grant that covered its main target; None otherwise.
+
+    Bytes are what crossed the gateway: bytes sent to the client count as read, bytes received from
+    it count as written. An object counts once per successful whole-object read or write.
+    """
+    if event.decision != "allow" or not event.grant_ids:
+        return None
+    at = datetime.fromtimestamp(event.started_at, UTC)
+    ok = 200 <= event.status < 300
+    action = event.action or ""
+    usage = Usage(event.grant_ids[0], event.principal, requests=1, first_used_at=at, last_used_at=at)
+    if action == "read":
+        usage.bytes_read = event.bytes_out
+        usage.objects_read = int(ok and event.method == "GET" and event.operation in _OBJECT_READS)
+    elif action in ("write", "delete", "admin"):
+        usage.bytes_written = event.bytes_in
+        usage.objects_written = int(ok and event.operation in _OBJECT_WRITES)
+    return usage
+
+
+def usage_record(usage: Usage, now: datetime) -> AuditRecord:
+    return AuditRecord(
+        kind="grant_usage",
+        plane="usage",
+        at=now,
+        principal=usage.principal,
+        grant_id=usage.grant_id,
+        event=usage.as_dict(),
+    )
+
+
+def _min(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+# --- the chain ------------------------------------------------------------------------------------------
+
+
+def link_hash(prev_hash: str, seq: int, body: str) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{seq}\n{body}".encode()).hexdigest()
+
+
+def chain(records: list[AuditRecord], head_seq: int, head_hash: str) -> list[ChainedRow]:
+    """Give records their places after the chain's head: consecutive numbers, each linked to the last."""
+    rows = []
+    prev = head_hash
+    for offset, record in enumerate(records, start=1):
+        seq = head_seq + offset
+        body = record.body()
+        digest = link_hash(prev, seq, body)
+        columns = {name: getattr(record, name) for name in COLUMNS}
+        rows.append(ChainedRow(seq, columns, body, prev, digest))
+        prev = digest
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """The first link that does not hold, and what it means."""
+
+    seq: int
+    problem: str
+
+
+@dataclass
+class ChainVerifier:
+    """Checks stored rows in sequence order, one at a time (the store pages through them)."""
+
+    checked: int = 0
+    last_seq: int = 0
+    last_hash: str = GENESIS
+    broken: Break | None = None
+
+    def feed(self, row: ChainedRow) -> bool:
+        """Check one more row; False (and `broken` set) at the first problem."""
+        if self.broken is not None:
+            return False
+        expected = self.last_seq + 1
+        if row.seq != expected:
+            missing = f"{expected}" if row.seq == expected + 1 else f"{expected}..{row.seq - 1}"
+            return self._fail(row.seq, f"event {missing} is missing (deleted) before event {row.seq}")
+        if not hmac.compare_digest(row.prev_hash, self.last_hash):
+            return self._fail(row.seq, f"event {row.seq} does not link to event {self.last_seq}")
+        if not hmac.compare_digest(link_hash(row.prev_hash, row.seq, row.body), row.hash):
+            return self._fail(row.seq, f"event {row.seq} was altered: its content does not match its hash")
+        mismatch = _column_mismatch(row)
+        if mismatch:
+            return self._fail(row.seq, f"event {row.seq} was altered: its {mismatch} column differs")
+        self.checked += 1
+        self.last_seq, self.last_hash = row.seq, row.hash
+        return True
+
+    def finish(self, head_seq: int, head_hash: str) -> Break | None:
+        """Compare the end of the rows with the chain head, which catches removed latest events."""
+        if self.broken is None:
+            first = self.last_seq + 1
+            if head_seq > self.last_seq:
+                missing = f"{first}..{head_seq}" if head_seq > first else str(head_seq)
+                self._fail(first, f"event {missing} is missing (deleted): the chain ends at {head_seq}")
+            elif head_seq < self.last_seq or not hmac.compare_digest(head_hash, self.last_hash):
+                self._fail(head_seq, "the chain head does not match the last event (head altered)")
+        return self.broken
+
+    def _fail(self, seq: int, problem: str) -> bool:
+        self.broken = Break(seq, problem)
+        return False
+
+
+def _column_mismatch(row: ChainedRow) -> str | None:
+    try:
+        body = json.loads(row.body)
+    except ValueError:
+        return "body"
+    for name in COLUMNS:
+        stored = row.columns.get(name)
+        hashed = body.get(name)
+        if name == "at":
+            if not isinstance(stored, datetime) or not isinstance(hashed, str) or stored != parse_iso(hashed):
+                return name
+        elif stored != hashed:
+            return name
+    return None

@@ -1,0 +1,360 @@
+"""The audit store: appends hash-chained audit records, queries and verifies them, keeps per-grant usage.
+
+Several gateway replicas may write to one database: each append locks the chain's head row (PostgreSQL
+`SELECT ... FOR UPDATE`; SQLite's write transaction is exclusive already), numbers its records after
+the head and moves the head, all in one transaction. So there is always exactly one chain, ordered by
+`seq`, whoever wrote each link. Appends are batched by the audit writer, so the lock is taken about
+once a second per gateway, not once per request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, case, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from proxy.observe.records import COLUMNS, AuditRecord, Break, ChainedRow, ChainVerifier, Usage, chain
+from proxy.store.schema import (
+    access_requests,
+    audit_chain,
+    audit_events,
+    audit_grant_usage,
+    audit_resource_readers,
+    grant_suspensions,
+)
+from proxy.store.sql import SqlStore, _bump, _require_aware, _writer
+
+HEAD = "head"
+PAGE = 1000
+_USAGE_COUNTERS = ("requests", "objects_read", "bytes_read", "objects_written", "bytes_written")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    principal: str | None = None
+    resource: str | None = None  # a resource name, or s3://bucket/prefix matched against the target
+    grant_id: str | None = None
+    decision: str | None = None
+    kind: str | None = None  # exact kind, or a family ending in "." (e.g. "anomaly.")
+    plane: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_seq: int = 0
+    limit: int | None = None
+    latest: bool = False  # with `limit`: the most recent events (still returned oldest first)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    body: dict[str, Any]
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, **self.body, "hash": self.hash}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    ok: bool
+    checked: int
+    head_seq: int
+    broken: Break | None
+
+    def as_dict(self) -> dict[str, Any]:
+        broken = None if self.broken is None else {"seq": self.broken.seq, "problem": self.broken.problem}
+        return {"ok": self.ok, "checked": self.checked, "head_seq": self.head_seq, "first_broken": broken}
+
+
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    grant_id: str
+    suspended_at: datetime
+    reason: str
+    lifted_at: datetime | None
+    lifted_by: str
+
+
+class AuditStore:
+    """Audit queries and writes over the store's engine (no connection of its own)."""
+
+    def __init__(self, store: SqlStore) -> None:
+        # The store's engines: one pool per process, and the writer that takes SQLite's lock up front.
+        self._engine = store._engine
+        self._writer = _writer(store._engine)
+
+    # --- the chain ---
+
+    async def append(self, records: list[AuditRecord], usage: Iterable[Usage] = ()) -> int:
+        """Append records after the chain head and add usage, in one transaction; returns the new head seq."""
+        async with self._writer.begin() as conn:
+            head = await _append(conn, records)
+            for item in usage:
+                await _add_usage(conn, item)
+        return head
+
+    async def head(self) -> tuple[int, str]:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(audit_chain).where(audit_chain.c.name == HEAD))).one()
+        return int(row.seq), row.hash
+
+    async def verify(self) -> VerifyReport:
+        """Check every link from the first event to the head; report the first that does not hold."""
+        verifier = ChainVerifier()
+        after = 0
+        async with self._engine.connect() as conn:
+            head = (await conn.execute(select(audit_chain).where(audit_chain.c.name == HEAD))).one()
+            while verifier.broken is None:
+                page = (
+                    await conn.execute(
+                        select(audit_events)
+                        .where(audit_events.c.seq > after)
+                        .order_by(audit_events.c.seq)
+                        .limit(PAGE)
+                    )
+                ).all()
+                for row in page:
+                    if not verifier.feed(_chained(row)):
+                        break
+                if len(page) < PAGE:
+                    break
+                after = int(page[-1].seq)
+        broken = verifier.finish(int(head.seq), head.hash)
+        return VerifyReport(broken is None, verifier.checked, int(head.seq), broken)
+
+    # --- queries ---
+
+    async def query(self, q: AuditQuery) -> list[StoredEvent]:
+        if not (q.latest and q.limit):
+            return [event async for event in self.stream(q)]
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(audit_events.c.seq, audit_events.c.body, audit_events.c.hash)
+                    .where(audit_events.c.seq > q.after_seq, *_filters(q))
+                    .order_by(audit_events.c.seq.desc())
+                    .limit(q.limit)
+                )
+            ).all()
+        return [StoredEvent(int(r.seq), json.loads(r.body), r.hash) for r in reversed(rows)]
+
+    async def stream(self, q: AuditQuery) -> AsyncIterator[StoredEvent]:
+        """Matching events oldest first, read a page at a time (an export of millions stays small)."""
+        after, left = q.after_seq, q.limit
+        while left is None or left > 0:
+            page_size = PAGE if left is None else min(PAGE, left)
+            async with self._engine.connect() as conn:
+                page = (
+                    await conn.execute(
+                        select(audit_events.c.seq, audit_events.c.body, audit_events.c.hash)
+                        .where(audit_events.c.seq > after, *_filters(q))
+                        .order_by(audit_events.c.seq)
+                        .limit(page_size)
+                    )
+                ).all()
+            for row in page:
+                yield StoredEvent(int(row.seq), json.loads(row.body), row.hash)
+            if len(page) < page_size:
+                return
+            after = int(page[-1].seq)
+            if left is not None:
+                left -= len(page)
+
+    async def usage(self, grant_id: str) -> Usage | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(audit_grant_usage).where(audit_grant_usage.c.grant_id == grant_id))
+            ).first()
+        if row is None:
+            return None
+        return Usage(
+            row.grant_id,
+            row.principal,
+            **{name: int(getattr(row, name)) for name in _USAGE_COUNTERS},
+            first_used_at=row.first_used_at,
+            last_used_at=row.last_used_at,
+        )
+
+    async def pending_requests(self) -> int:
+        """Access requests waiting for a decision (for the pending-requests gauge)."""
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(
+                select(func.count()).select_from(access_requests).where(access_requests.c.status == "pending")
+            )
+        return int(found or 0)
+
+    # --- memory of the new-group-reader rule ---
+
+    async def readers(self) -> set[tuple[str, str]]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(audit_resource_readers.c.resource, audit_resource_readers.c.group_name)
+            )
+            return {(r.resource, r.group_name) for r in rows}
+
+    async def remember_readers(self, items: Iterable[tuple[str, str, str, datetime]]) -> None:
+        """Record (resource, group, principal, first_at); pairs already known are left as they were."""
+        values = [{"resource": r, "group_name": g, "principal": p, "first_at": at} for r, g, p, at in items]
+        if not values:
+            return
+        async with self._writer.begin() as conn:
+            dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            stmt = dialect_insert(audit_resource_readers).on_conflict_do_nothing(
+                index_elements=["resource", "group_name"]
+            )
+            await conn.execute(stmt, values)
+
+    # --- grant suspensions (what gateways see: every change bumps the store version) ---
+
+    async def suspend_grant(self, grant_id: str, *, reason: str, now: datetime) -> bool:
+        """Suspend a grant; False if it is suspended already."""
+        _require_aware(now)
+        async with self._writer.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(grant_suspensions)
+                    .where(grant_suspensions.c.grant_id == grant_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is not None and row.lifted_at is None:
+                return False
+            values = {"suspended_at": now, "reason": reason, "lifted_at": None, "lifted_by": ""}
+            if row is None:
+                await conn.execute(insert(grant_suspensions).values(grant_id=grant_id, **values))
+            else:
+                await conn.execute(
+                    update(grant_suspensions).where(grant_suspensions.c.grant_id == grant_id).values(**values)
+                )
+            await _bump(conn)
+            await _append(conn, [_suspension_record("grant_suspended", grant_id, "system", reason, now)])
+        return True
+
+    async def lift_suspension(self, grant_id: str, *, actor: str, now: datetime) -> bool:
+        """Re-confirm a suspended grant; False if it was not suspended."""
+        _require_aware(now)
+        async with self._writer.begin() as conn:
+            result = await conn.execute(
+                update(grant_suspensions)
+                .where(grant_suspensions.c.grant_id == grant_id, grant_suspensions.c.lifted_at.is_(None))
+                .values(lifted_at=now, lifted_by=actor)
+            )
+            if not result.rowcount:
+                return False
+            await _bump(conn)
+            await _append(conn, [_suspension_record("grant_reconfirmed", grant_id, actor, "", now)])
+        return True
+
+    async def suspensions(self, *, active_only: bool = True) -> list[Suspension]:
+        query = select(grant_suspensions).order_by(grant_suspensions.c.suspended_at)
+        if active_only:
+            query = query.where(grant_suspensions.c.lifted_at.is_(None))
+        async with self._engine.connect() as conn:
+            return [
+                Suspension(r.grant_id, r.suspended_at, r.reason, r.lifted_at, r.lifted_by)
+                for r in await conn.execute(query)
+            ]
+
+
+def _filters(q: AuditQuery) -> list[ColumnElement[bool]]:
+    c = audit_events.c
+    found: list[ColumnElement[bool]] = []
+    if q.principal:
+        found.append(c.principal == q.principal)
+    if q.resource:
+        if q.resource.startswith("s3://"):
+            found.append(c.target.startswith(q.resource, autoescape=True))
+        else:
+            found.append(c.resource == q.resource)
+    if q.grant_id:
+        found.append(c.grant_id == q.grant_id)
+    if q.decision:
+        found.append(c.decision == q.decision)
+    if q.kind:
+        found.append(c.kind.startswith(q.kind, autoescape=True) if q.kind.endswith(".") else c.kind == q.kind)
+    if q.plane:
+        found.append(c.plane == q.plane)
+    if q.since:
+        _require_aware(q.since)
+        found.append(c.at >= q.since)
+    if q.until:
+        _require_aware(q.until)
+        found.append(c.at < q.until)
+    return found
+
+
+async def _append(conn: AsyncConnection, records: list[AuditRecord]) -> int:
+    """Chain records after the head, which this locks until the transaction ends; returns the new head."""
+    head = (await conn.execute(select(audit_chain).where(audit_chain.c.name == HEAD).with_for_update())).one()
+    rows = chain(records, int(head.seq), head.hash)
+    if not rows:
+        return int(head.seq)
+    await conn.execute(
+        insert(audit_events),
+        [{"seq": r.seq, **r.columns, "body": r.body, "prev_hash": r.prev_hash, "hash": r.hash} for r in rows],
+    )
+    await conn.execute(
+        update(audit_chain).where(audit_chain.c.name == HEAD).values(seq=rows[-1].seq, hash=rows[-1].hash)
+    )
+    return rows[-1].seq
+
+
+def _suspension_record(kind: str, grant_id: str, actor: str, reason: str, now: datetime) -> AuditRecord:
+    return AuditRecord(
+        kind=kind,
+        plane="control",
+        at=now,
+        principal=actor,
+        grant_id=grant_id,
+        event={"grant_id": grant_id, "actor": actor, "reason": reason},
+    )
+
+
+def _chained(row: Row[Any]) -> ChainedRow:
+    return ChainedRow(
+        int(row.seq), {name: getattr(row, name) for name in COLUMNS}, row.body, row.prev_hash, row.hash
+    )
+
+
+async def _add_usage(conn: AsyncConnection, usage: Usage) -> None:
+    t = audit_grant_usage
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(t).values(
+        grant_id=usage.grant_id,
+        principal=usage.principal,
+        **{name: getattr(usage, name) for name in _USAGE_COUNTERS},
+        first_used_at=usage.first_used_at,
+        last_used_at=usage.last_used_at,
+    )
+    new = stmt.excluded
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["grant_id"],
+            set_={
+                **{name: t.c[name] + new[name] for name in _USAGE_COUNTERS},
+                "first_used_at": case(
+                    (t.c.first_used_at.is_(None), new.first_used_at),
+                    (
+                        and_(new.first_used_at.is_not(None), new.first_used_at < t.c.first_used_at),
+                        new.first_used_at,
+                    ),
+                    else_=t.c.first_used_at,
+                ),
+                "last_used_at": case(
+                    (t.c.last_used_at.is_(None), new.last_used_at),
+                    (
+                        and_(new.last_used_at.is_not(None), new.last_used_at > t.c.last_used_at),
+                        new.last_used_at,
+                    ),
+                    else_=t.c.last_used_at,
+                ),
+            },
+        )
+    )

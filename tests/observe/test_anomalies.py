@@ -1,0 +1,282 @@
+"""Anomaly rules, fed events and the time: when each one alerts, and when it stays quiet."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from proxy.access.events import BreakGlassUsed, GrantCreated
+from proxy.access.grants import Action, Grant
+from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.observe.anomalies import SUSPEND, Detectors, OutsideHours
+from proxy.observe.events import RequestEvent
+from proxy.observe.resources import ResourceCatalog
+from proxy.observe.settings import AnomalySettings
+
+T0 = datetime(2025, 3, 5, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, 10:00 UTC
+CATALOG = ResourceCatalog.from_patterns(
+    {"models": ["s3://archive/models/"], "training-data": ["s3://archive/training/"]}
+)
+MiB = 1024 * 1024
+
+
+def settings(**rules: Any) -> AnomalySettings:
+    """Every rule off unless given, so each test sees only the rule it is about."""
+    off = {"enabled": False}
+    base: dict[str, Any] = {
+        "cooldown_seconds": 0,
+        "exfiltration": off,
+        "outside_network": off,
+        "new_group_reader": off,
+        "denial_burst": off,
+        "break_glass": off,
+        "outside_hours": off,
+    }
+    return AnomalySettings.model_validate({**base, **rules})
+
+
+def read(
+    principal: str = "alice", *, nbytes: int = MiB, key: str = "models/w.bin", **more: Any
+) -> RequestEvent:
+    event = RequestEvent(
+        request_id="R",
+        started_at=T0,
+        source_ip=more.pop("source_ip", "10.0.0.5"),
+        user_agent="t",
+        method="GET",
+        principal=principal,
+        groups=more.pop("groups", ("ml",)),
+        operation="GetObject",
+        action="read",
+        bucket="archive",
+        key=key,
+        decision="allow",
+        grant_ids=("g_1",),
+        status=200,
+        bytes_out=nbytes,
+    )
+    for name, value in more.items():
+        setattr(event, name, value)
+    return event
+
+
+def denied(principal: str | None = "mallory", source_ip: str = "203.0.113.9") -> RequestEvent:
+    return RequestEvent(
+        request_id="D",
+        started_at=T0,
+        source_ip=source_ip,
+        user_agent="t",
+        method="GET",
+        principal=principal,
+        bucket="archive",
+        key="models/w.bin",
+        decision="deny",
+        reason="AccessDenied",
+        status=403,
+    )
+
+
+# --- exfiltration ---
+
+
+def test_exfiltration_alerts_once_when_a_principal_crosses_the_threshold_in_the_window() -> None:
+    detectors = Detectors(settings(exfiltration={"window_seconds": 60, "threshold_bytes": 5 * MiB}), CATALOG)
+    alerts = [a for i in range(8) for a in detectors.feed(read(nbytes=MiB), T0 + i)]
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert (alert.kind, alert.principal, alert.grant_id, alert.resource) == (
+        "exfiltration",
+        "alice",
+        "g_1",
+        "models",
+    )
+    assert alert.details["bytes"] == 6 * MiB and alert.severity == "critical"
+
+
+def test_exfiltration_ignores_the_same_volume_spread_beyond_the_window() -> None:
+    detectors = Detectors(settings(exfiltration={"window_seconds": 60, "threshold_bytes": 5 * MiB}), CATALOG)
+    alerts = [a for i in range(20) for a in detectors.feed(read(nbytes=MiB), T0 + i * 20)]
+    assert alerts == []
+
+
+def test_exfiltration_counts_each_principal_separately() -> None:
+    detectors = Detectors(settings(exfiltration={"window_seconds": 60, "threshold_bytes": 3 * MiB}), CATALOG)
+    alerts = []
+    for i in range(3):
+        alerts += detectors.feed(read("alice", nbytes=MiB), T0 + i)
+        alerts += detectors.feed(read("bob", nbytes=MiB), T0 + i)
+    assert alerts == []
+    assert [a.principal for a in detectors.feed(read("bob", nbytes=MiB), T0 + 4)] == ["bob"]
+
+
+def test_the_suspend_response_is_carried_by_the_alert() -> None:
+    rule = {"window_seconds": 60, "threshold_bytes": MiB, "response": "suspend"}
+    detectors = Detectors(settings(exfiltration=rule), CATALOG)
+    [alert] = detectors.feed(read(nbytes=2 * MiB), T0)
+    assert alert.response == SUSPEND and alert.grant_id == "g_1"
+
+
+# --- outside network ---
+
+
+def test_a_grant_used_from_outside_the_resources_networks_alerts() -> None:
+    detectors = Detectors(settings(outside_network={"networks": {"models": ["10.0.0.0/8"]}}), CATALOG)
+    assert detectors.feed(read(source_ip="10.20.30.40"), T0) == []
+    [alert] = detectors.feed(read(source_ip="198.51.100.7"), T0)
+    assert (alert.kind, alert.source_ip, alert.resource) == ("outside_network", "198.51.100.7", "models")
+    assert alert.details["allowed_networks"] == ["10.0.0.0/8"]
+
+
+def test_networks_may_name_an_s3_prefix_and_other_areas_are_not_checked() -> None:
+    detectors = Detectors(
+        settings(outside_network={"networks": {"s3://archive/training/": ["192.168.0.0/16"]}}), CATALOG
+    )
+    assert detectors.feed(read(source_ip="8.8.8.8", key="models/w.bin"), T0) == []
+    assert len(detectors.feed(read(source_ip="8.8.8.8", key="training/a.parquet"), T0)) == 1
+
+
+def test_ipv4_mapped_ipv6_addresses_match_ipv4_networks() -> None:
+    detectors = Detectors(settings(outside_network={"networks": {"models": ["127.0.0.0/8"]}}), CATALOG)
+    assert detectors.feed(read(source_ip="::ffff:127.0.0.1"), T0) == []
+
+
+def test_a_request_refused_for_its_source_network_alerts_too() -> None:
+    detectors = Detectors(settings(outside_network={}), CATALOG, networks={"models": ["10.0.0.0/8"]})
+    refused = denied("fay", "198.51.100.7")
+    refused.deny_reason = "source_network"
+    [alert] = detectors.feed(refused, T0)
+    assert alert.kind == "outside_network" and alert.grant_id is None and alert.details["refused"] is True
+    assert detectors.feed(denied("gil", "198.51.100.8"), T0) == []  # refused for another reason
+
+
+def test_policy_networks_take_part_when_given() -> None:
+    detectors = Detectors(settings(outside_network={}), CATALOG, networks={"models": ["10.0.0.0/8"]})
+    assert len(detectors.feed(read(source_ip="1.2.3.4"), T0)) == 1
+
+
+# --- new group reader ---
+
+
+def test_a_reader_from_a_new_group_alerts_on_a_resource_others_already_read() -> None:
+    detectors = Detectors(settings(new_group_reader={}), CATALOG, known_readers=[("models", "ml")])
+    assert detectors.feed(read("ann", groups=("ml",)), T0) == []
+    [alert] = detectors.feed(read("mark", groups=("marketing",)), T0)
+    assert (alert.kind, alert.principal, alert.resource) == ("new_group_reader", "mark", "models")
+    assert alert.details["known_groups"] == ["ml"]
+    # Now the group is known: a colleague reading next is not news.
+    assert detectors.feed(read("meg", groups=("marketing",)), T0 + 1) == []
+
+
+def test_a_resource_nobody_read_yet_is_learned_quietly_and_remembered() -> None:
+    detectors = Detectors(settings(new_group_reader={}), CATALOG)
+    assert detectors.feed(read("ann", groups=("ml",), key="training/x"), T0) == []
+    assert detectors.new_readers is not None
+    learned = detectors.new_readers.take_learned()
+    assert [(r, g, p) for r, g, p, _ in learned] == [("training-data", "ml", "ann")]
+    assert detectors.new_readers.take_learned() == []
+
+
+def test_a_principal_with_one_familiar_group_is_not_a_new_reader() -> None:
+    detectors = Detectors(settings(new_group_reader={}), CATALOG, known_readers=[("models", "ml")])
+    assert detectors.feed(read("kim", groups=("ml", "marketing")), T0) == []
+
+
+# --- denial burst ---
+
+
+def test_a_burst_of_denials_alerts_at_the_threshold() -> None:
+    detectors = Detectors(settings(denial_burst={"window_seconds": 10, "threshold": 5}), CATALOG)
+    alerts = [a for i in range(12) for a in detectors.feed(denied(), T0 + i * 0.5)]
+    assert len(alerts) == 1
+    assert alerts[0].kind == "denial_burst" and alerts[0].principal == "mallory"
+
+
+def test_unauthenticated_denials_are_counted_per_address() -> None:
+    detectors = Detectors(settings(denial_burst={"window_seconds": 10, "threshold": 3}), CATALOG)
+    alerts = [a for i in range(3) for a in detectors.feed(denied(None, "203.0.113.50"), T0 + i)]
+    assert len(alerts) == 1 and alerts[0].source_ip == "203.0.113.50" and alerts[0].principal is None
+
+
+def test_slow_denials_never_make_a_burst() -> None:
+    detectors = Detectors(settings(denial_burst={"window_seconds": 10, "threshold": 3}), CATALOG)
+    assert [a for i in range(10) for a in detectors.feed(denied(), T0 + i * 6)] == []
+
+
+# --- break glass ---
+
+
+def _break_glass() -> BreakGlassUsed:
+    now = datetime.fromtimestamp(T0, UTC)
+    grant = Grant(
+        "g_bg", "bob", "archive", "models/", frozenset({Action.READ}), now, now + timedelta(hours=1)
+    )
+    request = AccessRequest(
+        "r_bg", "bob", "models", "archive", "models/", frozenset({Action.READ}), timedelta(hours=1),
+        "prod is down", RequestStatus.APPROVED, now, now, break_glass=True, grant_id="g_bg",
+    )  # fmt: skip
+    return BreakGlassUsed(now, "bob", "prod is down", request, grant)
+
+
+def test_break_glass_use_always_alerts() -> None:
+    detectors = Detectors(settings(break_glass={}), CATALOG)
+    [alert] = detectors.feed(_break_glass(), T0)
+    assert (alert.kind, alert.severity, alert.principal, alert.grant_id) == (
+        "break_glass",
+        "critical",
+        "bob",
+        "g_bg",
+    )
+
+
+def test_other_workflow_events_are_not_break_glass() -> None:
+    detectors = Detectors(settings(break_glass={}), CATALOG)
+    event = _break_glass()
+    assert detectors.feed(GrantCreated(event.at, "carol", "", event.grant), T0) == []
+
+
+# --- outside hours ---
+
+
+def test_requests_outside_working_hours_alert() -> None:
+    rule = {"enabled": True, "start": "08:00", "end": "18:00", "timezone": "Europe/Paris"}
+    detectors = Detectors(settings(outside_hours=rule), CATALOG)
+    assert detectors.feed(read(), T0) == []  # 11:00 in Paris
+    night = datetime(2025, 3, 5, 22, 30, tzinfo=UTC).timestamp()
+    [alert] = detectors.feed(read(), night)
+    assert alert.kind == "outside_hours" and alert.principal == "alice"
+
+
+@pytest.mark.parametrize(
+    ("moment", "inside"),
+    [
+        (datetime(2025, 3, 5, 23, 0, tzinfo=UTC), True),  # Wednesday night shift
+        (datetime(2025, 3, 6, 5, 0, tzinfo=UTC), True),  # early Thursday: Wednesday's shift
+        (datetime(2025, 3, 6, 12, 0, tzinfo=UTC), False),
+        (datetime(2025, 3, 9, 5, 0, tzinfo=UTC), False),  # early Sunday: Saturday has no shift
+    ],
+)
+def test_overnight_hours_belong_to_the_day_the_shift_started(moment: datetime, inside: bool) -> None:
+    hours = OutsideHours("22:00", "06:00", ["mon", "tue", "wed", "thu", "fri"], "UTC", CATALOG)
+    assert hours.within(moment) is inside
+
+
+# --- cooldown ---
+
+
+def test_the_cooldown_holds_back_repeats_about_the_same_subject() -> None:
+    detectors = Detectors(
+        settings(cooldown_seconds=300, denial_burst={"window_seconds": 1, "threshold": 1}), CATALOG
+    )
+    assert len(detectors.feed(denied(), T0)) == 1
+    assert detectors.feed(denied(), T0 + 10) == []
+    assert len(detectors.feed(denied("eve"), T0 + 10)) == 1
+    assert len(detectors.feed(denied(), T0 + 301)) == 1
+
+
+def test_nothing_alerts_when_anomaly_detection_is_off() -> None:
+    detectors = Detectors(
+        AnomalySettings.model_validate({"enabled": False, "denial_burst": {"threshold": 1}}), CATALOG
+    )
+    assert detectors.feed(denied(), T0) == []

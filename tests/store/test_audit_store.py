@@ -1,0 +1,194 @@
+"""The audit store on SQLite and PostgreSQL: one chain for many writers; queries, verify, usage."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+
+from proxy.access.grants import Action
+from proxy.observe.records import AuditRecord, Usage
+from proxy.store.audit import AuditQuery, AuditStore
+from proxy.store.sql import SqlStore
+
+NOW = datetime(2025, 3, 5, 10, 0, tzinfo=UTC)
+
+
+def rec(i: int, **fields: object) -> AuditRecord:
+    base: dict[str, object] = {
+        "kind": "s3_request",
+        "plane": "data",
+        "at": NOW + timedelta(minutes=i),
+        "principal": "alice",
+        "resource": "models",
+        "target": f"s3://archive/models/{i}.bin",
+        "grant_id": "g_1",
+        "decision": "allow",
+        "event": {"i": i},
+    }
+    return AuditRecord(**{**base, **fields})  # type: ignore[arg-type]
+
+
+async def sql(store: SqlStore, statement: str) -> None:
+    async with store._engine.begin() as conn:
+        await conn.execute(text(statement))
+
+
+async def test_appends_are_numbered_in_order_and_verify(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    assert await audit.append([rec(0), rec(1)]) == 2
+    assert await audit.append([rec(2)]) == 3
+    events = await audit.query(AuditQuery())
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert [e.body["event"]["i"] for e in events] == [0, 1, 2]
+    report = await audit.verify()
+    assert report.ok and report.checked == 3 and report.head_seq == 3
+
+
+async def test_several_writers_extend_one_valid_chain(store: SqlStore, store_url: str) -> None:
+    replicas = [await SqlStore.open(store_url) for _ in range(3)]
+    try:
+
+        async def write(n: int, audit: AuditStore) -> None:
+            for i in range(8):
+                await audit.append([rec(i, principal=f"replica{n}"), rec(i, principal=f"replica{n}")])
+
+        await asyncio.gather(*(write(n, AuditStore(r)) for n, r in enumerate(replicas)))
+    finally:
+        for replica in replicas:
+            await replica.close()
+    audit = AuditStore(store)
+    report = await audit.verify()
+    assert report.ok, report.broken
+    assert report.checked == report.head_seq == 48
+    assert [e.seq for e in await audit.query(AuditQuery())] == list(range(1, 49))
+
+
+async def test_queries_filter_by_principal_resource_grant_decision_kind_and_time(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.append(
+        [
+            rec(0),
+            rec(1, principal="bob", grant_id="g_2"),
+            rec(2, decision="deny", grant_id=None, resource=None, target="s3://archive/other/x"),
+            rec(3, kind="anomaly.exfiltration", plane="alert", target=None),
+            rec(4, kind="grant_revoked", plane="control", target="s3://archive/models/"),
+        ]
+    )
+
+    async def seqs(**query: object) -> list[int]:
+        return [e.seq for e in await audit.query(AuditQuery(**query))]  # type: ignore[arg-type]
+
+    assert await seqs(principal="bob") == [2]
+    assert await seqs(grant_id="g_2") == [2]
+    assert await seqs(decision="deny") == [3]
+    assert await seqs(resource="models") == [1, 2, 4, 5]
+    assert await seqs(resource="s3://archive/other/") == [3]
+    assert await seqs(resource="s3://archive/models/") == [1, 2, 5]
+    assert await seqs(kind="anomaly.") == [4]
+    assert await seqs(since=NOW + timedelta(minutes=1), until=NOW + timedelta(minutes=3)) == [2, 3]
+    assert await seqs(limit=2) == [1, 2]
+    assert [e.seq for e in await audit.query(AuditQuery(limit=2, latest=True))] == [4, 5]
+
+
+async def test_paged_streaming_returns_every_match(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.append([rec(i, principal="bob" if i % 2 else "alice") for i in range(2500)])
+    bobs = [e.seq async for e in audit.stream(AuditQuery(principal="bob"))]
+    assert len(bobs) == 1250 and bobs[0] == 2 and bobs[-1] == 2500
+
+
+async def test_verify_pinpoints_an_edited_event(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.append([rec(i) for i in range(5)])
+    await sql(store, """UPDATE audit_events SET body = replace(body, '"i"\\:3', '"i"\\:30') WHERE seq = 4""")
+    report = await audit.verify()
+    assert not report.ok and report.broken is not None
+    assert report.broken.seq == 4 and "altered" in report.broken.problem
+    assert report.checked == 3
+
+
+async def test_verify_catches_an_edited_query_column(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.append([rec(i) for i in range(3)])
+    await sql(store, "UPDATE audit_events SET decision = 'deny' WHERE seq = 2")
+    report = await audit.verify()
+    assert report.broken is not None and report.broken.seq == 2 and "decision" in report.broken.problem
+
+
+async def test_verify_pinpoints_a_deleted_event(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.append([rec(i) for i in range(5)])
+    await sql(store, "DELETE FROM audit_events WHERE seq = 2")
+    report = await audit.verify()
+    assert report.broken is not None and report.broken.seq == 3
+    assert "event 2 is missing" in report.broken.problem
+
+
+async def test_verify_catches_the_latest_events_deleted(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.append([rec(i) for i in range(5)])
+    await sql(store, "DELETE FROM audit_events WHERE seq >= 4")
+    report = await audit.verify()
+    assert report.broken is not None and "4..5 is missing" in report.broken.problem
+
+
+async def test_an_empty_trail_verifies(store: SqlStore) -> None:
+    report = await AuditStore(store).verify()
+    assert report.ok and report.checked == 0 and report.head_seq == 0
+
+
+async def test_usage_accumulates_per_grant(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    first = Usage("g_1", "alice", 2, 1, 100, 0, 0, NOW, NOW + timedelta(minutes=1))
+    second = Usage("g_1", "alice", 1, 0, 0, 1, 50, NOW - timedelta(minutes=5), NOW + timedelta(minutes=3))
+    await audit.append([], [first])
+    await audit.append([rec(0)], [second])
+    usage = await audit.usage("g_1")
+    assert usage is not None
+    assert (
+        usage.requests,
+        usage.objects_read,
+        usage.bytes_read,
+        usage.objects_written,
+        usage.bytes_written,
+    ) == (
+        3,
+        1,
+        100,
+        1,
+        50,
+    )
+    assert usage.first_used_at == NOW - timedelta(minutes=5)
+    assert usage.last_used_at == NOW + timedelta(minutes=3)
+    assert await audit.usage("g_unknown") is None
+
+
+async def test_readers_are_remembered_once(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.remember_readers([("models", "ml", "ann", NOW), ("models", "ml", "bob", NOW)])
+    await audit.remember_readers([("models", "sec", "carol", NOW)])
+    assert await audit.readers() == {("models", "ml"), ("models", "sec")}
+
+
+async def test_a_suspended_grant_leaves_the_gateways_snapshot_until_reconfirmed(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    grant = await store.add_grant(
+        "alice", "archive", "models/", frozenset({Action.READ}), now=NOW, expires_at=NOW + timedelta(days=1)
+    )
+    version = await store.version()
+    assert await audit.suspend_grant(grant.id, reason="exfiltration", now=NOW + timedelta(minutes=1))
+    assert not await audit.suspend_grant(grant.id, reason="again", now=NOW + timedelta(minutes=2))
+    assert await store.version() > version
+    snapshot = await store.snapshot(NOW + timedelta(minutes=2))
+    assert grant.id not in {g.id for g in snapshot.grants}
+    assert [s.grant_id for s in await audit.suspensions()] == [grant.id]
+
+    assert await audit.lift_suspension(grant.id, actor="carol", now=NOW + timedelta(minutes=3))
+    assert not await audit.lift_suspension(grant.id, actor="carol", now=NOW + timedelta(minutes=4))
+    snapshot = await store.snapshot(NOW + timedelta(minutes=5))
+    assert grant.id in {g.id for g in snapshot.grants}
+    kinds = [e.body["kind"] for e in await audit.query(AuditQuery(grant_id=grant.id))]
+    assert kinds == ["grant_suspended", "grant_reconfirmed"]
+    assert (await audit.verify()).ok
