@@ -1,0 +1,58 @@
+"""Starts the notifiers of one gateway process (Slack, webhooks), subscribes them, and stops them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy.access.workflow import Workflow
+from proxy.config import Settings
+from proxy.notify import interactions
+from proxy.notify.counters import Outcomes
+from proxy.notify.slack import SlackNotifier
+from proxy.notify.webhooks import WebhookDispatcher
+from proxy.observe.events import EventBus
+
+
+@dataclass
+class Notifiers:
+    slack: SlackNotifier | None = None
+    webhooks: WebhookDispatcher | None = None
+
+
+@contextlib.asynccontextmanager
+async def notifying(
+    settings: Settings, bus: EventBus, registry: CollectorRegistry | None = None
+) -> AsyncIterator[Notifiers]:
+    """Subscribe the configured notifiers to `bus`; their delivery counters go to `registry` if given."""
+    found = Notifiers()
+    if settings.webhooks:
+        outcomes = Outcomes(
+            "grantgate_webhook_deliveries", "Webhook delivery attempts, by host and outcome.", registry
+        )
+        found.webhooks = WebhookDispatcher(list(settings.webhooks), outcomes)
+        found.webhooks.start()
+        bus.subscribe(found.webhooks)
+    if settings.slack.enabled:
+        outcomes = Outcomes("grantgate_slack_calls", "Slack Web API calls, by outcome.", registry)
+        found.slack = SlackNotifier(settings.slack, settings.server.public_url, outcomes)
+        found.slack.start()
+        bus.subscribe(found.slack)
+    try:
+        yield found
+    finally:
+        if found.slack is not None:
+            await found.slack.close()
+        if found.webhooks is not None:
+            await found.webhooks.close()
+
+
+def install_slack(app: web.Application, notifiers: Notifiers | None, workflow: Workflow | None) -> None:
+    """Mount /slack/interactions and /slack/commands on the control listener when Slack is on."""
+    if notifiers is None or notifiers.slack is None or workflow is None:
+        return
+    interactions.install(app, interactions.SlackInteractions(notifiers.slack, workflow))

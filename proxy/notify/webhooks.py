@@ -1,0 +1,292 @@
+"""Signed outbound webhooks: one JSON document per event, HMAC-SHA256 signed, retried off the request path.
+
+Receivers verify `X-GrantGate-Signature: t=<unix seconds>,v1=<hex>` where v1 is
+HMAC-SHA256(secret, f"{t}.{body}"), and drop deliveries whose `t` is too old (see `verify_signature`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+
+from proxy.access.events import WorkflowEvent, grant_fields, iso, request_fields
+from proxy.access.grants import Grant
+from proxy.access.requests import AccessRequest
+from proxy.notify.counters import Outcomes
+from proxy.notify.settings import ANOMALY_EVENT, WebhookSettings
+from proxy.observe.events import AnomalyAlert
+
+log = structlog.get_logger("grantgate.webhooks")
+
+SCHEMA_VERSION = 1
+SIGNATURE_HEADER = "X-GrantGate-Signature"
+QUEUE_LIMIT = 10_000
+WORKERS = 4
+
+
+# --- the document (pure) ---------------------------------------------------------------------------
+
+
+def event_type(event: Any) -> str | None:
+    if isinstance(event, WorkflowEvent):
+        return event.kind
+    if isinstance(event, AnomalyAlert):
+        return ANOMALY_EVENT
+    return None
+
+
+def _request_json(request: AccessRequest) -> dict[str, Any]:
+    return {
+        **request_fields(request),
+        "created_at": iso(request.created_at),
+        "expires_at": iso(request.expires_at),
+        "decided_by": request.decided_by,
+        "decided_at": iso(request.decided_at),
+        "decision_comment": request.decision_comment,
+    }
+
+
+def _grant_json(grant: Grant) -> dict[str, Any]:
+    return {**grant_fields(grant), "created_at": iso(grant.created_at)}
+
+
+def document(event: Any, event_id: str) -> dict[str, Any] | None:
+    """The stable webhook body for `event`, or None for events webhooks do not carry.
+
+    Every key is always present (null when it does not apply) so receivers can rely on the shape.
+    """
+    kind = event_type(event)
+    if kind is None:
+        return None
+    doc: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "id": event_id,
+        "event": kind,
+        "occurred_at": None,
+        "actor": None,
+        "reason": None,
+        "resource": None,
+        "request": None,
+        "grant": None,
+        "alert": None,
+    }
+    if isinstance(event, AnomalyAlert):
+        occurred = datetime.fromtimestamp(event.at, UTC)
+        doc.update(
+            occurred_at=iso(occurred),
+            actor=event.principal,
+            reason=event.message,
+            resource={"name": None, "uri": event.resource} if event.resource else None,
+            alert=event.as_dict(),
+        )
+        return doc
+    request: AccessRequest | None = getattr(event, "request", None)
+    grant: Grant | None = getattr(event, "grant", None)
+    doc.update(occurred_at=iso(event.at), actor=event.actor, reason=event.reason)
+    if request is not None:
+        doc["request"] = _request_json(request)
+        doc["resource"] = {"name": request.resource_name, "uri": request.resource}
+    if grant is not None:
+        doc["grant"] = _grant_json(grant)
+        doc["resource"] = doc["resource"] or {"name": None, "uri": grant.resource}
+    return doc
+
+
+def encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The signature header's value for `body` sent at `timestamp`."""
+    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_signature(secret: bytes, header: str, body: bytes, now: float, tolerance: float = 300) -> bool:
+    """What a receiver does: the header parses, is recent, and one v1 matches (constant-time)."""
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        parts.setdefault(name, []).append(value)
+    try:
+        timestamp = int(parts.get("t", [""])[0])
+    except ValueError:
+        return False
+    if abs(now - timestamp) > tolerance:
+        return False
+    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
+    return any(hmac.compare_digest(expected, v) for v in parts.get("v1", []))
+
+
+def backoff(attempt: int, first: float, cap: float) -> float:
+    """Delay before attempt `attempt + 1`: first, 2x, 4x, ... capped."""
+    return min(cap, first * (2 ** (attempt - 1)))
+
+
+def retryable(status: int) -> bool:
+    return status >= 500 or status in (408, 425, 429)
+
+
+# --- delivery (I/O) --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Delivery:
+    hook: WebhookSettings
+    event: str
+    event_id: str
+    body: bytes
+    attempt: int = 1
+
+
+def target_label(url: str) -> str:
+    # The host only: webhook URLs often carry a token in their path.
+    return urlsplit(url).netloc
+
+
+class WebhookDispatcher:
+    """An EventBus observer: queues one delivery per matching hook; workers send and retry them."""
+
+    def __init__(
+        self,
+        hooks: list[WebhookSettings],
+        outcomes: Outcomes,
+        *,
+        clock: Callable[[], float] = time.time,
+        workers: int = WORKERS,
+    ) -> None:
+        self.hooks = hooks
+        self.outcomes = outcomes
+        self.clock = clock
+        self.queue: asyncio.Queue[Delivery] = asyncio.Queue(QUEUE_LIMIT)
+        self._workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self, event: Any) -> None:
+        kind = event_type(event)
+        wanting = [h for h in self.hooks if kind is not None and h.wants(kind)]
+        if not wanting or kind is None:
+            return
+        event_id = uuid.uuid4().hex
+        doc = document(event, event_id)
+        assert doc is not None
+        body = encode(doc)
+        for hook in wanting:
+            self._enqueue(Delivery(hook, kind, event_id, body))
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        try:
+            self.queue.put_nowait(delivery)
+        except asyncio.QueueFull:
+            self.outcomes.inc(target_label(delivery.hook.url), "dropped")
+            log.error("webhook_dropped", url=target_label(delivery.hook.url), webhook_event=delivery.event)
+
+    def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self._tasks = [asyncio.create_task(self._work(), name=f"webhook-{n}") for n in range(self._workers)]
+
+    async def close(self, drain_seconds: float = 2.0) -> None:
+        """Give queued deliveries a moment, then stop; retries still waiting are logged as lost."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), drain_seconds)
+        for timer in self._timers:
+            timer.cancel()
+        lost = len(self._timers) + self.queue.qsize()
+        if lost:
+            log.warning("webhooks_undelivered_at_shutdown", count=lost)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+
+    async def _work(self) -> None:
+        while True:
+            delivery = await self.queue.get()
+            try:
+                await self._attempt(delivery)
+            except Exception as exc:  # a worker must survive anything one delivery does
+                log.error("webhook_worker_error", error=repr(exc))
+            finally:
+                self.queue.task_done()
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        assert self._session is not None
+        hook, label = delivery.hook, target_label(delivery.hook.url)
+        # Signed at send time, so a retry minutes later still passes the receiver's freshness check.
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "GrantGate-Webhooks/1",
+            SIGNATURE_HEADER: sign(hook.key(), int(self.clock()), delivery.body),
+            "X-GrantGate-Event": delivery.event,
+            "X-GrantGate-Delivery": delivery.event_id,
+            "X-GrantGate-Attempt": str(delivery.attempt),
+        }
+        problem: str
+        try:
+            timeout = aiohttp.ClientTimeout(total=hook.timeout_seconds)
+            async with self._session.post(
+                hook.url, data=delivery.body, headers=headers, timeout=timeout
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            status, problem = 0, type(exc).__name__
+        else:
+            if 200 <= status < 300:
+                self.outcomes.inc(label, "delivered")
+                log.info(
+                    "webhook_delivered", url=label, webhook_event=delivery.event, attempt=delivery.attempt
+                )
+                return
+            problem = f"HTTP {status}"
+        if (status == 0 or retryable(status)) and delivery.attempt < hook.max_attempts:
+            delay = backoff(delivery.attempt, hook.backoff_seconds, hook.max_backoff_seconds)
+            self.outcomes.inc(label, "retried")
+            log.warning(
+                "webhook_retry",
+                url=label,
+                webhook_event=delivery.event,
+                attempt=delivery.attempt,
+                problem=problem,
+                retry_in_seconds=delay,
+            )
+            delivery.attempt += 1
+            self._later(delay, delivery)
+            return
+        self.outcomes.inc(label, "failed")
+        log.error(
+            "webhook_failed",
+            url=label,
+            webhook_event=delivery.event,
+            delivery=delivery.event_id,
+            attempts=delivery.attempt,
+            problem=problem,
+        )
+
+    def _later(self, delay: float, delivery: Delivery) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            self._enqueue(delivery)
+
+        timer = loop.call_later(delay, fire)
+        self._timers.add(timer)

@@ -1,0 +1,193 @@
+"""The Slack app and webhooks on real gateway processes: denied -> DM, request -> channel, click -> access.
+
+A local Slack stand-in and a webhook receiver run in a thread of the test; the gateways are configured
+to talk to them exactly as they would to Slack and a SIEM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from botocore.exceptions import ClientError
+from support.fake_slack import SIGNING_SECRET, TOKEN, FakeSlack, button_payload, send_signed
+from support.world import BUCKET, World, running_world
+
+from proxy.notify import blocks
+
+T = TypeVar("T")
+WEBHOOK_SECRET = "whsec-e2e-0123456789abcdef"
+WHY = "evaluate the new quantisation"
+
+
+class Background:
+    """An event loop in a thread for the Slack stand-in and the webhook receiver."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 20) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.documents: list[dict[str, Any]] = []
+        self.server: TestServer | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        fields = dict(p.split("=", 1) for p in request.headers["X-GrantGate-Signature"].split(","))
+        mac = hmac.new(WEBHOOK_SECRET.encode(), f"{fields['t']}.".encode() + body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(mac, fields["v1"]):
+            return web.Response(status=400)
+        self.documents.append(json.loads(body))
+        return web.Response(status=204)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        return str(self.server.make_url("/hook"))
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 10.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def slack_world(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[World, FakeSlack, Receiver, Background]]:
+    background = Background()
+    fake, receiver = FakeSlack(), Receiver()
+
+    async def start() -> tuple[str, str]:
+        return await fake.start(), await receiver.start()
+
+    api, hook = background.run(start())
+    config = f"""
+[policy]
+sweep_interval_seconds = 0.2
+
+[policy.resources.models]
+paths = ["s3://{BUCKET}/models/"]
+
+[[policy.rules]]
+resource = "models"
+requester_groups = ["ml"]
+actions = ["read", "list"]
+approver_groups = ["security"]
+
+[slack]
+enabled = true
+bot_token = "{TOKEN}"
+signing_secret = "{SIGNING_SECRET}"
+api_url = "{api}api/"
+channels = {{ models = "CMODELS" }}
+security_channel = "CSECURITY"
+users = {{ UALICE = "alice", UCAROL = "carol" }}
+
+[[webhooks]]
+url = "{hook}"
+secret = "{WEBHOOK_SECRET}"
+events = ["request_created", "request_decided"]
+"""
+    try:
+        with running_world(tmp_path_factory.mktemp("slack-world"), extra_config=config) as world:
+            yield world, fake, receiver, background
+    finally:
+        background.run(fake.close())
+        if receiver.server is not None:
+            background.run(receiver.server.close())
+        background.stop()
+
+
+def messages_to(fake: FakeSlack, channel: str) -> list[dict[str, Any]]:
+    return [c for c in fake.of("chat.postMessage") if c["channel"] == channel]
+
+
+def test_denied_then_requested_then_approved_in_slack(
+    slack_world: tuple[World, FakeSlack, Receiver, Background],
+) -> None:
+    world, fake, receiver, background = slack_world
+    alice, carol = world.person("alice", ("ml",)), world.person("carol", ("security",))
+    key = "models/slack/llama.gguf"
+    world.upstream().put_object(Bucket=BUCKET, Key=key, Body=b"GGUF")
+
+    # 1. The gateway refuses alice; she gets a DM with the request link, once.
+    for _ in range(3):
+        with pytest.raises(ClientError):
+            world.client(alice).head_object(Bucket=BUCKET, Key=key)
+    [dm] = eventually(lambda: messages_to(fake, "DUALICE"))
+    assert f"{world.http.control_url}/request?resource=s3%3A%2F%2F{BUCKET}%2Fmodels%2Fslack" in dm["text"]
+    time.sleep(0.3)
+    assert len(messages_to(fake, "DUALICE")) == 1
+
+    # 2. She asks through the API; the request appears in the models channel with buttons.
+    request = urllib.request.Request(
+        f"{world.http.control_url}/api/v1/requests",
+        data=json.dumps({"resource": "models", "actions": ["read"], "justification": WHY}).encode(),
+        headers={"Authorization": f"Bearer {world.api_token(alice)}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        request_id = json.load(resp)["id"]
+    [posted] = eventually(lambda: messages_to(fake, "CMODELS"))
+    assert {e["value"] for b in posted["blocks"] if b["type"] == "actions" for e in b["elements"]} == {
+        request_id
+    }
+
+    # 3. carol clicks Approve in Slack (a signed request to the control listener).
+    async def click() -> int:
+        payload = button_payload(
+            "UCAROL", blocks.APPROVE, request_id, "CMODELS", "1700000000.000001", fake.response_url("carol")
+        )
+        async with aiohttp.ClientSession() as session:
+            return (
+                await send_signed(session, f"{world.http.control_url}/slack/interactions", payload)
+            ).status
+
+    assert background.run(click()) == 200
+    [update] = eventually(lambda: fake.of("chat.update"))
+    assert "Approved" in str(update["blocks"]) and "carol" in str(update["blocks"])
+    assert not [b for b in update["blocks"] if b["type"] == "actions"]
+    approved = eventually(
+        lambda: [m for m in messages_to(fake, "DUALICE") if "approved by carol" in m["text"]]
+    )
+    assert approved
+
+    # 4. alice reads; the SIEM got both events, signed.
+    world.sync()
+    assert world.client(alice).get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"GGUF"
+    events = eventually(
+        lambda: {d["event"] for d in receiver.documents} >= {"request_created", "request_decided"}
+    )
+    assert events
+    decided = next(d for d in receiver.documents if d["event"] == "request_decided")
+    assert decided["actor"] == "carol" and decided["request"]["request_id"] == request_id
+    assert carol.name == decided["actor"]
