@@ -1,0 +1,69 @@
+"""Re-authorizes a transfer in flight, so a revoked or expired grant stops it within a second.
+
+The streaming loops call `check()` once per chunk: a monotonic clock comparison, and at most every
+`period` seconds a decision against the current in-memory view (a dict lookup, no database).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from proxy.access.decide import Allow
+from proxy.access.grants import Target
+from proxy.observe.events import RequestEvent
+from proxy.s3.errors import S3Error
+from proxy.state import View
+
+RECHECK_SECONDS = 0.25
+
+
+@dataclass(eq=False)
+class TransferCut(S3Error):
+    """A transfer no longer allowed: an upload answers with it; a download's connection is aborted."""
+
+
+class TransferWatch:
+    __slots__ = ("_clock", "_event", "_next", "_period", "_principal", "_targets", "_view")
+
+    def __init__(
+        self,
+        view: Callable[[datetime], View],
+        principal: str,
+        targets: list[Target],
+        event: RequestEvent,
+        *,
+        period: float = RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._view = view
+        self._principal = principal
+        self._targets = targets
+        self._event = event
+        self._period = period
+        self._clock = clock
+        self._next = clock() + period
+
+    def check(self) -> None:
+        """Raise TransferCut if, at a due re-check, the targets are no longer allowed."""
+        moment = self._clock()
+        if moment < self._next:
+            return
+        self._next = moment + self._period
+        self.recheck(datetime.now(UTC))
+
+    def recheck(self, now: datetime) -> None:
+        try:
+            grants = self._view(now).grants
+        except S3Error:  # the state is past its grace period: nothing may go on
+            self._event.outcome = "state_unavailable"
+            raise TransferCut(
+                "ServiceUnavailable", "Access state is unavailable; try again shortly.", 503
+            ) from None
+        if not isinstance(grants.decide(self._principal, self._targets, now), Allow):
+            self._event.outcome = "revoked"
+            raise TransferCut(
+                "AccessDenied", "Access Denied: the grant for this transfer was revoked or has expired.", 403
+            )

@@ -1,0 +1,110 @@
+"""TransferWatch: a transfer in flight is re-authorized against the current view, at most every period."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from proxy.access.grants import Action, Grant, Target
+from proxy.access.index import GrantIndex
+from proxy.identity.keyring import KeyRing
+from proxy.observe.events import RequestEvent
+from proxy.s3.errors import S3Error
+from proxy.s3.watch import TransferCut, TransferWatch
+from proxy.state import View
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+TARGETS = [Target(Action.READ, "bucket", "models/weights.bin")]
+
+
+def grant(expires_at: datetime | None = None) -> Grant:
+    return Grant("g_1", "ana", "bucket", "models/", frozenset({Action.READ}), NOW, expires_at)
+
+
+def view(*grants: Grant) -> View:
+    return View(GrantIndex.build(grants, 1), KeyRing.build((), b"k" * 32), 1, 0.0)
+
+
+class Current:
+    """What the live state would answer now; a test swaps `view` as a refresh would."""
+
+    def __init__(self, current: View | None) -> None:
+        self.view = current
+
+    def __call__(self, _now: datetime) -> View:
+        if self.view is None:
+            raise S3Error.service_unavailable()
+        return self.view
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def event() -> RequestEvent:
+    return RequestEvent("R1", 0.0, "127.0.0.1", "test", "GET")
+
+
+def watch(current: Current, clock: Clock, record: RequestEvent) -> TransferWatch:
+    return TransferWatch(current, "ana", TARGETS, record, period=0.25, clock=clock)
+
+
+def test_a_transfer_still_granted_goes_on() -> None:
+    current, clock, record = Current(view(grant())), Clock(), event()
+    w = watch(current, clock, record)
+    for _ in range(10):
+        clock.t += 0.3
+        w.check()
+    assert record.outcome == "ok"
+
+
+def test_a_revoked_grant_cuts_the_transfer_at_the_next_due_check() -> None:
+    current, clock, record = Current(view(grant())), Clock(), event()
+    w = watch(current, clock, record)
+    current.view = view()  # the refresh after a revocation: the grant is gone
+    clock.t += 0.1
+    w.check()  # not due yet: one clock comparison, no decision
+    clock.t += 0.2
+    with pytest.raises(TransferCut) as cut:
+        w.check()
+    assert (cut.value.code, cut.value.status) == ("AccessDenied", 403)
+    assert record.outcome == "revoked"
+
+
+def test_an_expired_grant_cuts_the_transfer() -> None:
+    record = event()
+    w = TransferWatch(Current(view(grant(expires_at=NOW + timedelta(minutes=5)))), "ana", TARGETS, record)
+    w.recheck(NOW + timedelta(minutes=4))
+    with pytest.raises(TransferCut):
+        w.recheck(NOW + timedelta(minutes=5))
+    assert record.outcome == "revoked"
+
+
+def test_state_past_its_grace_period_cuts_the_transfer_as_unavailable() -> None:
+    current, record = Current(None), event()
+    w = TransferWatch(current, "ana", TARGETS, record)
+    with pytest.raises(TransferCut) as cut:
+        w.recheck(NOW)
+    assert (cut.value.code, cut.value.status) == ("ServiceUnavailable", 503)
+    assert record.outcome == "state_unavailable"
+
+
+def test_the_view_is_consulted_at_most_once_per_period() -> None:
+    calls: list[datetime] = []
+    the_view = view(grant())
+
+    def counted(now: datetime) -> View:
+        calls.append(now)
+        return the_view
+
+    clock = Clock()
+    w = TransferWatch(counted, "ana", TARGETS, event(), period=0.25, clock=clock)
+    for _ in range(100):  # 100 chunks within 0.99 s
+        clock.t += 0.0099
+        w.check()
+    assert len(calls) == 3
