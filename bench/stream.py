@@ -67,6 +67,19 @@ def run_origin(port: int, root: Path) -> None:
             received += len(data)
         return web.Response(headers={"ETag": '"bench"', "x-bench-received": str(received)})
 
+    async def post(request: web.Request) -> web.Response:
+        # Multipart: ?uploads starts an upload, ?uploadId=... completes it. Parts are plain PUTs above.
+        await request.read()
+        bucket, key = request.match_info["bucket"], request.match_info["key"]
+        if "uploads" in request.query:
+            body = (
+                f"<InitiateMultipartUploadResult><Bucket>{bucket}</Bucket><Key>{key}</Key>"
+                "<UploadId>bench-upload</UploadId></InitiateMultipartUploadResult>"
+            )
+        else:
+            body = '<CompleteMultipartUploadResult><ETag>"bench-2"</ETag></CompleteMultipartUploadResult>'
+        return web.Response(text=body, content_type="application/xml")
+
     async def ready(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -74,7 +87,8 @@ def run_origin(port: int, root: Path) -> None:
     app.router.add_get("/_ready", ready)
     app.router.add_get("/{bucket}/{key:.+}", get)
     app.router.add_put("/{bucket}/{key:.+}", put)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    app.router.add_post("/{bucket}/{key:.+}", post)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, reuse_port=True)
 
 
 # ---------------------------------------------------------------- processes

@@ -1,0 +1,128 @@
+"""Several gateway processes behind one S3 port (SO_REUSEPORT), each with its own event loop.
+
+A parent forks the workers, forwards SIGTERM/SIGINT to them and restarts one that dies unexpectedly.
+Grant state is not shared in memory: every worker refreshes its own LiveState from the store, the one
+source of truth, so a revocation reaches all of them within the same refresh interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from types import FrameType
+
+import structlog
+from aiohttp import web
+
+from proxy.config import Settings
+from proxy.observe.runtime import observing
+
+log = structlog.get_logger("grantgate")
+
+# A worker that keeps dying is a configuration or environment problem, not bad luck: give up.
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 60.0
+RESTART_DELAY_SECONDS = 0.5
+
+
+def worker_count(settings: Settings) -> int:
+    """`[server] workers`, with 0 meaning one per CPU."""
+    return settings.server.workers or os.cpu_count() or 1
+
+
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """Worker `index`'s settings: its own audit spool directory, since a spool is replayed in order
+    by the one process that owns it. Worker 0 keeps the configured one."""
+    if index == 0:
+        return settings
+    audit = settings.audit.model_copy(update={"spool_dir": f"{settings.audit.spool_dir}-worker{index}"})
+    return settings.model_copy(update={"audit": audit})
+
+
+async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
+    """A secondary worker: the S3 listener and its observers (audit, anomalies). The control API and the
+    workflow's sweeps run in worker 0 only, so timers fire once and the control port has one owner."""
+    from proxy.app import running_gateway, s3_app, tls_context
+
+    settings = worker_settings(settings, index)
+    async with (
+        running_gateway(settings) as gateway,
+        observing(settings, gateway.state.store, gateway.state, gateway.bus),
+    ):
+        runner = web.AppRunner(s3_app(gateway), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            server = settings.server
+            site = web.TCPSite(
+                runner, server.s3_host, server.s3_port, ssl_context=tls_context(settings), reuse_port=True
+            )
+            await site.start()
+            log.info("worker_started", worker=index, pid=os.getpid(), s3=f"{server.s3_host}:{server.s3_port}")
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def supervise(count: int, run_worker: Callable[[int], None]) -> int:
+    """Fork `count` workers running `run_worker(index)` and wait for them; returns the exit code.
+
+    Must be called before any event loop or thread exists in this process (fork copies only the caller).
+    """
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+    restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                run_worker(index)
+            except Exception:
+                log.exception("worker_failed", worker=index)
+                code = 1
+            finally:
+                os._exit(code)  # never return into the parent's code, whatever was raised
+        children[pid] = index
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for index in range(count):
+        spawn(index)
+    log.info("workers_started", workers=count, pids=sorted(children))
+    code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid)
+        exit_code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            continue
+        log.error("worker_exited", worker=index, pid=pid, exit_code=exit_code)
+        now = time.monotonic()
+        if len(restarts) == MAX_RESTARTS and now - restarts[0] < RESTART_WINDOW_SECONDS:
+            log.error("workers_failing", restarts=MAX_RESTARTS, window_seconds=RESTART_WINDOW_SECONDS)
+            forward(signal.SIGTERM, None)
+            code = 1
+            continue
+        restarts.append(now)
+        time.sleep(RESTART_DELAY_SECONDS)
+        if not stopping:
+            spawn(index)
+    return code
