@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing (atheris) of the gateway's pure parsers: see fuzz/README.md."""

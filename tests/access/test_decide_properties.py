@@ -1,0 +1,100 @@
+"""Property: the grant index never allows a target that no active grant of the caller covers.
+
+Random grants and targets against an oracle written from the rules, not from Grant.covers: the caller's
+own grant, same bucket, active at `now` (not revoked, not expired), the action granted and the key
+starting with the grant's prefix (bucket-scoped targets need any active grant on the bucket).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.access.decide import Allow, Deny, authorize
+from proxy.access.grants import Action, Grant, Scope, Target
+from proxy.access.index import GrantIndex
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+PRINCIPALS = ("alice", "bob")
+BUCKETS = ("models", "models-old", "data")
+# Prefix-shaped strings that collide in the ways that matter: siblings, parents, Unicode forms.
+FRAGMENTS = st.sampled_from(["", "a", "a/", "a/b/", "ab", "b/", "a%2F", "é/", "e\u0301/", "A/", "a/."])
+KEYS = st.builds(lambda a, b: a + b, FRAGMENTS, st.text(max_size=4))
+MINUTES = st.integers(-180, 180).map(lambda m: NOW + timedelta(minutes=m))
+
+grants_strategy = st.lists(
+    st.builds(
+        Grant,
+        id=st.uuids().map(str),
+        principal=st.sampled_from(PRINCIPALS),
+        bucket=st.sampled_from(BUCKETS),
+        prefix=KEYS,
+        actions=st.frozensets(st.sampled_from(list(Action)), min_size=1),
+        created_at=st.just(NOW - timedelta(days=1)),
+        expires_at=st.none() | MINUTES,
+        revoked_at=st.none() | MINUTES,
+    ),
+    max_size=8,
+)
+targets_strategy = st.lists(
+    st.builds(
+        Target,
+        action=st.sampled_from(list(Action)),
+        bucket=st.sampled_from(BUCKETS),
+        key=KEYS,
+        scope=st.sampled_from(list(Scope)),
+    ),
+    max_size=4,
+)
+
+
+def oracle_covers(grant: Grant, who: str, target: Target) -> bool:
+    if grant.principal != who or grant.bucket != target.bucket:
+        return False
+    if grant.revoked_at is not None and grant.revoked_at <= NOW:
+        return False
+    if grant.expires_at is not None and grant.expires_at <= NOW:
+        return False
+    if target.scope is Scope.BUCKET:
+        return True
+    return target.action in grant.actions and target.key[: len(grant.prefix)] == grant.prefix
+
+
+@settings(max_examples=600, deadline=None)
+@given(grants_strategy, targets_strategy, st.sampled_from(PRINCIPALS))
+def test_index_allows_exactly_what_some_active_grant_of_the_caller_covers(
+    grants: list[Grant], targets: list[Target], who: str
+) -> None:
+    decision = GrantIndex.build(grants).decide(who, targets, NOW)
+    covered = [any(oracle_covers(g, who, t) for g in grants) for t in targets]
+    if isinstance(decision, Allow):
+        assert targets and all(covered)
+        # Each target is attributed to a grant that really covers it.
+        assert len(decision.grants) == len(targets)
+        assert all(oracle_covers(g, who, t) for g, t in zip(decision.grants, targets, strict=True))
+    else:
+        assert not targets or not all(covered)
+        if targets:
+            assert decision.target is not None
+            assert not any(oracle_covers(g, who, decision.target) for g in grants)
+
+
+@settings(max_examples=500, deadline=None)
+@given(grants_strategy, targets_strategy, st.sampled_from(PRINCIPALS))
+def test_index_decides_as_the_plain_decision_over_the_callers_grants(
+    grants: list[Grant], targets: list[Target], who: str
+) -> None:
+    # The index's per-principal/per-bucket shortcut must never change the answer.
+    indexed = GrantIndex.build(grants).decide(who, targets, NOW)
+    plain = authorize(targets, [g for g in grants if g.principal == who], NOW)
+    assert type(indexed) is type(plain)
+    if isinstance(plain, Deny):
+        assert isinstance(indexed, Deny)
+        assert (indexed.reason, indexed.target) == (plain.reason, plain.target)
+
+
+@given(grants_strategy, st.sampled_from(PRINCIPALS))
+def test_no_target_is_never_an_allow(grants: list[Grant], who: str) -> None:
+    assert isinstance(GrantIndex.build(grants).decide(who, [], NOW), Deny)

@@ -1,0 +1,84 @@
+"""Extra gateway processes on the test world's store, with their own upstream and settings.
+
+Fault-injection and addressing tests need a gateway in front of something other than moto, or with
+settings the world's two gateways do not have (a virtual-host base, short timeouts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from support.world import UPSTREAM_KEY, GatewayProcess, World, free_port
+
+
+def proc_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def proc_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc status")
+
+
+@contextlib.contextmanager
+def extra_gateway(
+    world: World,
+    name: str,
+    upstream_url: str,
+    *,
+    server: str = "",
+    upstream: str = "",
+    sections: str = "",
+) -> Iterator[GatewayProcess]:
+    """A gateway on the world's store in front of `upstream_url`; `server`/`upstream`: more TOML lines,
+    `sections`: whole TOML sections appended (e.g. a `[policy]`)."""
+    s3_port, control_port = free_port(), free_port()
+    config = world.directory / f"{name}.toml"
+    config.write_text(
+        f"""[server]
+s3_port = {s3_port}
+control_port = {control_port}
+public_url = "http://127.0.0.1:{control_port}"
+secret_key_file = "server.key"
+refresh_interval_seconds = 0.1
+{server}
+
+[upstream]
+endpoint_url = "{upstream_url}"
+access_key_id = "{UPSTREAM_KEY}"
+secret_access_key = "{UPSTREAM_KEY}"
+{upstream}
+
+[store]
+url = "{world.store_url}"
+
+{sections}
+"""
+    )
+    gateway = GatewayProcess(
+        config,
+        f"http://127.0.0.1:{s3_port}",
+        f"http://127.0.0.1:{control_port}",
+        world.directory / f"{name}.log",
+    )
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def sync_gateway(world: World, gateway: GatewayProcess, timeout: float = 10.0) -> None:
+    """Wait until `gateway` has loaded what the world's own gateways have."""
+    world.sync()
+    want = world.http.state_version()
+    deadline = time.monotonic() + timeout
+    while gateway.state_version() < want:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gateway.config.name} did not pick up the store's changes")
+        time.sleep(0.05)
