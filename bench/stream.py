@@ -26,7 +26,7 @@ import time
 import urllib.request
 import zlib
 from base64 import b64encode
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,6 +198,31 @@ async def provision(store_url: str, server_key: bytes) -> Credentials:
     return Credentials(key.access_key_id, secret)
 
 
+def sigv4_headers(
+    creds: Credentials,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]],
+    headers: dict[str, str],
+    payload_hash: str,
+) -> dict[str, str]:
+    """The SigV4 headers (Authorization, X-Amz-*) for one request signed now by `creds` in us-east-1."""
+    from proxy.s3 import sigv4
+
+    return sigv4.sign(
+        method,
+        path,
+        query,
+        headers,
+        payload_hash,
+        access_key_id=creds.access_key_id,
+        secret=creds.secret,
+        session_token=None,
+        region="us-east-1",
+        now=datetime.now(UTC),
+    )
+
+
 def gateway_config(workdir: Path, origin_url: str, s3_port: int, control_port: int) -> Path:
     path = workdir / "gateway.toml"
     path.write_text(
@@ -235,22 +260,7 @@ class Endpoint:
         headers = {"host": self.netloc, **extra}
         if self.creds is None:
             return headers
-        from proxy.s3 import sigv4
-
-        headers.update(
-            sigv4.sign(
-                method,
-                PATH,
-                (),
-                headers,
-                payload_hash,
-                access_key_id=self.creds.access_key_id,
-                secret=self.creds.secret,
-                session_token=None,
-                region="us-east-1",
-                now=datetime.now(UTC),
-            )
-        )
+        headers.update(sigv4_headers(self.creds, method, PATH, (), headers, payload_hash))
         return headers
 
     def connect(self) -> http.client.HTTPConnection:
@@ -582,14 +592,14 @@ def run(size_mib: int, rounds: int, modes: list[str], workdir: Path) -> str:
             gateway,
         )
     # Counted once the gateway has exited: a request's audit line is written just after its response ends.
-    audited = _audited_requests(workdir / "gateway.log")
+    audited = audited_requests(workdir / "gateway.log")
     expected = rounds * sum(1 for c in cases if c.via_gateway)
     if audited != expected:
         raise RuntimeError(f"expected {expected} audit events from the gateway, found {audited}")
     return table(rows, blob, rounds, baseline)
 
 
-def _audited_requests(log: Path) -> int:
+def audited_requests(log: Path) -> int:
     count = 0
     for line in log.read_text().splitlines():
         with contextlib.suppress(ValueError):

@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import http.client
-import json
 import os
 import platform
 import re
@@ -28,12 +27,24 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.stream import CHUNK, MIB, Blob, Credentials, Process, free_port, provision, wait_http
+from bench.stream import (
+    CHUNK,
+    MIB,
+    Blob,
+    Credentials,
+    Process,
+    audited_requests,
+    free_port,
+    provision,
+    running,
+    sigv4_headers,
+    wait_http,
+)
 
 BUCKET = "bench"
 BIG_KEY = "objects/big.bin"
@@ -167,19 +178,7 @@ class System:
             return host
         TALLY.count()
         payload = sigv4.EMPTY_SHA256 if method in ("GET", "HEAD") else sigv4.UNSIGNED_PAYLOAD
-        signed = sigv4.sign(
-            method,
-            path,
-            query,
-            host,
-            payload,
-            access_key_id=self.creds.access_key_id,
-            secret=self.creds.secret,
-            session_token=None,
-            region="us-east-1",
-            now=datetime.now(UTC),
-        )
-        return {**host, **signed}
+        return {**host, **sigv4_headers(self.creds, method, path, query, host, payload)}
 
     def small_url(self) -> str:
         """A URL wrk can fetch again and again: presigned for GrantGate (verified on every request)."""
@@ -773,15 +772,6 @@ def note(text: str) -> None:
 # ---------------------------------------------------------------- orchestration
 
 
-@contextlib.contextmanager
-def running(processes: list[Process]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for process in reversed(processes):
-            process.stop()
-
-
 def wait_port(port: int, timeout: float = 30.0) -> None:
     """Until something answers HTTP on `port` (any status: nginx has nothing at /)."""
     deadline = time.monotonic() + timeout
@@ -877,20 +867,11 @@ def run(args: argparse.Namespace, workdir: Path) -> str:
         )
         workers = len(workers_of(gw))
     # Counted once the gateways have exited: a request's audit line is written just after its response.
-    audited = _audited(workdir / "gateway.log") + _audited(workdir / "gateway-put.log")
+    audited = audited_requests(workdir / "gateway.log") + audited_requests(workdir / "gateway-put.log")
     if audited < TALLY.gateway_requests:
         raise RuntimeError(f"{TALLY.gateway_requests} requests went through GrantGate, {audited} audited")
     note(f"{audited:,} audit events for {TALLY.gateway_requests:,} requests through GrantGate")
     return report(args, figures, peak_rss, grants, workers)
-
-
-def _audited(log: Path) -> int:
-    count = 0
-    for line in log.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            if json.loads(line).get("event") == "s3_request":
-                count += 1
-    return count
 
 
 def report(

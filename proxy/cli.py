@@ -6,10 +6,9 @@ Thin over the store and identity modules; every user mistake ends in one readabl
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import shlex
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,14 +17,19 @@ import click
 
 from proxy.access.durations import format_duration, format_remaining, parse_duration
 from proxy.access.grants import Grant, parse_actions, parse_resource
-from proxy.config import ConfigError, Settings, load_settings
+from proxy.cli_audit import audit
+from proxy.cli_base import actor as _actor
+from proxy.cli_base import group_option, json_option
+from proxy.cli_base import settings as _settings
+from proxy.cli_base import with_store as _with_store
+from proxy.config import ConfigError, Settings
 from proxy.identity.keys import AccessKey
 from proxy.identity.principals import Principal
 from proxy.identity.sessions import issue_session
+from proxy.sidecar.command import sidecar
 from proxy.store.sql import (
     SqlStore,
     StoreError,
-    async_url,
     database_revision,
     head_revision,
     upgrade_database,
@@ -69,41 +73,8 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 # --- plumbing ---------------------------------------------------------------------------------------
 
 
-def _settings(ctx: click.Context) -> Settings:
-    root = ctx.find_root()
-    cached = root.meta.get("grantgate.settings")
-    if cached is None:
-        cached = load_settings(root.obj)
-        root.meta["grantgate.settings"] = cached
-    return cached
-
-
-def _with_store(settings: Settings, action: Callable[[SqlStore], Awaitable[T]]) -> T:
-    """Open the store, run `action`, close. SQLite is migrated on the spot: the embedded default needs no
-    set-up. PostgreSQL is shared by several gateways, so its schema changes only with `db upgrade`."""
-    url = settings.store_url()
-    embedded = async_url(url).get_backend_name() == "sqlite"
-
-    async def run() -> T:
-        store = await SqlStore.open(url, upgrade=embedded)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no login name in some containers
-        user = "unknown"
-    return f"cli:{user}"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -207,11 +178,9 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("principal")
-@click.option(
-    "--group", "groups", multiple=True, help="Group of the principal (repeatable); replaces its groups."
-)
+@group_option
 @click.option("--description", default="", help="What the key is for.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def keys_create(
     ctx: click.Context, principal: str, groups: tuple[str, ...], description: str, as_json: bool
@@ -260,7 +229,7 @@ def keys_create(
 
 @keys.command("list")
 @click.option("--principal", default=None, help="Only this principal's keys.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def keys_list(ctx: click.Context, principal: str | None, as_json: bool) -> None:
     """List access keys (never their secrets)."""
@@ -364,7 +333,7 @@ def grants() -> None:
 @click.option("--actions", required=True, help="Comma-separated: read, list, write, delete, admin.")
 @click.option("--duration", default=None, help="How long the grant lasts, e.g. 2h, 1d, 1h30m.")
 @click.option("--standing", is_flag=True, help="No expiry (still audited and revocable).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def grants_add(
     ctx: click.Context,
@@ -413,10 +382,20 @@ def grants_add(
 @grants.command("list")
 @click.option("--principal", default=None, help="Only this principal's grants.")
 @click.option("--all", "show_all", is_flag=True, help="Include expired and revoked grants.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
+@click.option(
+    "--api", "via_api", is_flag=True, help="Ask the API with your token (GRANTGATE_API_URL, GRANTGATE_TOKEN)."
+)
 @click.pass_context
-def grants_list(ctx: click.Context, principal: str | None, show_all: bool, as_json: bool) -> None:
+def grants_list(
+    ctx: click.Context, principal: str | None, show_all: bool, as_json: bool, via_api: bool = False
+) -> None:
     """List active grants (all of them with --all)."""
+    if via_api:
+        from proxy.cli_access import list_grants_via_api
+
+        list_grants_via_api(ctx, principal, show_all, as_json)
+        return
     now = _now()
     found = _with_store(
         _settings(ctx),
@@ -476,3 +455,10 @@ def _grant_json(grant: Grant) -> dict[str, Any]:
         "request_id": grant.request_id,
         **grant.extra,
     }
+
+
+main.add_command(audit)
+main.add_command(sidecar)
+
+# Access requests, approvals, API tokens and `init`: they register themselves on `main`.
+import proxy.cli_access  # noqa: E402, F401

@@ -19,6 +19,7 @@ import click
 from proxy.access.durations import format_remaining
 from proxy.access.presets import PRESETS, render_preset
 from proxy.cli import UserError, _echo_json, _iso, _now, _settings, _table, _with_store, main
+from proxy.cli_base import group_option, json_option
 from proxy.client import ApiClient, ApiError, ClientConfig, load_client_config, save_client_config
 from proxy.config import ConfigError
 from proxy.identity.tokens import ApiToken
@@ -200,11 +201,9 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.argument("principal")
-@click.option(
-    "--group", "groups", multiple=True, help="Group of the principal (repeatable); replaces its groups."
-)
+@group_option
 @click.option("--description", default="", help="What the token is for.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def tokens_create(
     ctx: click.Context, principal: str, groups: tuple[str, ...], description: str, as_json: bool
@@ -243,7 +242,7 @@ def tokens_create(
 
 @tokens.command("list")
 @click.option("--principal", default=None, help="Only this principal's tokens.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def tokens_list(ctx: click.Context, principal: str | None, as_json: bool) -> None:
     """List API tokens (never the tokens themselves)."""
@@ -302,7 +301,7 @@ def login(api_url: str, token: str) -> None:
 
 
 @main.command("whoami")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def whoami(ctx: click.Context, as_json: bool) -> None:
     """Who the API token belongs to, and what you may request and approve."""
@@ -343,7 +342,7 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--break-glass", is_flag=True, help="Emergency access without approval, if the policy allows it."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def request_access(
     ctx: click.Context,
@@ -375,7 +374,7 @@ def request_access(
 @click.option("--status", type=click.Choice(["pending", "approved", "denied", "cancelled", "expired"]))
 @click.option("--inbox", is_flag=True, help="Only pending requests you may approve now.")
 @click.option("--requester", default=None, help="Only this requester's.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def requests_(
     ctx: click.Context,
@@ -417,7 +416,7 @@ def _decide(ctx: click.Context, request_id: str, verb: str, body: dict[str, Any]
 @main.command("approve")
 @click.argument("request_id")
 @click.option("--comment", "-c", default="", help="Shown to the requester and audited.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def approve(ctx: click.Context, request_id: str, comment: str, as_json: bool) -> None:
     """Approve a request (you must be in one of its approver groups, and not its requester)."""
@@ -427,7 +426,7 @@ def approve(ctx: click.Context, request_id: str, comment: str, as_json: bool) ->
 @main.command("deny")
 @click.argument("request_id")
 @click.option("--comment", "-c", default="", help="Why: shown to the requester and audited.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def deny(ctx: click.Context, request_id: str, comment: str, as_json: bool) -> None:
     """Deny a pending request."""
@@ -437,7 +436,7 @@ def deny(ctx: click.Context, request_id: str, comment: str, as_json: bool) -> No
 @main.command("cancel")
 @click.argument("request_id")
 @click.option("--reason", default="", help="Why, for the audit trail.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def cancel(ctx: click.Context, request_id: str, reason: str, as_json: bool) -> None:
     """Cancel your own pending request."""
@@ -447,7 +446,7 @@ def cancel(ctx: click.Context, request_id: str, reason: str, as_json: bool) -> N
 @main.command("review")
 @click.argument("request_id")
 @click.option("--comment", "-c", required=True, help="What you checked.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def review(ctx: click.Context, request_id: str, comment: str, as_json: bool) -> None:
     """Review a break-glass request after the fact."""
@@ -457,7 +456,7 @@ def review(ctx: click.Context, request_id: str, comment: str, as_json: bool) -> 
 @main.command("revoke")
 @click.argument("grant_id")
 @click.option("--reason", default="", help="Why, for the audit trail.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def revoke(ctx: click.Context, grant_id: str, reason: str, as_json: bool) -> None:
     """End a grant now (yours, one on a resource you approve, or any as an admin)."""
@@ -472,7 +471,7 @@ def revoke(ctx: click.Context, grant_id: str, reason: str, as_json: bool) -> Non
 
 @main.command("mine")
 @click.option("--all", "show_all", is_flag=True, help="Include ended grants and decided requests.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def mine(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """Your grants and your open requests."""

@@ -5,8 +5,6 @@ Works on the store directly, like the other admin commands: whoever runs it hold
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,41 +14,15 @@ from typing import Any, TypeVar
 
 import click
 
-from proxy.config import Settings, load_settings
+from proxy.cli_base import actor, json_option, settings, with_store
 from proxy.observe.records import iso, parse_moment
 from proxy.store.audit import AuditQuery, AuditStore, StoredEvent
-from proxy.store.sql import SqlStore, async_url
 
 T = TypeVar("T")
 
 
-def _settings(ctx: click.Context) -> Settings:
-    root = ctx.find_root()
-    cached = root.meta.get("grantgate.settings")
-    if cached is None:
-        cached = load_settings(root.obj)
-        root.meta["grantgate.settings"] = cached
-    return cached
-
-
 def _with_audit(ctx: click.Context, action: Callable[[AuditStore], Awaitable[T]]) -> T:
-    url = _settings(ctx).store_url()
-
-    async def run() -> T:
-        store = await SqlStore.open(url, upgrade=async_url(url).get_backend_name() == "sqlite")
-        try:
-            return await action(AuditStore(store))
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
+    return with_store(settings(ctx), lambda store: action(AuditStore(store)))
 
 
 def _query(options: dict[str, Any]) -> AuditQuery:
@@ -168,7 +140,7 @@ def audit_export(ctx: click.Context, output: Path | None, **options: Any) -> Non
 
 
 @audit.command("verify")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def audit_verify(ctx: click.Context, as_json: bool) -> None:
     """Prove that no audit event was altered or removed; exit 1 at the first broken link."""
@@ -189,7 +161,7 @@ def audit_verify(ctx: click.Context, as_json: bool) -> None:
 
 @audit.command("usage")
 @click.argument("grant_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def audit_usage(ctx: click.Context, grant_id: str, as_json: bool) -> None:
     """What was done under GRANT_ID: objects and bytes read and written, first and last use."""
@@ -232,7 +204,7 @@ def audit_suspensions(ctx: click.Context, show_all: bool) -> None:
 @click.pass_context
 def audit_resume(ctx: click.Context, grant_id: str) -> None:
     """Re-confirm a grant an anomaly rule suspended; gateways honour it again within a second."""
-    lifted = _with_audit(ctx, lambda a: a.lift_suspension(grant_id, actor=_actor(), now=datetime.now(UTC)))
+    lifted = _with_audit(ctx, lambda a: a.lift_suspension(grant_id, actor=actor(), now=datetime.now(UTC)))
     if not lifted:
         raise click.ClickException(f"grant {grant_id} is not suspended")
     click.echo(f"re-confirmed {grant_id}")

@@ -9,7 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-
+from proxy.access.policy_config import PolicySettings
+from proxy.control.web_settings import WebSettings
+from proxy.identity.trust import StsSettings
+from proxy.notify.settings import SlackSettings, WebhookSettings
+from proxy.observe.settings import AnomalySettings, AuditSettings, MetricsSettings
 
 
 class ConfigError(Exception):
@@ -44,6 +48,14 @@ class ServerSettings(_Section):
     # Bounded because a revocation made meanwhile cannot be seen: 30 s caps that blind window while
     # riding out a database failover. After it, requests fail closed with ServiceUnavailable.
     state_grace_seconds: float = Field(30, gt=0)
+    # Hash plain uploads that declare an x-amz-content-sha256 and refuse a mismatch before the last
+    # byte reaches the bucket. AWS S3 checks this itself; keep it on for buckets that may not
+    # (S3-compatible stores) or turn it off to save ~0.7 CPU-seconds per GiB uploaded.
+    verify_payload_sha256: bool = True
+    # S3 listener processes sharing one port (SO_REUSEPORT), each with its own event loop; 0: one per
+    # CPU. Worker 0 also runs the control API and the workflow. /metrics and the anomaly detectors see
+    # worker 0's traffic only, which is why more than one is opt-in.
+    workers: int = Field(1, ge=0, le=256)
 
     @field_validator("public_url")
     @classmethod
@@ -83,6 +95,18 @@ class Settings(_Section):
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    # Access requests: resources, who may request them, approvals, standing access.
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    anomalies: AnomalySettings = Field(default_factory=AnomalySettings)
+    # Workload identity: STS AssumeRoleWithWebIdentity on the S3 listener.
+    sts: StsSettings = Field(default_factory=StsSettings)
+    # Web pages: sign-in (OpenID Connect, SSO proxy headers, demo dev sign-in) and session cookies.
+    web: WebSettings = Field(default_factory=WebSettings)
+    # The Slack app, and signed outbound webhooks (`[[webhooks]]` entries), see docs/slack.md.
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
     # Where relative paths in the file are resolved from (the file's directory).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

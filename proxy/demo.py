@@ -125,6 +125,10 @@ url = "sqlite:///grantgate.db"
 
 [log]
 format = "json"
+
+[web]
+# The demo's sign-in page lets you pick alice, bob or carol. Never enable this in production.
+dev_login = true
 {_DEMO_POLICY}"""
     )
     return config
@@ -207,6 +211,7 @@ def _instructions(info: dict[str, Any]) -> str:
 GrantGate demo is running.
   S3 endpoint : {info["s3_endpoint"]}      (bucket: {info["bucket"]})
   Control     : {api}      (JSON API under /api/v1)
+  Web pages   : {api}/request      (sign in as alice, bob or carol: development sign-in)
 
 alice (ml) has no grant yet, so she is refused with a link to request access:
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 
 from aiohttp import web
 
+from proxy.access.networks import NetworkRules
 from proxy.config import Settings
 from proxy.observe.events import EventBus
 from proxy.s3.upstream import Upstream
@@ -20,6 +22,10 @@ class Gateway:
     upstream: Upstream
     bus: EventBus
 
+    @cached_property
+    def networks(self) -> NetworkRules:
+        return NetworkRules(self.settings.policy.build())
+
     @property
     def max_skew(self) -> timedelta:
         return timedelta(seconds=self.settings.server.max_clock_skew_seconds)
@@ -30,3 +36,14 @@ class Gateway:
         if forwarded and request.remote in self.settings.server.trusted_proxies:
             return forwarded.split(",")[0].strip()
         return request.headers.get("Host", "")
+
+    def client_address(self, request: web.Request) -> str:
+        """The caller's address: behind a trusted proxy, the last X-Forwarded-For hop it added."""
+        remote = request.remote or ""
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded and remote in self.settings.server.trusted_proxies:
+            hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+            untrusted = [h for h in hops if h not in self.settings.server.trusted_proxies]
+            if untrusted:
+                return untrusted[-1]
+        return remote

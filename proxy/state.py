@@ -8,6 +8,7 @@ is no longer trusted and requests fail closed with ServiceUnavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import structlog
 from proxy.access.index import GrantIndex
 from proxy.identity.keyring import KeyRing
 from proxy.s3.errors import S3Error
+from proxy.store.notify import listen_for_changes
 from proxy.store.sql import SqlStore
 
 log = structlog.get_logger("grantgate.state")
@@ -24,6 +26,11 @@ log = structlog.get_logger("grantgate.state")
 # Even when the change counter says nothing changed, rebuild now and then: a safety net against a
 # missed change and the way grants that began in the future become visible.
 FULL_RESYNC_SECONDS = 60.0
+# The change-counter query is tiny: a store that does not answer it within this is unhealthy.
+REFRESH_TIMEOUT_SECONDS = 5.0
+# Loading every active grant is not: 100 000 grants take seconds. Bounded still, so a hung store
+# is noticed, but far above what a healthy store needs.
+SNAPSHOT_TIMEOUT_SECONDS = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,9 @@ class LiveState:
         self._grace = grace
         self._view: View | None = None
         self._built_at = 0.0
+        self._wake = asyncio.Event()
+        # Monotonic time of the first refresh that failed since the last that worked; None when healthy.
+        self.failing_since: float | None = None
 
     def view(self, now: datetime | None = None) -> View:
         """The current view, or ServiceUnavailable if it is too old to be trusted."""
@@ -55,23 +65,34 @@ class LiveState:
         return self._view is not None and time.monotonic() - self._view.checked_at <= self._grace
 
     @property
+    def store_healthy(self) -> bool:
+        """False while the store cannot be reached (the view may still be within its grace period)."""
+        return self.failing_since is None
+
+    def wake(self) -> None:
+        """Refresh now rather than at the next poll: the store announced a change (LISTEN/NOTIFY)."""
+        self._wake.set()
+
+    @property
     def version(self) -> int | None:
         return self._view.version if self._view is not None else None
 
     async def refresh(self, *, force: bool = False) -> None:
-        version = await self.store.version()
+        version = await asyncio.wait_for(self.store.version(), REFRESH_TIMEOUT_SECONDS)
         current = self._view
         stale = time.monotonic() - self._built_at > FULL_RESYNC_SECONDS
         if current is not None and version == current.version and not force and not stale:
             self._view = View(current.grants, current.keys, current.version, time.monotonic())
             return
-        snapshot = await self.store.snapshot(datetime.now(UTC))
-        self._view = View(
-            GrantIndex.build(snapshot.grants, snapshot.version),
-            KeyRing.build(snapshot.keys, self._server_key, snapshot.sessions_not_before),
-            snapshot.version,
-            time.monotonic(),
+        snapshot = await asyncio.wait_for(self.store.snapshot(datetime.now(UTC)), SNAPSHOT_TIMEOUT_SECONDS)
+        # Indexing many grants takes a while: off the event loop, so requests keep flowing meanwhile.
+        grants, keys = await asyncio.to_thread(
+            lambda: (
+                GrantIndex.build(snapshot.grants, snapshot.version),
+                KeyRing.build(snapshot.keys, self._server_key, snapshot.sessions_not_before),
+            )
         )
+        self._view = View(grants, keys, snapshot.version, time.monotonic())
         self._built_at = time.monotonic()
         if current is None or current.version != snapshot.version:
             log.info(
@@ -80,10 +101,29 @@ class LiveState:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            # A notification cuts the wait short; the poll stays as the safety net (and SQLite's only way).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
             try:
+                # refresh() bounds each store call, so a store that hangs is noticed as unhealthy.
                 await self.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("state_refresh_failed", error=repr(exc))
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                    log.error("store_unreachable", error=repr(exc), grace_seconds=self._grace)
+                else:
+                    log.debug("state_refresh_failed", error=repr(exc))
+            else:
+                if self.failing_since is not None:
+                    log.info("store_reachable", down_seconds=round(time.monotonic() - self.failing_since, 3))
+                    self.failing_since = None
+
+
+def start_change_listener(store: SqlStore, state: LiveState) -> asyncio.Task[None] | None:
+    """On PostgreSQL, wake `state` on every change notification; SQLite has none and relies on polling."""
+    if store.dialect != "postgresql":
+        return None
+    return asyncio.create_task(listen_for_changes(store.engine, state.wake), name="state-listen")

@@ -47,14 +47,14 @@ def worker_settings(settings: Settings, index: int) -> Settings:
 async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
     """A secondary worker: the S3 listener and its observers (audit, anomalies). The control API and the
     workflow's sweeps run in worker 0 only, so timers fire once and the control port has one owner."""
-    from proxy.app import running_gateway, s3_app, tls_context
+    from proxy.app import running_gateway, s3_app_runner, tls_context
 
     settings = worker_settings(settings, index)
     async with (
         running_gateway(settings) as gateway,
         observing(settings, gateway.state.store, gateway.state, gateway.bus),
     ):
-        runner = web.AppRunner(s3_app(gateway), access_log=None, handle_signals=False)
+        runner = s3_app_runner(gateway)
         await runner.setup()
         try:
             server = settings.server

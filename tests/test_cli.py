@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from support.cli import user_error
 
 from proxy.cli import main
 from proxy.identity.keys import derive_secret
 from proxy.identity.sessions import open_session
-from proxy.store.sql import SqlStore
+from proxy.store.sql import SqlStore, head_revision
 
 SECRET = "cli-test-server-secret-0123456789abcdef"
 
@@ -46,14 +47,6 @@ def ok(config: Path, *args: str) -> Result:
     result = run(config, *args)
     assert result.exit_code == 0, (result.output, result.exception)
     return result
-
-
-def user_error(result: Result, fragment: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert fragment in lines[0]
 
 
 def store_snapshot(config: Path):
@@ -265,8 +258,9 @@ def test_unsupported_store_url_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_db_current_then_upgrade(config: Path) -> None:
     assert "none (empty database)" in ok(config, "db", "current").stdout
-    assert "revision 0001 (head)" in ok(config, "db", "upgrade").stdout
-    assert ok(config, "db", "current").stdout.strip() == "0001 (head)"
+    head = head_revision()
+    assert f"revision {head} (head)" in ok(config, "db", "upgrade").stdout
+    assert ok(config, "db", "current").stdout.strip() == f"{head} (head)"
 
 
 # --- serve and demo hand over to the app ---

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from support.cli import user_error
 
 from proxy.cli import main
 from proxy.config import load_settings
@@ -45,14 +46,6 @@ def ok(*args: str) -> Result:
     result = run(*args)
     assert result.exit_code == 0, (result.output, result.exception)
     return result
-
-
-def user_error(result: Result, fragment: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert fragment in lines[0]
 
 
 # --- init ---

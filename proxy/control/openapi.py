@@ -39,6 +39,11 @@ def _problems(*statuses: int) -> dict[str, Any]:
     }
 
 
+def _listing(field: str, schema: str) -> dict[str, Any]:
+    """A response body that lists items of `schema` under `field`."""
+    return {"type": "object", "properties": {field: {"type": "array", "items": _ref(schema)}}}
+
+
 def _id_param(what: str) -> dict[str, Any]:
     return {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}, "description": what}
 
@@ -240,10 +245,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "The policy's resources and, for each, whether and how the caller may request it",
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"resources": {"type": "array", "items": _ref("Resource")}},
-                        },
+                        _listing("resources", "Resource"),
                         "Resources.",
                     ),
                     **_problems(401),
@@ -281,10 +283,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"requests": {"type": "array", "items": _ref("AccessRequest")}},
-                        },
+                        _listing("requests", "AccessRequest"),
                         "Requests.",
                     ),
                     **_problems(400, 401),
@@ -356,10 +355,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"grants": {"type": "array", "items": _ref("Grant")}},
-                        },
+                        _listing("grants", "Grant"),
                         "Grants.",
                     ),
                     **_problems(400, 401),

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -31,6 +32,8 @@ from proxy.control.webcore import (
     safe_next,
 )
 from proxy.identity.principals import Principal
+
+T = TypeVar("T")
 
 # Offered in the duration menu, up to the rule's maximum (which is always offered itself).
 DURATION_CHOICES = tuple(
@@ -268,44 +271,47 @@ def _grant_resources(workflow: Workflow, grants: list[Grant]) -> dict[str, str]:
     return out
 
 
-async def _act(
-    visit: Visit, action: Callable[[], Awaitable[object]], done: str, back: str
-) -> web.StreamResponse:
-    try:
-        await action()
-    except WorkflowError as exc:
-        visit.flash("error", exc.message)
-    else:
-        visit.flash("success", done)
-    return redirect(back)
+def _step(
+    pick: Callable[[Workflow], Callable[[str, Principal, str], Awaitable[T]]],
+    note: str,
+    done: Callable[[str, T], str],
+    back: Callable[[Visit], str],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A form post that takes one workflow step on the request or grant in the URL, then flashes."""
+
+    @page()
+    async def handler(request: web.Request, visit: Visit) -> web.StreamResponse:
+        subject_id = request.match_info["id"]
+        who = visit.principal
+        assert who is not None
+        try:
+            result = await pick(request.app[WEB].workflow)(subject_id, who, visit.field(note)[:2000])
+        except WorkflowError as exc:
+            visit.flash("error", exc.message)
+        else:
+            visit.flash("success", done(subject_id, result))
+        return redirect(back(visit))
+
+    return handler
 
 
-@page()
-async def cancel_request(request: web.Request, visit: Visit) -> web.StreamResponse:
-    ctx = request.app[WEB]
-    request_id = request.match_info["id"]
-    who = visit.principal
-    assert who is not None
-    return await _act(
-        visit,
-        lambda: ctx.workflow.cancel(request_id, who, visit.field("reason")[:2000]),
-        f"Request {request_id} cancelled.",
-        safe_next(visit.field("next") or "/access"),
-    )
+def _back_to_access(visit: Visit) -> str:
+    return safe_next(visit.field("next") or "/access")
 
 
-@page()
-async def revoke_grant(request: web.Request, visit: Visit) -> web.StreamResponse:
-    ctx = request.app[WEB]
-    grant_id = request.match_info["id"]
-    who = visit.principal
-    assert who is not None
-    return await _act(
-        visit,
-        lambda: ctx.workflow.revoke(grant_id, who, visit.field("reason")[:2000]),
-        f"Grant {grant_id} revoked: it stops working on the very next request.",
-        safe_next(visit.field("next") or "/access"),
-    )
+def _back_to_inbox(_visit: Visit) -> str:
+    return "/inbox"
+
+
+cancel_request = _step(
+    lambda w: w.cancel, "reason", lambda rid, _r: f"Request {rid} cancelled.", _back_to_access
+)
+revoke_grant = _step(
+    lambda w: w.revoke,
+    "reason",
+    lambda gid, _g: f"Grant {gid} revoked: it stops working on the very next request.",
+    _back_to_access,
+)
 
 
 # --- approver's inbox -------------------------------------------------------------------------------
@@ -336,47 +342,13 @@ async def inbox(request: web.Request, visit: Visit) -> web.StreamResponse:
     )
 
 
-@page()
-async def approve_request(request: web.Request, visit: Visit) -> web.StreamResponse:
-    ctx = request.app[WEB]
-    request_id = request.match_info["id"]
-    who = visit.principal
-    assert who is not None
-    try:
-        outcome = await ctx.workflow.approve(request_id, who, visit.field("comment")[:2000])
-    except WorkflowError as exc:
-        visit.flash("error", exc.message)
-    else:
-        visit.flash("success", f"{request_id}: {outcome.message}.")
-    return redirect("/inbox")
-
-
-@page()
-async def deny_request(request: web.Request, visit: Visit) -> web.StreamResponse:
-    ctx = request.app[WEB]
-    request_id = request.match_info["id"]
-    who = visit.principal
-    assert who is not None
-    return await _act(
-        visit,
-        lambda: ctx.workflow.deny(request_id, who, visit.field("comment")[:2000]),
-        f"Request {request_id} denied.",
-        "/inbox",
-    )
-
-
-@page()
-async def review_request(request: web.Request, visit: Visit) -> web.StreamResponse:
-    ctx = request.app[WEB]
-    request_id = request.match_info["id"]
-    who = visit.principal
-    assert who is not None
-    return await _act(
-        visit,
-        lambda: ctx.workflow.review(request_id, who, visit.field("comment")[:2000]),
-        f"Break-glass request {request_id} reviewed.",
-        "/inbox",
-    )
+approve_request = _step(
+    lambda w: w.approve, "comment", lambda rid, outcome: f"{rid}: {outcome.message}.", _back_to_inbox
+)
+deny_request = _step(lambda w: w.deny, "comment", lambda rid, _r: f"Request {rid} denied.", _back_to_inbox)
+review_request = _step(
+    lambda w: w.review, "comment", lambda rid, _r: f"Break-glass request {rid} reviewed.", _back_to_inbox
+)
 
 
 # --- active grants ----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
@@ -21,9 +21,16 @@ from proxy.s3.errors import S3Error
 class KeyRing:
     entries: Mapping[str, tuple[Caller, str]]
     server_key: bytes
+    # Per principal: sessions issued before this time are refused (a grant of theirs was revoked since).
+    sessions_not_before: Mapping[str, datetime] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, keys: Iterable[tuple[AccessKey, Principal]], server_key: bytes) -> KeyRing:
+    def build(
+        cls,
+        keys: Iterable[tuple[AccessKey, Principal]],
+        server_key: bytes,
+        sessions_not_before: Mapping[str, datetime] | None = None,
+    ) -> KeyRing:
         # Secrets are derived once here, not per request: an HMAC per request adds up.
         entries = {
             key.access_key_id: (
@@ -33,7 +40,7 @@ class KeyRing:
             for key, principal in keys
             if key.revoked_at is None
         }
-        return cls(MappingProxyType(entries), server_key)
+        return cls(MappingProxyType(entries), server_key, MappingProxyType(dict(sessions_not_before or {})))
 
     def resolve(self, access_key_id: str, session_token: str | None, now: datetime) -> tuple[Caller, str]:
         """The caller and the secret to verify its signature with; raises S3Error when refused.
@@ -59,6 +66,11 @@ class KeyRing:
         # mismatch here would let one session's token vouch for another key id.
         if not hmac.compare_digest(claims.access_key_id, access_key_id):
             raise S3Error.invalid_token()
+        cutoff = self.sessions_not_before.get(claims.principal.name)
+        if cutoff is not None and claims.issued_at < cutoff:
+            raise S3Error.invalid_token(
+                "The session was issued before access was revoked; obtain new temporary credentials."
+            )
         caller = Caller(claims.principal, access_key_id, temporary=True)
         return caller, derive_session_secret(self.server_key, access_key_id)
 

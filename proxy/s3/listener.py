@@ -33,6 +33,7 @@ from proxy.s3.errors import S3Error
 from proxy.s3.operations import Operation, classify
 from proxy.s3.request import RequestHead
 from proxy.s3.upstream import UpstreamRequest
+from proxy.s3.watch import TransferCut, TransferWatch
 from proxy.s3.xmlbodies import MAX_DELETE_BODY, delete_objects_keys
 
 log = structlog.get_logger("grantgate.s3")
@@ -70,8 +71,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await forward(gateway, request, admission, event, started)
     except S3Error as err:
         return error_response(err, event)
-    except (ConnectionResetError, asyncio.CancelledError):
-        event.outcome = "client_disconnected"
+    except (ConnectionError, asyncio.CancelledError):  # reset, broken pipe: the client is gone
+        if event.outcome == "ok":  # not cut by the gateway itself (revoked, upstream_error)
+            event.outcome = "client_disconnected"
         raise
     except Exception:
         log.exception("request_failed", request_id=event.request_id)
@@ -123,7 +125,7 @@ def admit(gateway: Gateway, request: web.Request, event: RequestEvent) -> Admiss
     # authorize (DeleteObjects is decided once its body is read)
     if not operation.body_targets:
         try:
-            event.grant_ids = authorize(gateway, caller, operation.targets, now)
+            event.grant_ids = authorize(gateway, caller, operation.targets, now, event.source_ip)
         except S3Error:
             if _probes_granted_directory(view.grants, caller, operation, now):
                 raise S3Error.no_such_key() from None
@@ -141,12 +143,19 @@ def _probes_granted_directory(grants: GrantIndex, caller: Caller, op: Operation,
 
 
 def authorize(
-    gateway: Gateway, caller: Caller, targets: tuple[Target, ...], now: datetime
+    gateway: Gateway, caller: Caller, targets: tuple[Target, ...], now: datetime, source: str
 ) -> tuple[str, ...]:
     decision = gateway.state.view(now).grants.decide(caller.principal.name, list(targets), now)
-    if isinstance(decision, Allow):
-        return decision.grant_ids
-    raise denial(gateway, caller, decision)
+    if not isinstance(decision, Allow):
+        raise denial(gateway, caller, decision)
+    for grant in decision.grants:
+        if not gateway.networks.allows(grant, source):
+            err = S3Error.access_denied(
+                f"Access Denied: grant {grant.id} on {grant.resource} cannot be used from {source}."
+            )
+            err.headers["x-grantgate-deny-reason"] = "source_network"
+            raise err
+    return decision.grant_ids
 
 
 def denial(gateway: Gateway, caller: Caller, deny: Deny) -> S3Error:
@@ -179,7 +188,8 @@ async def forward(
     gateway: Gateway, request: web.Request, admission: Admission, event: RequestEvent, started: float
 ) -> web.StreamResponse:
     head, op = admission.head, admission.operation
-    body, framing = await request_body(gateway, request, admission, event)
+    watch = transfer_watch(gateway, admission, event)
+    body, framing = await request_body(gateway, request, admission, event, watch)
     upstream_req = UpstreamRequest(
         method=head.method,
         bucket=op.bucket,
@@ -199,6 +209,9 @@ async def forward(
         failure = _body_failure(body)
         if failure is not None:
             raise failure from exc
+        if request.transport is None or request.transport.is_closing():
+            # The caller hung up mid-upload; the upstream request failed because its body did.
+            raise ConnectionResetError("client disconnected during the upload") from exc
         event.outcome = "upstream_error"
         log.warning("upstream_unreachable", request_id=event.request_id, error=repr(exc))
         raise S3Error.service_unavailable("The storage backend could not be reached.") from exc
@@ -207,13 +220,17 @@ async def forward(
         if failure is not None:
             raise failure
         event.decision = "allow"
-        return await relay(request, upstream, event, started)
+        return await relay(request, upstream, event, started, watch)
     finally:
         upstream.release()
 
 
 async def request_body(
-    gateway: Gateway, request: web.Request, admission: Admission, event: RequestEvent
+    gateway: Gateway,
+    request: web.Request,
+    admission: Admission,
+    event: RequestEvent,
+    watch: TransferWatch | None = None,
 ) -> tuple[AsyncIterator[bytes] | bytes | None, forwarding.Framing]:
     """The body to send upstream and how it is framed; DeleteObjects is authorized here, key by key."""
     head, signed, op = admission.head, admission.signed, admission.operation
@@ -225,7 +242,7 @@ async def request_body(
         keys = delete_objects_keys(data)
         event.keys_touched = len(keys)
         targets = tuple(Target(Action.DELETE, op.bucket or "", key) for key, _version in keys)
-        event.grant_ids = authorize(gateway, admission.caller, targets, datetime.now(UTC))
+        event.grant_ids = authorize(gateway, admission.caller, targets, datetime.now(UTC), event.source_ip)
         return data, forwarding.plain_framing(signed.payload_hash, len(data))
 
     spec = chunked_spec(head, signed, admission.signing_key)
@@ -239,7 +256,7 @@ async def request_body(
         decoder.finish()
         return None, forwarding.decoded_framing(spec)
     if spec is not None:
-        return _decoded_body(request, spec, event)
+        return _decoded_body(request, spec, event, watch)
     length = forwarding.content_length(head.headers)
     if length is None:
         if request.body_exists:
@@ -250,17 +267,18 @@ async def request_body(
         if declared is not None:
             _check_sha256(b"", declared)
         return None, forwarding.plain_framing(signed.payload_hash, 0)
-    body: AsyncIterator[bytes] = _counted(request, event)
+    body: AsyncIterator[bytes] = _counted(request, event, watch)
     if declared is not None and gateway.settings.server.verify_payload_sha256:
-        body = _BodyStream(_sha256_verified(body, declared))
+        body = _sha256_verified(body, declared)
+    body = _BodyStream(body)  # keeps the S3Error of a bad digest or of a revoked grant
     return body, forwarding.plain_framing(signed.payload_hash, length)
 
 
 def _decoded_body(
-    request: web.Request, spec: ChunkedSpec, event: RequestEvent
+    request: web.Request, spec: ChunkedSpec, event: RequestEvent, watch: TransferWatch | None = None
 ) -> tuple[AsyncIterator[bytes], forwarding.Framing]:
     decoder = ChunkedDecoder(spec)
-    body = _BodyStream(_decode(request, decoder, event))
+    body = _BodyStream(_decode(request, decoder, event, watch))
     if spec.trailer_names:
         algorithm = spec.trailer_names[0].removeprefix("x-amz-checksum-")
         digest_size = len(new_checksum(algorithm).digest())
@@ -270,18 +288,26 @@ def _decoded_body(
     return body, forwarding.decoded_framing(spec)
 
 
-async def _decode(request: web.Request, decoder: ChunkedDecoder, event: RequestEvent) -> AsyncIterator[bytes]:
+async def _decode(
+    request: web.Request, decoder: ChunkedDecoder, event: RequestEvent, watch: TransferWatch | None = None
+) -> AsyncIterator[bytes]:
     async for data in request.content.iter_any():
         event.bytes_in += len(data)
+        if watch is not None:
+            watch.check()
         for piece in decoder.feed(data):
             yield piece
     for piece in decoder.finish():
         yield piece
 
 
-async def _counted(request: web.Request, event: RequestEvent) -> AsyncIterator[bytes]:
+async def _counted(
+    request: web.Request, event: RequestEvent, watch: TransferWatch | None = None
+) -> AsyncIterator[bytes]:
     async for data in request.content.iter_any():
         event.bytes_in += len(data)
+        if watch is not None:
+            watch.check()
         yield data
 
 
@@ -332,7 +358,11 @@ def _body_failure(body: object) -> S3Error | None:
 
 
 async def relay(
-    request: web.Request, upstream: aiohttp.ClientResponse, event: RequestEvent, started: float
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    event: RequestEvent,
+    started: float,
+    watch: TransferWatch | None = None,
 ) -> web.StreamResponse:
     """Stream the bucket's answer back unchanged: status, headers, body (206/304/412/416 included)."""
     event.upstream_status = event.status = upstream.status
@@ -353,9 +383,20 @@ async def relay(
     try:
         async for data in upstream.content.iter_any():
             event.bytes_out += len(data)
+            if watch is not None:
+                watch.check()
             await response.write(data)
-    except aiohttp.ClientPayloadError as exc:
-        # The bucket sent less than it promised: cut the client off rather than end a short object cleanly.
+    except TransferCut as cut:
+        # Headers are out, so no error can be sent: cut the client off, as for a short upstream body.
+        log.warning("transfer_cut", request_id=event.request_id, outcome=event.outcome)
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(cut.code) from None
+    except ConnectionResetError:
+        raise  # the client went away (aiohttp's write error is also a ClientError): handle() records it
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # The bucket sent less than it promised, or stalled past the read timeout: cut the client off
+        # rather than end a short object cleanly (or append an error document to its body).
         event.outcome = "upstream_error"
         log.warning("upstream_body_failed", request_id=event.request_id, error=repr(exc))
         if request.transport is not None:
@@ -366,6 +407,14 @@ async def relay(
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def transfer_watch(gateway: Gateway, admission: Admission, event: RequestEvent) -> TransferWatch | None:
+    """A watch over the admitted targets (DeleteObjects, decided from its small body, needs none)."""
+    op = admission.operation
+    if op.body_targets or not op.targets:
+        return None
+    return TransferWatch(gateway.state.view, admission.caller.principal.name, list(op.targets), event)
 
 
 async def read_bounded(request: web.Request, limit: int) -> bytes:
@@ -393,6 +442,7 @@ def _check_sha256_digest(actual: str, declared: str) -> None:
 def error_response(err: S3Error, event: RequestEvent) -> web.Response:
     event.status = err.status
     event.reason = err.code
+    event.deny_reason = err.headers.get("x-grantgate-deny-reason")
     if event.decision != "allow":
         event.decision = "deny" if err.status in (400, 401, 403, 404, 405, 411, 501) else "error"
     if event.outcome == "ok":
@@ -414,7 +464,7 @@ def _event_for(request: web.Request) -> RequestEvent:
         event = RequestEvent(
             request_id=secrets.token_hex(8).upper(),
             started_at=time.time(),
-            source_ip=request.remote or "",
+            source_ip=request.app[GATEWAY].client_address(request),
             user_agent=request.headers.get("User-Agent", "")[:256],
             method=request.method,
         )

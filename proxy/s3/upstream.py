@@ -128,7 +128,11 @@ def new_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
     )
     timeout = aiohttp.ClientTimeout(
         total=None,  # a 50 GB object may take an hour; a stalled socket is caught by sock_read
-        connect=settings.connect_timeout_seconds,
+        # aiohttp's `connect` also counts the wait for a free pooled connection: with max_connections
+        # long downloads in flight every other request would fail after it. Time the TCP connect only;
+        # waiting for a slot is back-pressure, bounded by the client's own patience.
+        connect=None,
+        sock_connect=settings.connect_timeout_seconds,
         sock_read=settings.read_timeout_seconds,
     )
     return aiohttp.ClientSession(

@@ -8,11 +8,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -105,4 +107,149 @@ store_state = Table(
     metadata,
     Column("name", String(50), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+# --- access requests and API tokens (migration 0002) ---
+
+access_requests = Table(
+    "access_requests",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("requester", String(200), nullable=False),
+    Column("resource_name", String(64), nullable=False),  # the policy resource it was matched to
+    Column("bucket", String(255), nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("actions", String(100), nullable=False),  # comma-separated, sorted
+    Column("duration_seconds", BigInteger, nullable=False),
+    Column("justification", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),  # when it lapses if still pending
+    Column("approvals_required", Integer, nullable=False),
+    Column("break_glass", Boolean, nullable=False),
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", UtcDateTime, nullable=True),
+    Column("decision_comment", Text, nullable=False),
+    Column("grant_id", String(32), nullable=True),
+    Column("source_cidrs", JSON, nullable=False),
+    Column("reviewed_by", String(200), nullable=True),
+    Column("reviewed_at", UtcDateTime, nullable=True),
+    Column("review_comment", Text, nullable=False),
+    Index("ix_access_requests_status", "status"),
+    Index("ix_access_requests_requester", "requester"),
+)
+
+# The primary key makes "the same approver twice counts once" a property of the data, not of the code.
+request_approvals = Table(
+    "request_approvals",
+    metadata,
+    Column("request_id", String(32), ForeignKey("access_requests.id"), primary_key=True),
+    Column("approver", String(200), primary_key=True),
+    Column("decided_at", UtcDateTime, nullable=False),
+    Column("comment", Text, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("principal", String(200), ForeignKey("principals.name"), nullable=False),
+    Column("token_hash", String(64), nullable=False),  # SHA-256 of the secret part, hex
+    Column("description", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Index("ix_api_tokens_principal", "principal"),
+)
+
+# Which expiry notices were sent: several gateways sweep, the primary key lets exactly one send each.
+grant_notices = Table(
+    "grant_notices",
+    metadata,
+    Column("grant_id", String(32), primary_key=True),
+    Column("kind", String(20), primary_key=True),  # "expiring" | "expired"
+    Column("sent_at", UtcDateTime, nullable=False),
+)
+
+# --- session cut-offs (migration 0004) ---
+
+# Per principal: session tokens issued before `not_before` are refused. Moved forward whenever one of
+# the principal's grants is revoked, so sessions (checked without a lookup) die with the access they had.
+# No foreign key: workload principals from STS exist only in their tokens and their grants.
+session_cutoffs = Table(
+    "session_cutoffs",
+    metadata,
+    Column("principal", String(200), primary_key=True),
+    Column("not_before", UtcDateTime, nullable=False),
+)
+
+# --- audit (revision 0003) ---------------------------------------------------------------------------
+
+# The tamper-evident trail: `seq` orders the chain, and each row's hash covers the previous row's hash,
+# its `seq` and its canonical JSON `body`. The other columns are copies of body fields, for queries.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("plane", String(16), nullable=False),
+    Column("principal", String(200), nullable=True),
+    Column("resource", String(255), nullable=True),
+    Column("target", Text, nullable=True),
+    Column("grant_id", String(64), nullable=True),
+    Column("decision", String(32), nullable=True),
+    Column("body", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_events_at", "at"),
+    Index("ix_audit_events_principal", "principal"),
+    Index("ix_audit_events_grant_id", "grant_id"),
+    Index("ix_audit_events_resource", "resource"),
+)
+
+# One row, "head": the last link of the chain. Appending locks it, so every gateway replica writing to
+# one database extends a single chain; it also proves that no latest event was removed.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# What was done under each grant, summed by the audit writer whatever `[audit] data_plane` says.
+audit_grant_usage = Table(
+    "audit_grant_usage",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    Column("principal", String(200), nullable=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("objects_read", BigInteger, nullable=False),
+    Column("bytes_read", BigInteger, nullable=False),
+    Column("objects_written", BigInteger, nullable=False),
+    Column("bytes_written", BigInteger, nullable=False),
+    Column("first_used_at", UtcDateTime, nullable=True),
+    Column("last_used_at", UtcDateTime, nullable=True),
+)
+
+# Which groups have read each resource: the memory of the "new group reader" anomaly rule.
+audit_resource_readers = Table(
+    "audit_resource_readers",
+    metadata,
+    Column("resource", String(255), primary_key=True),
+    Column("group_name", String(200), primary_key=True),
+    Column("principal", String(200), nullable=False),
+    Column("first_at", UtcDateTime, nullable=False),
+)
+
+# Grants taken out of service by an anomaly rule until an approver re-confirms them. A suspension
+# hides the grant from the gateways' snapshot exactly as a revocation does.
+grant_suspensions = Table(
+    "grant_suspensions",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    Column("suspended_at", UtcDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("lifted_at", UtcDateTime, nullable=True),
+    Column("lifted_by", String(200), nullable=False, default=""),
 )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Row, and_, event, insert, or_, select, text, update
+from sqlalchemy import Row, and_, event, exists, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -29,7 +29,16 @@ from sqlalchemy.sql.elements import ColumnElement
 from proxy.access.grants import Action, Grant, parse_actions
 from proxy.identity.keys import AccessKey, derive_secret, new_access_key_id
 from proxy.identity.principals import Principal
-from proxy.store.schema import VERSION_ROW, access_keys, grants, principals, store_state
+from proxy.store.notify import NOTIFY_SQL
+from proxy.store.schema import (
+    VERSION_ROW,
+    access_keys,
+    grant_suspensions,
+    grants,
+    principals,
+    store_state,
+)
+from proxy.store.sessions import cut_off_sessions, load_cutoffs
 
 _ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 _SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -52,6 +61,8 @@ class Snapshot:
     version: int
     grants: tuple[Grant, ...]
     keys: tuple[tuple[AccessKey, Principal], ...]
+    # Per principal: session tokens issued before this time are refused (see store/sessions.py).
+    sessions_not_before: Mapping[str, datetime] = field(default_factory=dict)
 
 
 # --- engines and migrations -------------------------------------------------------------------------
@@ -238,6 +249,10 @@ class SqlStore:
     def dialect(self) -> str:
         return self._engine.dialect.name
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     async def upgrade(self) -> None:
         await _upgrade_engine(self._engine)
 
@@ -418,6 +433,8 @@ class SqlStore:
             if result.rowcount:
                 await _bump(conn)
             row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
+            if result.rowcount and row is not None:
+                await cut_off_sessions(conn, row.principal, now)
         return None if row is None else _grant(row)
 
     # --- what gateways poll and load ---
@@ -439,7 +456,8 @@ class SqlStore:
             keys = tuple(
                 (_access_key(row), Principal(row.principal, frozenset(row.groups))) for row in key_rows
             )
-        return Snapshot(version, active_grants, keys)
+            cutoffs = await load_cutoffs(conn)
+        return Snapshot(version, active_grants, keys, cutoffs)
 
     async def version(self) -> int:
         async with self._engine.connect() as conn:
@@ -473,10 +491,12 @@ def _actions_text(actions: Iterable[Action]) -> str:
 
 
 def _grant_active(now: datetime) -> ColumnElement[bool]:
-    # The same rule as Grant.is_active, in SQL.
+    # The same rule as Grant.is_active, in SQL; a grant suspended by an anomaly rule is out of service
+    # until an approver re-confirms it.
     return and_(
         or_(grants.c.revoked_at.is_(None), grants.c.revoked_at > now),
         or_(grants.c.expires_at.is_(None), grants.c.expires_at > now),
+        ~exists().where(grant_suspensions.c.grant_id == grants.c.id, grant_suspensions.c.lifted_at.is_(None)),
     )
 
 
@@ -489,6 +509,8 @@ async def _bump(conn: AsyncConnection) -> None:
     await conn.execute(
         update(store_state).where(store_state.c.name == VERSION_ROW).values(value=store_state.c.value + 1)
     )
+    if conn.dialect.name == "postgresql":  # delivered at commit, so listeners never see a rolled-back change
+        await conn.execute(text(NOTIFY_SQL))
 
 
 async def _version(conn: AsyncConnection) -> int:

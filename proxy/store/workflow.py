@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, or_, select, text, update
+from sqlalchemy import Row, Update, and_, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -174,12 +174,7 @@ class WorkflowStore:
                 current = _request(row, ())
                 made = await _insert_grant(conn, current, grant, now)
                 await conn.execute(
-                    update(access_requests)
-                    .where(
-                        access_requests.c.id == request_id,
-                        access_requests.c.status == RequestStatus.PENDING.value,
-                    )
-                    .values(
+                    _while_pending(request_id).values(
                         status=RequestStatus.APPROVED.value,
                         decided_by=approver,
                         decided_at=now,
@@ -201,12 +196,8 @@ class WorkflowStore:
         _require_aware(now)
         async with self._writer.begin() as conn:
             result = await conn.execute(
-                update(access_requests)
-                .where(
-                    access_requests.c.id == request_id,
-                    access_requests.c.status == RequestStatus.PENDING.value,
-                    access_requests.c.expires_at > now,
-                )
+                _while_pending(request_id)
+                .where(access_requests.c.expires_at > now)
                 .values(status=status.value, decided_by=actor, decided_at=now, decision_comment=comment)
             )
             if result.rowcount != 1:
@@ -237,12 +228,7 @@ class WorkflowStore:
             moved: list[str] = []
             for request_id in ids:
                 result = await conn.execute(
-                    update(access_requests)
-                    .where(
-                        access_requests.c.id == request_id,
-                        access_requests.c.status == RequestStatus.PENDING.value,
-                    )
-                    .values(
+                    _while_pending(request_id).values(
                         status=RequestStatus.EXPIRED.value,
                         decided_by="system",
                         decided_at=now,
@@ -441,6 +427,13 @@ class WorkflowStore:
 def _insert_ignoring(conn: AsyncConnection, table: Any, keys: list[str]) -> Any:
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     return dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _while_pending(request_id: str) -> Update:
+    """An UPDATE of one request that matches only while it is still pending: a concurrent decision wins."""
+    return update(access_requests).where(
+        access_requests.c.id == request_id, access_requests.c.status == RequestStatus.PENDING.value
+    )
 
 
 def _require_pending(row: Row[Any], now: datetime) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from click.testing import CliRunner
+from support.access import denied_link, read
 from support.world import BUCKET, Identity, World, running_world
 
 from proxy.cli import main
@@ -58,11 +58,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield w
 
 
-@pytest.fixture
-def unique() -> str:
-    return secrets.token_hex(4)
-
-
 def api(
     world: World, token: str, method: str, path: str, body: dict[str, Any] | None = None
 ) -> tuple[int, Any]:
@@ -78,20 +73,6 @@ def api(
     except urllib.error.HTTPError as exc:
         assert exc.headers["Content-Type"].startswith("application/problem+json")
         return exc.code, json.load(exc)
-
-
-def denied_link(world: World, who: Identity, key: str) -> str:
-    """Read as `who`, expect AccessDenied, and return the access-request link from the message."""
-    with pytest.raises(ClientError) as exc:
-        world.client(who).get_object(Bucket=BUCKET, Key=key)
-    assert exc.value.response["Error"]["Code"] == "AccessDenied"
-    match = re.search(r"Request access at (\S+)", exc.value.response["Error"]["Message"])
-    assert match, exc.value.response["Error"]["Message"]
-    return match.group(1)
-
-
-def read(world: World, who: Identity, key: str) -> bytes:
-    return world.client(who).get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
 
 def test_journey_through_the_api(world: World, unique: str) -> None:

@@ -26,11 +26,6 @@ PAYLOAD_SIZE = 3 * CHUNK + 1000
 
 
 @pytest.fixture
-def unique() -> str:
-    return secrets.token_hex(4)
-
-
-@pytest.fixture
 def mallory(world: World, unique: str) -> Identity:
     """A caller with every action on attacks/<unique>/ and nothing else."""
     who = world.person(f"mallory-{unique}")

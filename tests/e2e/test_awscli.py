@@ -17,7 +17,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from botocore.exceptions import ClientError
 from support.world import BUCKET, Identity, World
 
@@ -54,16 +53,6 @@ class Cli:
         assert done.returncode != 0, f"aws {' '.join(args)} unexpectedly succeeded:\n{done.stdout}"
         assert code in done.stderr, done.stderr
         return done.stderr
-
-
-@pytest.fixture
-def unique() -> str:
-    return secrets.token_hex(4)
-
-
-@pytest.fixture(params=[False, True], ids=["http", "https"])
-def tls(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
 
 
 # aws cli v1 presigns S3 URLs with SigV2 unless configured otherwise; the gateway accepts only SigV4.

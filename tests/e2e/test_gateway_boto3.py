@@ -22,11 +22,6 @@ def put_upstream(world: World, key: str, body: bytes) -> None:
     world.upstream().put_object(Bucket=BUCKET, Key=key, Body=body)
 
 
-@pytest.fixture
-def unique() -> str:
-    return secrets.token_hex(4)
-
-
 def test_read_is_denied_without_grant_with_request_link(world: World, unique: str) -> None:
     alice = world.person(f"alice-{unique}", ("ml",))
     put_upstream(world, f"models/{unique}/w.gguf", b"weights")

@@ -19,16 +19,6 @@ from support.world import BUCKET, Identity, World
 DENIED = r"ACCESS_DENIED|AccessDenied"
 
 
-@pytest.fixture
-def unique() -> str:
-    return secrets.token_hex(4)
-
-
-@pytest.fixture(params=[False, True], ids=["http", "https"])
-def tls(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
-
-
 def filesystem(world: World, who: Identity, tls: bool) -> fs.S3FileSystem:
     gateway = world.https if tls else world.http
     url = urlsplit(gateway.s3_url)

@@ -59,11 +59,6 @@ def sidecar(gateway: GatewayProcess, token_file: Path, directory: Path) -> Itera
         yield running
 
 
-@pytest.fixture
-def unique() -> str:
-    return secrets.token_hex(4)
-
-
 def job_client(sidecar: SidecarProcess, **config: Any) -> Any:
     """What the training job runs: stock boto3, placeholder credentials, endpoint_url at the sidecar."""
     return boto3.client(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 import urllib.error
 import urllib.request
@@ -34,11 +33,6 @@ def gateway(
 ) -> Iterator[GatewayProcess]:
     with sts_gateway(world, issuer, tmp_path_factory.mktemp("sts")) as running:
         yield running
-
-
-@pytest.fixture
-def unique() -> str:
-    return secrets.token_hex(4)
 
 
 def sts_client(gateway: GatewayProcess) -> Any:

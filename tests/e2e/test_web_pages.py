@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from playwright.sync_api import sync_playwright
+from support.access import denied_link, read
 from support.world import BUCKET, ROOT, Identity, World, running_world
 
 from proxy.store.sql import SqlStore
@@ -124,19 +125,6 @@ def shoot(page: Any, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def denied_link(world: World, who: Identity) -> str:
-    with pytest.raises(ClientError) as exc:
-        world.client(who).get_object(Bucket=BUCKET, Key=KEY)
-    assert exc.value.response["Error"]["Code"] == "AccessDenied"
-    match = re.search(r"Request access at (\S+)", exc.value.response["Error"]["Message"])
-    assert match, exc.value.response["Error"]["Message"]
-    return match.group(1)
-
-
-def read(world: World, who: Identity) -> bytes:
-    return world.client(who).get_object(Bucket=BUCKET, Key=KEY)["Body"].read()
-
-
 def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     world: World, browser: Any, people: dict[str, Identity]
 ) -> None:
@@ -144,7 +132,7 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     world.upstream().put_object(Bucket=BUCKET, Key=KEY, Body=b"GGUF weights")
 
     # 1. The gateway refuses alice and links to the request form; the link asks her to sign in first.
-    link = denied_link(world, alice)
+    link = denied_link(world, alice, KEY)
     page = new_page(browser)
     page.goto(link)
     assert "/signin" in page.url
@@ -173,7 +161,7 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     request_id = row.locator(".mono").first.inner_text().strip()
     shoot(page, "my-access-pending")
     with pytest.raises(ClientError):
-        read(world, alice)
+        read(world, alice, KEY)
 
     # 4. carol's inbox shows the request; she approves it with a comment.
     carol_page = new_page(browser)
@@ -191,7 +179,7 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
 
     # 5. alice's boto3 read now succeeds, and her page lists the grant with its expiry.
     world.sync()
-    assert read(world, alice) == b"GGUF weights"
+    assert read(world, alice, KEY) == b"GGUF weights"
     page.goto(world.http.control_url + "/access")
     grant_row = page.locator("table tr", has_text="expires in")
     assert re.search(r"expires in 1h 59m|expires in 2h", grant_row.first.inner_text())
@@ -208,7 +196,7 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     assert "revoked" in carol_page.locator(".flash-success").inner_text()
     world.sync()
     with pytest.raises(ClientError) as exc:
-        read(world, alice)
+        read(world, alice, KEY)
     assert exc.value.response["Error"]["Code"] == "AccessDenied"
 
 

@@ -63,10 +63,12 @@ def obj(key: str, version: str | None = None) -> str:
 
 
 def refused(fn: Any, body: bytes) -> S3Error:
-    started = time.perf_counter()
+    # CPU time, not wall time, and a wide bound: an expanding entity or quadratic parse would burn
+    # minutes; a loaded CI machine must not make an honest refusal fail.
+    started = time.process_time()
     with pytest.raises(S3Error) as err:
         fn(body)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 5.0
     assert err.value.status == 400
     return err.value
 

@@ -26,7 +26,7 @@ async def _grant(store: SqlStore, principal: str = "alice", **kwargs):
 
 
 async def test_opening_an_empty_database_without_upgrade_says_how_to_fix_it(store_url: str) -> None:
-    with pytest.raises(StoreError, match=r"expected 0001: run `grantgate db upgrade`"):
+    with pytest.raises(StoreError, match=rf"expected {head_revision()}: run `grantgate db upgrade`"):
         await SqlStore.open(store_url)
 
 

@@ -1,0 +1,57 @@
+"""Plumbing shared by the `grantgate` command groups: the loaded settings, a store for one command,
+and the actor name recorded for changes made from a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+
+from proxy.config import Settings, load_settings
+from proxy.store.sql import SqlStore, async_url
+
+T = TypeVar("T")
+
+# Options several commands take, spelled once so their flags and help read the same everywhere.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+group_option = click.option(
+    "--group", "groups", multiple=True, help="Group of the principal (repeatable); replaces its groups."
+)
+
+
+def settings(ctx: click.Context) -> Settings:
+    """The settings of the config file given to the root command, loaded once per invocation."""
+    root = ctx.find_root()
+    cached = root.meta.get("grantgate.settings")
+    if cached is None:
+        cached = load_settings(root.obj)
+        root.meta["grantgate.settings"] = cached
+    return cached
+
+
+def with_store(settings: Settings, action: Callable[[SqlStore], Awaitable[T]]) -> T:
+    """Open the store, run `action`, close. SQLite is migrated on the spot: the embedded default needs no
+    set-up. PostgreSQL is shared by several gateways, so its schema changes only with `db upgrade`."""
+    url = settings.store_url()
+    embedded = async_url(url).get_backend_name() == "sqlite"
+
+    async def run() -> T:
+        store = await SqlStore.open(url, upgrade=embedded)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def actor() -> str:
+    """Who made a change from the CLI: `cli:` and the login name."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        user = "unknown"
+    return f"cli:{user}"

@@ -1,0 +1,204 @@
+"""Starts the observers of one gateway process (metrics, durable audit, anomaly rules) and stops them.
+
+The core never knows these exist: they subscribe to the EventBus here, and their routes are mounted on
+the control listener by `install_metrics` and proxy/control/audit_api.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import prometheus_client
+import structlog
+from aiohttp import web
+
+from proxy.config import Settings
+from proxy.observe.anomalies import SUSPEND, Detectors
+from proxy.observe.audit_writer import AuditWriter
+from proxy.observe.events import AnomalyAlert, EventBus
+from proxy.observe.metrics import GatewayMetrics, metrics_handler
+from proxy.observe.resources import ResourceCatalog
+from proxy.observe.spool import SpoolingAudit, start_spooling
+from proxy.s3.errors import S3Error
+from proxy.state import LiveState
+from proxy.store.audit import AuditStore
+from proxy.store.sql import SqlStore
+
+log = structlog.get_logger("grantgate.observe")
+
+PENDING_REFRESH_SECONDS = 15.0
+
+
+def resource_catalog(settings: Settings) -> ResourceCatalog:
+    """Named resources: the access policy's, plus any named under `[metrics] resources`."""
+    named: dict[str, list[str]] = {}
+    for resource in settings.policy.build().resources:
+        named.setdefault(resource.name, []).extend(str(p) for p in resource.paths)
+    for name, uris in settings.metrics.resources.items():
+        named.setdefault(name, []).extend(uris)
+    return ResourceCatalog.from_patterns(named)
+
+
+def allowed_networks(settings: Settings) -> dict[str, list[str]]:
+    """Per resource, the networks its grants may be used from: the policy's rules, plus `[anomalies]`."""
+    networks = {name: list(cidrs) for name, cidrs in settings.policy.build().allowed_networks().items()}
+    for selector, cidrs in settings.anomalies.outside_network.networks.items():
+        networks.setdefault(selector, []).extend(c for c in cidrs if c not in networks[selector])
+    return networks
+
+
+class AnomalyWatch:
+    """The observer that runs the detectors, raises their alerts on the bus and carries out responses."""
+
+    def __init__(
+        self,
+        detectors: Detectors,
+        bus: EventBus,
+        audit: AuditStore,
+        writer: AuditWriter | None,
+        metrics: GatewayMetrics | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.detectors, self.bus, self.audit, self.writer = detectors, bus, audit, writer
+        self.metrics = metrics
+        self.clock = clock
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, event: Any) -> None:
+        alerts = self.detectors.feed(event, self.clock())
+        if self.writer is not None and self.detectors.new_readers is not None:
+            self.writer.remember_readers(self.detectors.new_readers.take_learned())
+        for alert in alerts:
+            self.bus.emit(alert)
+            if alert.response == SUSPEND and alert.grant_id:
+                task = asyncio.get_running_loop().create_task(self._suspend(alert))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def _suspend(self, alert: AnomalyAlert) -> None:
+        assert alert.grant_id is not None
+        try:
+            done = await self.audit.suspend_grant(
+                alert.grant_id, reason=f"anomaly {alert.kind}: {alert.message}", now=datetime.now(UTC)
+            )
+        except Exception as exc:
+            log.error("grant_suspension_failed", grant_id=alert.grant_id, error=repr(exc))
+            return
+        if done:
+            if self.metrics is not None:
+                self.metrics.suspensions.inc()
+            log.warning("grant_suspended", grant_id=alert.grant_id, anomaly=alert.kind)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            with contextlib.suppress(Exception):
+                await task
+
+
+@dataclass
+class Observability:
+    """What the observers expose to the rest of the process."""
+
+    settings: Settings
+    audit: AuditStore
+    metrics: GatewayMetrics | None = None
+    writer: AuditWriter | None = None
+    watch: AnomalyWatch | None = None
+    catalog: ResourceCatalog = field(default_factory=ResourceCatalog)
+
+
+@contextlib.asynccontextmanager
+async def observing(
+    settings: Settings,
+    store: SqlStore,
+    state: LiveState,
+    bus: EventBus,
+    *,
+    pending_count: Callable[[], Awaitable[int]] | None = None,
+) -> AsyncIterator[Observability]:
+    """Subscribe the configured observers to `bus` and run their tasks until the block ends.
+
+    `pending_count` feeds the pending-requests gauge; by default the store's access requests are counted.
+    """
+    catalog = resource_catalog(settings)
+    audit = AuditStore(store)
+    obs = Observability(settings, audit, catalog=catalog)
+    tasks: list[asyncio.Task[None]] = []
+    if settings.metrics.enabled:
+        prometheus_client.disable_created_metrics()  # halves the series; Prometheus has no use for them
+
+        def live() -> dict[str, float]:
+            try:
+                grants = len(state.view().grants)
+            except S3Error:  # the state is too old to trust: report none rather than stale figures
+                grants = 0
+            return {"observer_failures": bus.failures, "grants": grants, "state_version": state.version or 0}
+
+        obs.metrics = GatewayMetrics(catalog, per_principal=settings.metrics.per_principal, live=live)
+        bus.subscribe(obs.metrics)
+        count = pending_count or audit.pending_requests
+        tasks.append(asyncio.create_task(_refresh_pending(obs.metrics, count), name="pending-requests"))
+    if settings.audit.enabled:
+        sink = await start_spooling(store, settings) or audit
+        obs.writer = AuditWriter(sink, settings.audit, catalog, obs.metrics)
+        bus.subscribe(obs.writer)
+        obs.writer.start()
+    if settings.anomalies.enabled:
+        known = await audit.readers() if settings.anomalies.new_group_reader.enabled else set()
+        detectors = Detectors(
+            settings.anomalies, catalog, known_readers=known, networks=allowed_networks(settings)
+        )
+        obs.watch = AnomalyWatch(detectors, bus, audit, obs.writer, obs.metrics)
+        bus.subscribe(obs.watch)
+    try:
+        yield obs
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if obs.watch is not None:
+            await obs.watch.close()
+        if obs.writer is not None:
+            await obs.writer.close()
+            if isinstance(obs.writer.audit, SpoolingAudit):
+                await obs.writer.audit.close()
+
+
+async def _refresh_pending(metrics: GatewayMetrics, count: Callable[[], Awaitable[int]]) -> None:
+    while True:
+        try:
+            metrics.pending.set(await count())
+        except Exception as exc:
+            log.warning("pending_count_failed", error=repr(exc))
+        await asyncio.sleep(PENDING_REFRESH_SECONDS)
+
+
+def install_metrics(app: web.Application, obs: Observability) -> None:
+    """Serve /metrics (`[metrics] path`) on the control listener's app."""
+    if obs.metrics is not None:
+        app.router.add_get(obs.settings.metrics.path, metrics_handler(obs.metrics))
+
+
+@contextlib.asynccontextmanager
+async def metrics_listener(obs: Observability) -> AsyncIterator[None]:
+    """The optional listener of its own for /metrics (`[metrics] port`), so scrapers need no API access."""
+    metrics, settings = obs.metrics, obs.settings.metrics
+    if metrics is None or not settings.port:
+        yield
+        return
+    app = web.Application()
+    app.router.add_get(settings.path, metrics_handler(metrics))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        yield
+    finally:
+        await runner.cleanup()
