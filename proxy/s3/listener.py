@@ -112,9 +112,10 @@ def admit(gateway: Gateway, request: web.Request, event: RequestEvent) -> Admiss
     signed = sigv4.parse_auth(head)
     event.access_key_id = signed.access_key_id
     caller, secret = view.keys.resolve(signed.access_key_id, signed.security_token, now)
+    signing_key = sigv4.verify(head, signed, secret, now, host=host, max_skew=gateway.max_skew)
+    # Named only once proven: a forged request must not be audited (or alerted on) as its key's owner.
     event.principal = caller.principal.name
     event.groups = tuple(sorted(caller.principal.groups))
-    signing_key = sigv4.verify(head, signed, secret, now, host=host, max_skew=gateway.max_skew)
 
     # classify
     operation = classify(head, virtual_host_base=gateway.settings.server.virtual_host_base, host=host)

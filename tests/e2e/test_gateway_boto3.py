@@ -137,6 +137,13 @@ def test_wrong_secret_and_unknown_key_are_refused(world: World, unique: str) -> 
     with pytest.raises(ClientError) as exc:
         world.client(wrong).list_objects_v2(Bucket=BUCKET, Prefix="models/")
     assert error_code(exc) == "SignatureDoesNotMatch"
+    # The claimed key is recorded, but the forged request is not attributed to its owner.
+    event = world.http.event_for(
+        exc.value.response["ResponseMetadata"]["HTTPHeaders"]["x-grantgate-request-id"]
+    )
+    assert event["access_key_id"] == gina.access_key_id
+    assert event["principal"] is None
+    assert event["decision"] == "deny"
     unknown = type(gina)("nobody", "GG" + "A" * 18, gina.secret_access_key)
     with pytest.raises(ClientError) as exc:
         world.client(unknown).list_objects_v2(Bucket=BUCKET, Prefix="models/")
