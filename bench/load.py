@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.stream import Process, free_port, wait_http
+from bench.stream import Credentials, Process, free_port, provision, wait_http
 
 BUCKET = "load"
 KIB = 1024
@@ -80,35 +80,6 @@ def run_origin(port: int) -> None:
 
 
 # ---------------------------------------------------------------- the world
-
-
-@dataclass(frozen=True)
-class Credentials:
-    access_key_id: str
-    secret: str
-
-
-async def provision(store_url: str, server_key: bytes) -> Credentials:
-    from proxy.access.grants import parse_actions
-    from proxy.store.sql import SqlStore
-
-    store = await SqlStore.open(store_url, upgrade=True)
-    try:
-        now = datetime.now(UTC)
-        await store.ensure_principal("load", ["load"])
-        key, secret = await store.create_access_key("load", server_key, now=now)
-        await store.add_grant(
-            "load",
-            BUCKET,
-            "allowed/",
-            parse_actions("read,write"),
-            now=now,
-            expires_at=None,
-            created_by="load",
-        )
-    finally:
-        await store.close()
-    return Credentials(key.access_key_id, secret)
 
 
 def gateway_config(workdir: Path, origin_port: int, s3_port: int, control_port: int) -> Path:
@@ -281,7 +252,9 @@ class Report:
 def run(connections: int, seconds: float, workdir: Path, seed: int = 1) -> Report:
     server_key = secrets.token_urlsafe(48)
     (workdir / "server.key").write_text(server_key)
-    creds = asyncio.run(provision(f"sqlite:///{workdir / 'grantgate.db'}", server_key.encode()))
+    store_url = f"sqlite:///{workdir / 'grantgate.db'}"
+    grant = {"principal": "load", "bucket": BUCKET, "prefix": "allowed/"}
+    creds = asyncio.run(provision(store_url, server_key.encode(), **grant))
     origin_port, s3_port, control_port = free_port(), free_port(), free_port()
     origin = Process(
         "origin",

@@ -174,24 +174,31 @@ class Credentials:
     secret: str
 
 
-async def provision(store_url: str, server_key: bytes) -> Credentials:
-    """A principal with a key and a read/write grant on the benchmark prefix, written as the CLI would."""
+async def provision(
+    store_url: str,
+    server_key: bytes,
+    *,
+    principal: str = "bench",
+    bucket: str = BUCKET,
+    prefix: str = KEY.rpartition("/")[0] + "/",
+) -> Credentials:
+    """A principal with a key and a read/write grant on `prefix`, written as the CLI would."""
     from proxy.access.grants import parse_actions
     from proxy.store.sql import SqlStore
 
     store = await SqlStore.open(store_url, upgrade=True)
     try:
         now = datetime.now(UTC)
-        await store.ensure_principal("bench", ["bench"])
-        key, secret = await store.create_access_key("bench", server_key, now=now)
+        await store.ensure_principal(principal, [principal])
+        key, secret = await store.create_access_key(principal, server_key, now=now)
         await store.add_grant(
-            "bench",
-            BUCKET,
-            KEY.rpartition("/")[0] + "/",
+            principal,
+            bucket,
+            prefix,
             parse_actions("read,write"),
             now=now,
             expires_at=None,
-            created_by="bench",
+            created_by=principal,
         )
     finally:
         await store.close()
