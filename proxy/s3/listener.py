@@ -236,7 +236,8 @@ async def request_body(
     """The body to send upstream and how it is framed; DeleteObjects is authorized here, key by key."""
     head, signed, op = admission.head, admission.signed, admission.operation
     if op.body_targets:
-        data = await read_bounded(request, MAX_DELETE_BODY)
+        too_large = S3Error.malformed_xml(f"request body larger than {MAX_DELETE_BODY} bytes")
+        data = await read_bounded(request, MAX_DELETE_BODY, too_large)
         event.bytes_in = len(data)
         if forwarding.is_hex_sha256(signed.payload_hash):
             _check_sha256(data, signed.payload_hash)
@@ -251,7 +252,8 @@ async def request_body(
         # Nothing to hold back: an empty object would complete upstream with its headers, so the
         # framing (signatures, trailer) is verified whole before anything is sent.
         decoder = ChunkedDecoder(spec)
-        data = await read_bounded(request, EMPTY_CHUNKED_LIMIT)
+        too_long = S3Error.incomplete_body("The aws-chunked body is longer than its declared length of 0.")
+        data = await read_bounded(request, EMPTY_CHUNKED_LIMIT, too_long)
         event.bytes_in = len(data)
         decoder.feed(data)
         decoder.finish()
@@ -418,12 +420,12 @@ def transfer_watch(gateway: Gateway, admission: Admission, event: RequestEvent) 
     return TransferWatch(gateway.state.view, admission.caller.principal.name, list(op.targets), event)
 
 
-async def read_bounded(request: web.Request, limit: int) -> bytes:
+async def read_bounded(request: web.Request, limit: int, too_large: S3Error) -> bytes:
     buf = bytearray()
     async for data in request.content.iter_any():
         buf += data
         if len(buf) > limit:
-            raise S3Error.malformed_xml(f"request body larger than {limit} bytes")
+            raise too_large
     return bytes(buf)
 
 
