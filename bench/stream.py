@@ -83,7 +83,8 @@ def run_origin(port: int, root: Path) -> None:
     async def ready(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application()
+    # 1 MiB reads, not aiohttp's 64 KiB: the sink must not be what limits an upload.
+    app = web.Application(handler_args={"read_bufsize": CHUNK})
     app.router.add_get("/_ready", ready)
     app.router.add_get("/{bucket}/{key:.+}", get)
     app.router.add_put("/{bucket}/{key:.+}", put)

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -26,7 +26,7 @@ from proxy.gateway import Gateway
 from proxy.identity import sts
 from proxy.identity.principals import Caller
 from proxy.observe.events import RequestEvent
-from proxy.s3 import forwarding, sigv4
+from proxy.s3 import forwarding, passthrough, sigv4, splice
 from proxy.s3.checksums import new_checksum
 from proxy.s3.chunked import ChunkedDecoder, ChunkedSpec, chunked_spec
 from proxy.s3.errors import S3Error
@@ -70,7 +70,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         admission = request.get(_ADMISSION) or admit(gateway, request, event)
         return await forward(gateway, request, admission, event, started)
     except S3Error as err:
-        return error_response(err, event)
+        return _closing_if_spliced(request, error_response(err, event))
     except (ConnectionError, asyncio.CancelledError):  # reset, broken pipe: the client is gone
         if event.outcome == "ok":  # not cut by the gateway itself (revoked, upstream_error)
             event.outcome = "client_disconnected"
@@ -78,7 +78,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except Exception:
         log.exception("request_failed", request_id=event.request_id)
         event.outcome = "internal_error"
-        return error_response(S3Error.internal(), event)
+        return _closing_if_spliced(request, error_response(S3Error.internal(), event))
     finally:
         event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         gateway.bus.emit(event)
@@ -271,10 +271,16 @@ async def request_body(
             _check_sha256(b"", declared)
         return None, forwarding.plain_framing(signed.payload_hash, 0)
     body: AsyncIterator[bytes] = _counted(request, event, watch)
-    if declared is not None and gateway.settings.server.verify_payload_sha256:
+    verify = declared is not None and gateway.settings.server.verify_payload_sha256
+    if verify:
         body = _sha256_verified(body, declared)
     body = _BodyStream(body)  # keeps the S3Error of a bad digest or of a revoked grant
-    return body, forwarding.plain_framing(signed.payload_hash, length)
+    framing = forwarding.plain_framing(signed.payload_hash, length)
+    if verify or length < passthrough.MIN_BYTES:
+        return body, framing
+    # Nothing to compute over the bytes: the kernel may move them (when both legs are plaintext).
+    timeout = gateway.settings.upstream.read_timeout_seconds
+    return passthrough.Upload(request, length, body, progress(event, "bytes_in", watch), timeout), framing
 
 
 def _decoded_body(
@@ -356,8 +362,19 @@ class _BodyStream:
         return self.error or (self._linked.failure() if self._linked else None)
 
 
-def _body_failure(body: object) -> S3Error | None:
-    return body.failure() if isinstance(body, _BodyStream) else None
+def _body_failure(body: object) -> BaseException | None:
+    return body.failure() if isinstance(body, _BodyStream | passthrough.Upload) else None
+
+
+def progress(event: RequestEvent, counter: str, watch: TransferWatch | None) -> Callable[[int], None]:
+    """Counts bytes moved outside the loop into `event.<counter>`, re-checking the grant as they go."""
+
+    def moved(count: int) -> None:
+        setattr(event, counter, getattr(event, counter) + count)
+        if watch is not None:
+            watch.check()
+
+    return moved
 
 
 async def relay(
@@ -375,6 +392,7 @@ async def relay(
     for name, value in forwarding.downstream_headers(upstream.headers):
         response.headers.add(name, value)
     response.headers["x-grantgate-request-id"] = event.request_id
+    _closing_if_spliced(request, response)
     length = upstream.content_length
     if length is not None:
         response.content_length = length
@@ -384,11 +402,12 @@ async def relay(
         await response.write_eof()
         return response
     try:
-        async for data in upstream.content.iter_any():
-            event.bytes_out += len(data)
-            if watch is not None:
-                watch.check()
-            await response.write(data)
+        if not await passthrough.download(request, response, upstream, progress(event, "bytes_out", watch)):
+            async for data in upstream.content.iter_any():
+                event.bytes_out += len(data)
+                if watch is not None:
+                    watch.check()
+                await response.write(data)
     except TransferCut as cut:
         # Headers are out, so no error can be sent: cut the client off, as for a short upstream body.
         log.warning("transfer_cut", request_id=event.request_id, outcome=event.outcome)
@@ -397,7 +416,7 @@ async def relay(
         raise ConnectionResetError(cut.code) from None
     except ConnectionResetError:
         raise  # the client went away (aiohttp's write error is also a ClientError): handle() records it
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, TimeoutError, splice.SourceClosed) as exc:
         # The bucket sent less than it promised, or stalled past the read timeout: cut the client off
         # rather than end a short object cleanly (or append an error document to its body).
         event.outcome = "upstream_error"
@@ -459,6 +478,13 @@ def error_response(err: S3Error, event: RequestEvent) -> web.Response:
     }
     body = b"" if event.method == "HEAD" else err.to_xml(event.request_id)
     return web.Response(status=err.status, body=body, headers=headers, content_type="application/xml")
+
+
+def _closing_if_spliced(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """A connection whose upload was spliced past aiohttp's parser cannot carry another request."""
+    if request.get(passthrough.CLOSE_AFTER):
+        response.force_close()
+    return response
 
 
 def _event_for(request: web.Request) -> RequestEvent:
