@@ -20,7 +20,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from proxy.observe.records import COLUMNS, AuditRecord, Break, ChainedRow, ChainVerifier, Usage, chain
+from proxy.observe.records import (
+    COLUMNS,
+    AuditRecord,
+    Break,
+    ChainedRow,
+    ChainVerifier,
+    Usage,
+    bodies_of,
+    chain,
+)
 from proxy.store.schema import (
     access_requests,
     audit_chain,
@@ -33,6 +42,8 @@ from proxy.store.sql import SqlStore, _bump, _require_aware, _writer
 
 HEAD = "head"
 PAGE = 1000
+# Rows per INSERT of an audit batch: bounds how long preparing one holds the event loop.
+INSERT_SLICE = 64
 _USAGE_COUNTERS = ("requests", "objects_read", "bytes_read", "objects_written", "bytes_written")
 
 
@@ -94,8 +105,9 @@ class AuditStore:
 
     async def append(self, records: list[AuditRecord], usage: Iterable[Usage] = ()) -> int:
         """Append records after the chain head and add usage, in one transaction; returns the new head seq."""
+        bodies = await bodies_of(records)  # before the transaction: it holds the chain head locked
         async with self._writer.begin() as conn:
-            head = await _append(conn, records)
+            head = await _append(conn, records, bodies)
             for item in usage:
                 await _add_usage(conn, item)
         return head
@@ -290,16 +302,22 @@ def _filters(q: AuditQuery) -> list[ColumnElement[bool]]:
     return found
 
 
-async def _append(conn: AsyncConnection, records: list[AuditRecord]) -> int:
+async def _append(conn: AsyncConnection, records: list[AuditRecord], bodies: list[str] | None = None) -> int:
     """Chain records after the head, which this locks until the transaction ends; returns the new head."""
     head = (await conn.execute(select(audit_chain).where(audit_chain.c.name == HEAD).with_for_update())).one()
-    rows = chain(records, int(head.seq), head.hash)
+    rows = chain(records, int(head.seq), head.hash, bodies)
     if not rows:
         return int(head.seq)
-    await conn.execute(
-        insert(audit_events),
-        [{"seq": r.seq, **r.columns, "body": r.body, "prev_hash": r.prev_hash, "hash": r.hash} for r in rows],
-    )
+    # In slices: SQLAlchemy prepares a statement's parameters on the event loop, and a whole batch at
+    # once held up every request in flight.
+    for start in range(0, len(rows), INSERT_SLICE):
+        await conn.execute(
+            insert(audit_events),
+            [
+                {"seq": r.seq, **r.columns, "body": r.body, "prev_hash": r.prev_hash, "hash": r.hash}
+                for r in rows[start : start + INSERT_SLICE]
+            ],
+        )
     await conn.execute(
         update(audit_chain).where(audit_chain.c.name == HEAD).values(seq=rows[-1].seq, hash=rows[-1].hash)
     )

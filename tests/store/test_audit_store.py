@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import text
 
 from proxy.access.grants import Action
@@ -192,3 +193,36 @@ async def test_a_suspended_grant_leaves_the_gateways_snapshot_until_reconfirmed(
     kinds = [e.body["kind"] for e in await audit.query(AuditQuery(grant_id=grant.id))]
     assert kinds == ["grant_suspended", "grant_reconfirmed"]
     assert (await audit.verify()).ok
+
+
+async def test_a_large_batch_lets_the_event_loop_serve_while_it_is_rendered(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thousand records are rendered a slice at a time, other tasks running in between (a gateway's
+    requests, in production), not in one pass that holds up everything else until it is done."""
+    audit = AuditStore(store)
+    turns = 0
+    seen: list[int] = []  # the other task's turn count at each body rendered
+    render = AuditRecord.body
+
+    def counting_body(self: AuditRecord) -> str:
+        seen.append(turns)
+        return render(self)
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(AuditRecord, "body", counting_body)
+    ticker = asyncio.create_task(other_work())
+    try:
+        assert await audit.append([rec(i) for i in range(1000)]) == 1000
+    finally:
+        ticker.cancel()
+    assert len(seen) == 1000
+    # Rendered in 32 slices with the other task served between each: never all at one turn.
+    assert len(set(seen)) >= 1000 // 32
+    report = await audit.verify()
+    assert report.ok and report.checked == 1000
