@@ -96,21 +96,37 @@ class Upload(payload.Payload):
             async for piece in self._fallback:
                 await writer.write(piece)
             return
+        head = _take_buffered(request.content)
+        rest = self._size - len(head)
+        if rest:  # else aiohttp has read it all, and its parser has no body left to pause
+            request.protocol.pause_reading()
+            request[CLOSE_AFTER] = True
+        complete = False
         try:
-            head = _take_buffered(request.content)
-            rest = self._size - len(head)
-            if rest:  # else aiohttp has read it all, and its parser has no body left to pause
-                request.protocol.pause_reading()
-                request[CLOSE_AFTER] = True
             self._on_moved(len(head))
             await _flush(getattr(writer, "transport", None), writer, head)
             await splice.splice(source, sink, rest, idle_timeout=self._idle_timeout, on_moved=self._on_moved)
+            complete = True
         except S3Error as err:
             self._failure = err
             raise
         except (splice.SourceClosed, splice.SourceStalled) as exc:
             self._failure = ConnectionResetError(f"client upload ended early: {exc}")
             raise
+        finally:
+            if rest:
+                _hand_back(request, complete)
+
+
+def _hand_back(request: web.Request, complete: bool) -> None:
+    """Return the client's connection to aiohttp once a spliced upload ends. A complete body is the end
+    of its input: aiohttp must not wait (it lingers up to 10 s) for bytes that went past it. A body cut
+    short (a revoked grant) is read again, so aiohttp discards what the client is still sending and the
+    client, once done sending, reads the error instead of blocking on a connection nobody reads."""
+    if complete:
+        request.content.feed_eof()
+    else:
+        request.protocol.resume_reading()
 
 
 def _take_buffered(content: aiohttp.StreamReader) -> bytes:

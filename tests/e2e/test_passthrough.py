@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import secrets
+import socket
 
 from support.rawclient import RawClient
 from support.world import BUCKET, World
@@ -82,3 +83,28 @@ def test_the_client_connection_survives_a_spliced_download(world: World, unique:
         assert len(ports) == 1  # one connection served all three: http.client would have reopened it
     finally:
         conn.close()
+
+
+def test_after_a_spliced_upload_the_gateway_closes_the_connection_at_once(world: World, unique: str) -> None:
+    """Its parser never saw the body: it must neither wait for it (aiohttp lingers up to 10 s on an
+    unfinished body) nor read a next request from where the body was."""
+    who = world.person(f"sol-{unique}")
+    world.grant(who, f"s3://{BUCKET}/spliced/{unique}/", "write")
+    body = secrets.token_bytes(16 * MIB)
+    path = f"/{BUCKET}/spliced/{unique}/closed.bin"
+    signed = raw(world, who, tls=False).sign(
+        "PUT", path, headers={"content-length": str(len(body))}, payload_hash=sigv4.UNSIGNED_PAYLOAD
+    )
+    host, port = world.http.s3_url.split("//")[1].split(":")
+    head = "".join(f"{name}: {value}\r\n" for name, value in signed.headers.items())
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"PUT {path} HTTP/1.1\r\n{head}\r\n".encode() + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert b" 200 " in status_line, answer
+        assert b"connection: close" in rest.lower()
+        sock.settimeout(5.0)  # half of aiohttp's lingering time
+        while piece := sock.recv(65536):  # the empty response body, then the gateway's close
+            assert piece.strip() == b"", piece
