@@ -78,13 +78,17 @@ class LiveState:
         return self._view.version if self._view is not None else None
 
     async def refresh(self, *, force: bool = False) -> None:
-        version = await asyncio.wait_for(self.store.version(), REFRESH_TIMEOUT_SECONDS)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands
+        # as the awaited call finishes (gh-86296), and a worker then never stops on SIGTERM.
+        async with asyncio.timeout(REFRESH_TIMEOUT_SECONDS):
+            version = await self.store.version()
         current = self._view
         stale = time.monotonic() - self._built_at > FULL_RESYNC_SECONDS
         if current is not None and version == current.version and not force and not stale:
             self._view = View(current.grants, current.keys, current.version, time.monotonic())
             return
-        snapshot = await asyncio.wait_for(self.store.snapshot(datetime.now(UTC)), SNAPSHOT_TIMEOUT_SECONDS)
+        async with asyncio.timeout(SNAPSHOT_TIMEOUT_SECONDS):
+            snapshot = await self.store.snapshot(datetime.now(UTC))
         # Indexing many grants takes a while: off the event loop, so requests keep flowing meanwhile.
         grants, keys = await asyncio.to_thread(
             lambda: (
@@ -103,7 +107,8 @@ class LiveState:
         while True:
             # A notification cuts the wait short; the poll stays as the safety net (and SQLite's only way).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 # refresh() bounds each store call, so a store that hangs is noticed as unhealthy.

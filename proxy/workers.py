@@ -2,7 +2,8 @@
 
 A parent forks the workers, forwards SIGTERM/SIGINT to them and restarts one that dies unexpectedly.
 Grant state is not shared in memory: every worker refreshes its own LiveState from the store, the one
-source of truth, so a revocation reaches all of them within the same refresh interval.
+source of truth, so a revocation reaches all of them within the same refresh interval. Metrics are
+shared through files (proxy/observe/multiprocess.py), so worker 0's /metrics counts every worker.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,8 +21,10 @@ from types import FrameType
 import structlog
 from aiohttp import web
 
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
+from proxy.observe.multiprocess import shared_metrics, worker_exited
 from proxy.observe.runtime import observing
+from proxy.store.sql import StoreError
 
 log = structlog.get_logger("grantgate")
 
@@ -28,6 +32,8 @@ log = structlog.get_logger("grantgate")
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
 RESTART_DELAY_SECONDS = 0.5
+# A worker's exit code for a mistake in the config or the store, the CLI's own code for user errors.
+USER_ERROR = 2
 
 
 def worker_count(settings: Settings) -> int:
@@ -72,7 +78,13 @@ def supervise(count: int, run_worker: Callable[[int], None]) -> int:
     """Fork `count` workers running `run_worker(index)` and wait for them; returns the exit code.
 
     Must be called before any event loop or thread exists in this process (fork copies only the caller).
+    The workers' metrics share a directory that lives as long as this call.
     """
+    with shared_metrics():
+        return _supervise(count, run_worker)
+
+
+def _supervise(count: int, run_worker: Callable[[int], None]) -> int:
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
     restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
@@ -85,6 +97,11 @@ def supervise(count: int, run_worker: Callable[[int], None]) -> int:
             code = 0
             try:
                 run_worker(index)
+            except (ConfigError, StoreError, ValueError) as exc:
+                # What `grantgate serve` reports as a user mistake (an outdated schema, a bad
+                # setting): one line and exit code 2, which the parent does not restart.
+                print(f"Error: {exc}", file=sys.stderr, flush=True)
+                code = USER_ERROR
             except Exception:
                 log.exception("worker_failed", worker=index)
                 code = 1
@@ -112,7 +129,12 @@ def supervise(count: int, run_worker: Callable[[int], None]) -> int:
             break
         index = children.pop(pid)
         exit_code = os.waitstatus_to_exitcode(status)
+        worker_exited(pid)
         if stopping:
+            continue
+        if exit_code == USER_ERROR:  # every worker would fail the same way: stop, and say so
+            forward(signal.SIGTERM, None)
+            code = USER_ERROR
             continue
         log.error("worker_exited", worker=index, pid=pid, exit_code=exit_code)
         now = time.monotonic()

@@ -1,11 +1,19 @@
-"""proxy/workers.py's pure parts: how many workers, and what each one's settings are."""
+"""proxy/workers.py: how many workers, what each one's settings are, and what the supervisor sets up."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from proxy.config import Settings
-from proxy.workers import worker_count, worker_settings
+from proxy.observe.multiprocess import DIRECTORY_ENV
+from proxy.workers import supervise, worker_count, worker_settings
 
 
 def settings(**server: object) -> Settings:
@@ -20,7 +28,8 @@ def test_an_explicit_worker_count_is_kept() -> None:
     assert worker_count(settings(workers=3)) == 3
 
 
-def test_one_worker_is_the_default_so_metrics_see_every_request() -> None:
+def test_one_worker_is_the_default_so_the_anomaly_detectors_see_every_request() -> None:
+    assert Settings().server.workers == 1
     assert worker_count(Settings()) == 1
 
 
@@ -38,3 +47,39 @@ def test_worker_settings_change_nothing_but_the_spool() -> None:
     assert other.upstream == base.upstream
     assert other.base_dir == base.base_dir
     assert other.audit.model_dump(exclude={"spool_dir"}) == base.audit.model_dump(exclude={"spool_dir"})
+
+
+@pytest.fixture
+def own_signal_handlers() -> Iterator[None]:
+    """supervise() takes over SIGTERM/SIGINT to forward them; give them back to pytest afterwards."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_the_workers_share_a_private_metrics_directory_removed_once_they_are_gone(
+    tmp_path: Path, own_signal_handlers: None
+) -> None:
+    before = os.environ.get(DIRECTORY_ENV)
+
+    def run_worker(index: int) -> None:
+        directory = os.environ.get(DIRECTORY_ENV, "")
+        seen = {"directory": directory, "exists": Path(directory).is_dir() if directory else False}
+        written = tmp_path / f"worker{index}.tmp"
+        written.write_text(json.dumps(seen))
+        written.rename(tmp_path / f"worker{index}.json")  # whole, or not there yet
+        if index == 0:  # once both have looked, stop the pool the way an operator would
+            while not (tmp_path / "worker1.json").exists():
+                time.sleep(0.01)
+            os.kill(os.getppid(), signal.SIGTERM)
+        time.sleep(30)  # a worker that returns by itself is restarted; this one waits for SIGTERM
+
+    assert supervise(2, run_worker) == 0
+
+    seen = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
+    directory = seen[0]["directory"]
+    assert Path(directory).name.startswith("grantgate-metrics-")
+    assert seen == [{"directory": directory, "exists": True}] * 2  # one directory, made before the fork
+    assert not Path(directory).exists()
+    assert os.environ.get(DIRECTORY_ENV) == before

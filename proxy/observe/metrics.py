@@ -1,5 +1,8 @@
 """Prometheus metrics: an observer of events, with one registry per gateway (never the global one).
 
+With several workers the values live in shared files instead (proxy/observe/multiprocess.py) and
+/metrics merges every worker's; gauges say how to merge them with their `multiprocess_mode`.
+
 Labels are bounded: operation and action names, decisions, status classes, S3 error codes, anomaly and
 workflow event kinds, and resources (named areas, granted buckets, else "other"). Never a key, an
 address or a request id; principals only when `[metrics] per_principal` is on.
@@ -23,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from proxy.observe.events import AnomalyAlert, RequestEvent
+from proxy.observe.multiprocess import merged_registry, shared_directory
 from proxy.observe.records import event_kind, subject_key
 from proxy.observe.resources import ResourceCatalog
 
@@ -134,8 +138,12 @@ class GatewayMetrics:
             ["kind"],
             registry=r,
         )
+        # Every worker counts the same store: the freshest reading of a live worker is the answer.
         self.pending = Gauge(
-            "grantgate_access_requests_pending", "Access requests waiting for a decision.", registry=r
+            "grantgate_access_requests_pending",
+            "Access requests waiting for a decision.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.suspensions = Counter(
             "grantgate_grant_suspensions", "Grants suspended automatically by an anomaly rule.", registry=r
@@ -153,8 +161,12 @@ class GatewayMetrics:
             "Failed attempts to write a batch to the audit store.",
             registry=r,
         )
+        # Each worker has a queue of its own: what waits is their sum (a dead worker's queue is lost).
         self.audit_queue = Gauge(
-            "grantgate_audit_queue_depth", "Events waiting for the audit store.", registry=r
+            "grantgate_audit_queue_depth",
+            "Events waiting for the audit store.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.principal_sent: Counter | None = None
         self.principal_received: Counter | None = None
@@ -172,8 +184,9 @@ class GatewayMetrics:
             self.alerts.labels(kind)
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
-        if live is not None:
-            r.register(_Live(live))
+        self.live = _Live(live) if live is not None else None
+        if self.live is not None:
+            r.register(self.live)
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, RequestEvent):
@@ -210,7 +223,13 @@ class GatewayMetrics:
                 self.principal_received.labels(event.principal).inc(event.bytes_in)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """Every worker's counts when they share a directory (with this process's live values), else
+        this registry's."""
+        directory = shared_directory()
+        if directory is None:
+            return generate_latest(self.registry)
+        live = [self.live] if self.live is not None else []
+        return generate_latest(merged_registry(directory, *live))
 
 
 def metrics_handler(metrics: GatewayMetrics) -> Callable[[web.Request], Any]:

@@ -123,7 +123,8 @@ async def _ready(
     try:
         if writable is None and idle_timeout is not None:
             try:
-                await asyncio.wait_for(ready, idle_timeout)
+                async with asyncio.timeout(idle_timeout):  # not wait_for: it may eat a cancellation
+                    await ready
             except TimeoutError:
                 raise SourceStalled(f"source sent nothing for {idle_timeout:g} s") from None
         else:

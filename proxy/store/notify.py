@@ -56,10 +56,13 @@ async def _listen_once(engine: AsyncEngine, on_change: Callable[[], None]) -> No
         on_change()
         try:
             while not lost.is_set():
+                # asyncio.timeout: wait_for may swallow a cancellation on Python 3.11 (see state.py).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), LIVENESS_SECONDS)
+                    async with asyncio.timeout(LIVENESS_SECONDS):
+                        await lost.wait()
                 if not lost.is_set():
-                    await asyncio.wait_for(raw.execute("SELECT 1"), LIVENESS_SECONDS)
+                    async with asyncio.timeout(LIVENESS_SECONDS):
+                        await raw.execute("SELECT 1")
         finally:
             # Never hand a listening (or dead) connection back to the pool: close it.
             with contextlib.suppress(Exception):

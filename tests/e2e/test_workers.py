@@ -13,6 +13,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from support.observed import scrape
 from support.world import BUCKET, GatewayProcess, Identity, World, free_port
 
 WORKERS = 2
@@ -51,7 +52,7 @@ def pool(world: World, tmp_path: Path) -> Iterator[GatewayProcess]:
     text = text.replace(
         f"control_port = {world.http.control_url.rpartition(':')[2]}", f"control_port = {control_port}", 1
     )
-    text = text.replace("[server]\n", f"[server]\nworkers = {WORKERS}\n", 1)
+    text = text.replace("workers = 1", f"workers = {WORKERS}", 1)
     config = world.directory / f"workers-{uuid.uuid4().hex[:8]}.toml"  # server.key is found next to it
     config.write_text(text)
     gateway = GatewayProcess(
@@ -103,6 +104,32 @@ def test_every_worker_listens_on_the_one_s3_port_and_serves_granted_requests(
     assert statuses(pool, who, "workers/a.txt") == {200}
     body = fresh_client(pool, who).get_object(Bucket=BUCKET, Key="workers/a.txt")["Body"].read()
     assert body == b"hello"
+
+
+def requests_counted(gateway: GatewayProcess, operation: str) -> float:
+    """grantgate_s3_requests_total for `operation` on worker 0's /metrics, over every other label."""
+    return sum(
+        value
+        for (name, labels), value in scrape(gateway.control_url).items()
+        if name == "grantgate_s3_requests_total" and ("operation", operation) in labels
+    )
+
+
+def test_worker_0s_metrics_count_the_requests_every_worker_served(world: World, pool: GatewayProcess) -> None:
+    who = world.person("worker-counted")
+    world.grant(who, f"s3://{BUCKET}/counted/", "read")
+    world.upstream().put_object(Bucket=BUCKET, Key="counted/a.txt", Body=b"counted")
+    wait_for(lambda: statuses(pool, who, "counted/a.txt", 4) == {200})  # HEADs, so GETs count alone
+    assert requests_counted(pool, "GetObject") == 0
+
+    sent = 40  # on fresh connections: all on one worker of two has odds of 2**-40
+    for _ in range(sent):
+        body = fresh_client(pool, who).get_object(Bucket=BUCKET, Key="counted/a.txt")["Body"].read()
+        assert body == b"counted"
+
+    # Each request is counted once it has ended, a moment after the client has its last byte.
+    wait_for(lambda: requests_counted(pool, "GetObject") >= sent)
+    assert requests_counted(pool, "GetObject") == sent
 
 
 def test_a_revoked_grant_is_refused_by_every_worker(world: World, pool: GatewayProcess) -> None:

@@ -127,6 +127,7 @@ control_port = {control_port}
 public_url = "http://127.0.0.1:{control_port}"
 secret_key_file = "{world.directory / "server.key"}"
 refresh_interval_seconds = 0.1
+workers = 1  # tests wait on /readyz, whose state version is worker 0's alone
 
 [upstream]
 endpoint_url = "{world.upstream_url}"

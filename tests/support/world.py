@@ -320,6 +320,7 @@ control_port = {control_port}
 public_url = "http://127.0.0.1:{control_port}"
 secret_key_file = "server.key"
 refresh_interval_seconds = 0.1
+workers = 1  # tests wait on /readyz, whose state version is worker 0's alone
 {tls_lines}
 [upstream]
 endpoint_url = "{upstream_url}"
