@@ -23,7 +23,9 @@ from collections.abc import Callable
 AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 # The kernel's default pipe holds 64 KiB: 16 times as many system calls per GiB as this.
 PIPE_SIZE = 1024 * 1024
-_F_SETPIPE_SZ = 1031  # linux/fcntl.h; Python's fcntl names it only from 3.10 on some builds
+# linux/fcntl.h; Python's fcntl module names them only on some builds
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _MORE = getattr(os, "SPLICE_F_MORE", 4)
 
@@ -69,12 +71,14 @@ async def splice(
     try:
         with contextlib.suppress(OSError):  # capped by /proc/sys/fs/pipe-max-size; smaller still works
             fcntl.fcntl(pipe_in, _F_SETPIPE_SZ, PIPE_SIZE)
+        # What the pipe holds in fact: the kernel may grant less than asked.
+        capacity = fcntl.fcntl(pipe_in, _F_GETPIPE_SZ)
         remaining, in_pipe = length, 0
         while remaining or in_pipe:
             progressed = False
-            if remaining and in_pipe < PIPE_SIZE:
+            if remaining and in_pipe < capacity:
                 try:
-                    taken = _splice(src, pipe_in, min(remaining, PIPE_SIZE - in_pipe), 0)
+                    taken = _splice(src, pipe_in, min(remaining, capacity - in_pipe), 0)
                 except OSError as exc:  # reset: told apart from the sink's failures by its type
                     raise SourceClosed(f"source failed with {remaining} of {length} bytes unsent") from exc
                 if taken == 0:
@@ -90,8 +94,10 @@ async def splice(
                     in_pipe -= sent
                     progressed = True
             if not progressed:
-                readable = src if remaining and in_pipe < PIPE_SIZE else None
-                await _ready(loop, readable, dst if in_pipe else None, idle_timeout)
+                # One side at a time: while the pipe holds data only the sink matters (the source's
+                # socket buffers what arrives meanwhile). Waiting on the source too would wake for
+                # every segment it sends, or spin when the pipe's slots are full before its bytes are.
+                await _ready(loop, None if in_pipe else src, dst if in_pipe else None, idle_timeout)
     finally:
         for fd in (src, dst, pipe_out, pipe_in):
             os.close(fd)
