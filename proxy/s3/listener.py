@@ -300,10 +300,9 @@ def _decoded_body(
 async def _decode(
     request: web.Request, decoder: ChunkedDecoder, event: RequestEvent, watch: TransferWatch | None = None
 ) -> AsyncIterator[bytes]:
+    moved = progress(event, "bytes_in", watch)
     async for data in request.content.iter_any():
-        event.bytes_in += len(data)
-        if watch is not None:
-            watch.check()
+        moved(len(data))
         for piece in decoder.feed(data):
             yield piece
     for piece in decoder.finish():
@@ -313,10 +312,9 @@ async def _decode(
 async def _counted(
     request: web.Request, event: RequestEvent, watch: TransferWatch | None = None
 ) -> AsyncIterator[bytes]:
+    moved = progress(event, "bytes_in", watch)
     async for data in request.content.iter_any():
-        event.bytes_in += len(data)
-        if watch is not None:
-            watch.check()
+        moved(len(data))
         yield data
 
 
@@ -367,7 +365,8 @@ def _body_failure(body: object) -> BaseException | None:
 
 
 def progress(event: RequestEvent, counter: str, watch: TransferWatch | None) -> Callable[[int], None]:
-    """Counts bytes moved outside the loop into `event.<counter>`, re-checking the grant as they go."""
+    """Counts bytes moved into `event.<counter>`, re-checking the grant as they go: every body loop,
+    spliced or not, calls it per piece."""
 
     def moved(count: int) -> None:
         setattr(event, counter, getattr(event, counter) + count)
@@ -402,11 +401,10 @@ async def relay(
         await response.write_eof()
         return response
     try:
-        if not await passthrough.download(request, response, upstream, progress(event, "bytes_out", watch)):
+        moved = progress(event, "bytes_out", watch)
+        if not await passthrough.download(request, response, upstream, moved):
             async for data in upstream.content.iter_any():
-                event.bytes_out += len(data)
-                if watch is not None:
-                    watch.check()
+                moved(len(data))
                 await response.write(data)
     except TransferCut as cut:
         # Headers are out, so no error can be sent: cut the client off, as for a short upstream body.

@@ -46,7 +46,7 @@ async def download(
         connection.protocol.pause_reading()
     try:
         on_moved(len(head))
-        await _flush(request.transport, request.writer, head)
+        await _flush(request.writer, head)
         timeout = getattr(connection.protocol, "read_timeout", None)
         await splice.splice(source, sink, rest, idle_timeout=timeout, on_moved=on_moved)
     finally:
@@ -90,7 +90,7 @@ class Upload(payload.Payload):
 
     async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
         request = self._request
-        sink = splice.plain_socket_fd(getattr(writer, "transport", None))
+        sink = splice.plain_socket_fd(_transport(writer))
         source = splice.plain_socket_fd(request.transport)
         if sink is None or source is None:
             async for piece in self._fallback:
@@ -104,7 +104,7 @@ class Upload(payload.Payload):
         complete = False
         try:
             self._on_moved(len(head))
-            await _flush(getattr(writer, "transport", None), writer, head)
+            await _flush(writer, head)
             await splice.splice(source, sink, rest, idle_timeout=self._idle_timeout, on_moved=self._on_moved)
             complete = True
         except S3Error as err:
@@ -138,9 +138,15 @@ def _take_buffered(content: aiohttp.StreamReader) -> bytes:
     return b"".join(pieces)
 
 
-async def _flush(transport: Any, writer: AbstractStreamWriter, head: bytes) -> None:
+def _transport(writer: AbstractStreamWriter) -> Any:
+    # aiohttp's StreamWriter (server and client alike) has it; the abstract class does not declare it.
+    return getattr(writer, "transport", None)
+
+
+async def _flush(writer: AbstractStreamWriter, head: bytes) -> None:
     """Send the headers and `head` through aiohttp, and wait until the socket has taken all of it:
     spliced bytes must not overtake anything still queued in the transport."""
+    transport = _transport(writer)
     transport.set_write_buffer_limits(high=0)  # so drain() waits for an empty buffer
     try:
         if head:

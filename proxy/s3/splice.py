@@ -97,7 +97,7 @@ async def splice(
                 # One side at a time: while the pipe holds data only the sink matters (the source's
                 # socket buffers what arrives meanwhile). Waiting on the source too would wake for
                 # every segment it sends, or spin when the pipe's slots are full before its bytes are.
-                await _ready(loop, None if in_pipe else src, dst if in_pipe else None, idle_timeout)
+                await (_writable(loop, dst) if in_pipe else _readable(loop, src, idle_timeout))
     finally:
         for fd in (src, dst, pipe_out, pipe_in):
             os.close(fd)
@@ -111,32 +111,29 @@ def _splice(fd_in: int, fd_out: int, count: int, more: int) -> int | None:
         return None
 
 
-async def _ready(
-    loop: asyncio.AbstractEventLoop, readable: int | None, writable: int | None, idle_timeout: float | None
-) -> None:
-    """Wait until `readable` can be read or `writable` written. Only a wait on the source alone is
-    bounded: a slow client is back-pressure (as on the ordinary path), a silent source is a stall."""
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Until the sink can take more. Unbounded: a slow client is back-pressure, as on the ordinary path."""
     ready = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    if readable is not None:
-        loop.add_reader(readable, wake)
-    if writable is not None:
-        loop.add_writer(writable, wake)
+    loop.add_writer(fd, _settle, ready)
     try:
-        if writable is None and idle_timeout is not None:
-            try:
-                async with asyncio.timeout(idle_timeout):  # not wait_for: it may eat a cancellation
-                    await ready
-            except TimeoutError:
-                raise SourceStalled(f"source sent nothing for {idle_timeout:g} s") from None
-        else:
-            await ready
+        await ready
     finally:
-        if readable is not None:
-            loop.remove_reader(readable)
-        if writable is not None:
-            loop.remove_writer(writable)
+        loop.remove_writer(fd)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int, idle_timeout: float | None) -> None:
+    """Until the source has more; a source silent for `idle_timeout` is a stall."""
+    ready = loop.create_future()
+    loop.add_reader(fd, _settle, ready)
+    try:
+        async with asyncio.timeout(idle_timeout):  # not wait_for: it may eat a cancellation
+            await ready
+    except TimeoutError:
+        raise SourceStalled(f"source sent nothing for {idle_timeout:g} s") from None
+    finally:
+        loop.remove_reader(fd)
+
+
+def _settle(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)

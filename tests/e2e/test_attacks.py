@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from support.rawclient import RawClient, Signed, Trailer, crc32_b64, encode_signed
+from support.rawclient import Signed, Trailer, crc32_b64, encode_signed
 from support.world import BUCKET, Identity, World
 
 from proxy.s3.sigv4 import STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER
@@ -31,16 +31,6 @@ def mallory(world: World, unique: str) -> Identity:
     who = world.person(f"mallory-{unique}")
     world.grant(who, f"s3://{BUCKET}/attacks/{unique}/", "read,list,write,delete")
     return who
-
-
-def raw(world: World, who: Identity, *, tls: bool = False) -> RawClient:
-    gateway = world.https if tls else world.http
-    return RawClient(
-        gateway.s3_url,
-        who.access_key_id,
-        who.secret_access_key,
-        ca_bundle=world.ca_bundle if tls else None,
-    )
 
 
 def upstream_body(world: World, key: str, bucket: str = BUCKET) -> bytes | None:
@@ -80,7 +70,7 @@ def test_signed_chunked_upload_is_stored_byte_identical(
 ) -> None:
     payload = secrets.token_bytes(PAYLOAD_SIZE)
     key = f"attacks/{unique}/signed-{tls}"
-    resp = raw(world, mallory, tls=tls).put_aws_chunked(
+    resp = world.raw_client(mallory, tls=tls).put_aws_chunked(
         f"/{BUCKET}/{key}", payload, mode=STREAMING_SIGNED, chunk_size=CHUNK
     )
     assert resp.status == 200, resp.body
@@ -93,7 +83,7 @@ def test_wrong_chunk_signature_is_refused_and_nothing_is_stored(
 ) -> None:
     payload = secrets.token_bytes(PAYLOAD_SIZE)
     key = f"attacks/{unique}/bad-chunk-{bad_chunk}"
-    resp = raw(world, mallory).put_aws_chunked(
+    resp = world.raw_client(mallory).put_aws_chunked(
         f"/{BUCKET}/{key}", payload, mode=STREAMING_SIGNED, chunk_size=CHUNK, bad_chunk=bad_chunk
     )
     assert resp.status == 403, resp.body
@@ -104,7 +94,7 @@ def test_wrong_chunk_signature_is_refused_and_nothing_is_stored(
 def test_chunk_signed_with_another_secret_is_refused(world: World, mallory: Identity, unique: str) -> None:
     # The seed signature is right but the chunks are signed with another key: the chain must be checked.
     key = f"attacks/{unique}/forged-chunks"
-    client = raw(world, mallory)
+    client = world.raw_client(mallory)
     signed = client.sign(
         "PUT",
         f"/{BUCKET}/{key}",
@@ -128,7 +118,7 @@ def test_trailer_with_correct_crc32_is_stored_byte_identical(
 ) -> None:
     payload = secrets.token_bytes(PAYLOAD_SIZE)
     key = f"attacks/{unique}/trailer-{tls}-{mode}"
-    resp = raw(world, mallory, tls=tls).put_aws_chunked(f"/{BUCKET}/{key}", payload, mode=mode)
+    resp = world.raw_client(mallory, tls=tls).put_aws_chunked(f"/{BUCKET}/{key}", payload, mode=mode)
     assert resp.status == 200, resp.body
     assert upstream_body(world, key) == payload
 
@@ -140,7 +130,7 @@ def test_trailer_with_wrong_crc32_is_bad_digest_and_nothing_is_stored(
     payload = secrets.token_bytes(PAYLOAD_SIZE)
     key = f"attacks/{unique}/bad-crc-{mode}"
     wrong = Trailer("x-amz-checksum-crc32", crc32_b64(payload + b"x"))
-    resp = raw(world, mallory).put_aws_chunked(f"/{BUCKET}/{key}", payload, mode=mode, trailer=wrong)
+    resp = world.raw_client(mallory).put_aws_chunked(f"/{BUCKET}/{key}", payload, mode=mode, trailer=wrong)
     assert resp.status == 400, resp.body
     assert resp.error_code == "BadDigest"
     assert upstream_body(world, key) is None
@@ -151,7 +141,7 @@ def test_wrong_trailer_signature_is_refused_and_nothing_is_stored(
 ) -> None:
     payload = secrets.token_bytes(PAYLOAD_SIZE)
     key = f"attacks/{unique}/bad-trailer-signature"
-    resp = raw(world, mallory).put_aws_chunked(
+    resp = world.raw_client(mallory).put_aws_chunked(
         f"/{BUCKET}/{key}", payload, mode=STREAMING_SIGNED_TRAILER, bad_trailer_signature=True
     )
     assert resp.status == 403, resp.body
@@ -174,7 +164,7 @@ def test_failed_overwrite_keeps_the_previous_object(
     key = f"attacks/{unique}/precious"
     world.upstream().put_object(Bucket=BUCKET, Key=key, Body=b"the previous version")
     payload = secrets.token_bytes(PAYLOAD_SIZE)
-    resp = raw(world, mallory).put_aws_chunked(
+    resp = world.raw_client(mallory).put_aws_chunked(
         f"/{BUCKET}/{key}", payload, mode=mode, chunk_size=CHUNK, **breakage
     )
     assert 400 <= resp.status < 500, resp.body
@@ -200,7 +190,7 @@ def test_decoded_length_that_lies_stores_nothing(
 ) -> None:
     payload = secrets.token_bytes(PAYLOAD_SIZE)
     key = f"attacks/{unique}/lying-length-{declared}-{mode}"
-    resp = raw(world, mallory).put_aws_chunked(
+    resp = world.raw_client(mallory).put_aws_chunked(
         f"/{BUCKET}/{key}", payload, mode=mode, chunk_size=CHUNK, decoded_length=declared
     )
     assert resp.status == 400, resp.body
@@ -213,7 +203,7 @@ def test_huge_signed_chunk_header_is_refused_before_buffering(
 ) -> None:
     # A chunk must be held whole until its signature is checked: a 1 GiB chunk header is a memory bomb.
     key = f"attacks/{unique}/huge-chunk"
-    client = raw(world, mallory)
+    client = world.raw_client(mallory)
     size = 1024**3
     signed = client.sign(
         "PUT",
@@ -230,7 +220,7 @@ def test_huge_signed_chunk_header_is_refused_before_buffering(
 
 def test_endless_chunk_header_line_is_refused(world: World, mallory: Identity, unique: str) -> None:
     key = f"attacks/{unique}/long-line"
-    client = raw(world, mallory)
+    client = world.raw_client(mallory)
     signed = client.sign(
         "PUT",
         f"/{BUCKET}/{key}",
@@ -257,7 +247,7 @@ def test_request_dated_20_minutes_off_is_time_skewed(
     key = f"attacks/{unique}/skewed"
     world.upstream().put_object(Bucket=BUCKET, Key=key, Body=b"present")
     when = datetime.now(UTC) + timedelta(minutes=offset)
-    resp = raw(world, mallory).request("GET", f"/{BUCKET}/{key}", now=when)
+    resp = world.raw_client(mallory).request("GET", f"/{BUCKET}/{key}", now=when)
     assert resp.status == 403
     assert resp.error_code == "RequestTimeTooSkewed"
     assert b"present" not in resp.body
@@ -268,7 +258,7 @@ def test_request_dated_10_minutes_off_is_accepted(world: World, mallory: Identit
     key = f"attacks/{unique}/slightly-skewed"
     world.upstream().put_object(Bucket=BUCKET, Key=key, Body=b"present")
     when = datetime.now(UTC) - timedelta(minutes=10)
-    resp = raw(world, mallory).request("GET", f"/{BUCKET}/{key}", now=when)
+    resp = world.raw_client(mallory).request("GET", f"/{BUCKET}/{key}", now=when)
     assert resp.status == 200
     assert resp.body == b"present"
 
@@ -276,7 +266,7 @@ def test_request_dated_10_minutes_off_is_accepted(world: World, mallory: Identit
 def test_tampered_signature_is_refused(world: World, mallory: Identity, unique: str) -> None:
     key = f"attacks/{unique}/tampered"
     world.upstream().put_object(Bucket=BUCKET, Key=key, Body=b"guarded")
-    client = raw(world, mallory)
+    client = world.raw_client(mallory)
     signed = client.sign("GET", f"/{BUCKET}/{key}")
     auth = signed.headers["Authorization"]
     last = auth[-1]
@@ -291,7 +281,7 @@ def test_tampered_signature_is_refused(world: World, mallory: Identity, unique: 
 def test_signed_body_swapped_in_transit_never_lands(world: World, mallory: Identity, unique: str) -> None:
     # The signature binds the body's SHA-256; the bucket (or the gateway) must refuse another body.
     key = f"attacks/{unique}/swapped"
-    client = raw(world, mallory)
+    client = world.raw_client(mallory)
     signed = client.sign("PUT", f"/{BUCKET}/{key}", payload_hash=_sha256(b"original"))
     resp = client.send("PUT", f"/{BUCKET}/{key}", signed.headers, b"evil-one")
     assert 400 <= resp.status < 500, resp.body
@@ -308,7 +298,7 @@ def test_signature_for_one_bucket_is_refused_on_another(world: World, mallory: I
     key = f"attacks/{unique}/same-key"
     upstream.put_object(Bucket=other, Key=key, Body=b"other bucket secret")
     upstream.put_object(Bucket=BUCKET, Key=key, Body=b"mine")
-    client = raw(world, mallory)
+    client = world.raw_client(mallory)
     for method, body in (("GET", b""), ("PUT", b"overwrite"), ("DELETE", b"")):
         signed = client.sign(method, f"/{BUCKET}/{key}", payload_hash=_sha256(body))
         replayed = client.send(method, f"/{other}/{key}", signed.headers, body)
@@ -384,7 +374,7 @@ def _assert_contained(
     secret = f"TOP SECRET {unique}".encode()
     before = outside(bucket_snapshot(world), prefix)
     body = b"overwritten" if method == "PUT" else b""
-    resp = raw(world, who).request(method, path, body=body)
+    resp = world.raw_client(who).request(method, path, body=body)
     assert secret not in resp.body
     if refused:
         assert 400 <= resp.status < 500, (resp.status, resp.body)
@@ -400,7 +390,7 @@ def _assert_contained(
 def test_literal_nul_byte_in_path_is_refused(
     world: World, mallory: Identity, unique: str, secret_next_door: str
 ) -> None:
-    client = raw(world, mallory)
+    client = world.raw_client(mallory)
     for path in (
         f"/{BUCKET}/attacks/{unique}/\x00/../../{secret_next_door}",
         f"/{BUCKET}\x00/{secret_next_door}",
@@ -414,7 +404,7 @@ def test_literal_nul_byte_in_path_is_refused(
 
 def test_double_encoded_key_stays_literal_upstream(world: World, mallory: Identity, unique: str) -> None:
     path = f"/{BUCKET}/attacks/{unique}/a%252Fb"
-    resp = raw(world, mallory).request("PUT", path, body=b"literal")
+    resp = world.raw_client(mallory).request("PUT", path, body=b"literal")
     assert resp.status == 200, resp.body
     assert upstream_body(world, f"attacks/{unique}/a%2Fb") == b"literal"
     assert upstream_body(world, f"attacks/{unique}/a/b") is None

@@ -11,7 +11,6 @@ import http.client
 import secrets
 import socket
 
-from support.rawclient import RawClient
 from support.world import BUCKET, World
 
 from proxy.s3 import sigv4
@@ -19,19 +18,12 @@ from proxy.s3 import sigv4
 MIB = 1024 * 1024
 
 
-def raw(world: World, who, tls: bool) -> RawClient:  # type: ignore[no-untyped-def]
-    gateway = world.https if tls else world.http
-    return RawClient(
-        gateway.s3_url, who.access_key_id, who.secret_access_key, ca_bundle=world.ca_bundle if tls else None
-    )
-
-
 def test_a_large_upload_arrives_whole_and_is_audited(world: World, unique: str, tls: bool) -> None:
     who = world.person(f"pam-{unique}-{int(tls)}")
     world.grant(who, f"s3://{BUCKET}/spliced/{unique}/", "read,write")
     body = secrets.token_bytes(24 * MIB + 5)
     key = f"spliced/{unique}/up-{int(tls)}.bin"
-    resp = raw(world, who, tls).request(
+    resp = world.raw_client(who, tls=tls).request(
         "PUT", f"/{BUCKET}/{key}", body=body, payload_hash=sigv4.UNSIGNED_PAYLOAD
     )
     assert resp.status == 200, resp.body
@@ -50,7 +42,7 @@ def test_a_large_download_and_its_ranges_are_byte_identical(world: World, unique
     body = secrets.token_bytes(20 * MIB + 17)
     key = f"spliced/{unique}/down-{int(tls)}.bin"
     world.upstream().put_object(Bucket=BUCKET, Key=key, Body=body)
-    client = raw(world, who, tls)
+    client = world.raw_client(who, tls=tls)
     whole = client.request("GET", f"/{BUCKET}/{key}")
     assert whole.status == 200
     assert hashlib.sha256(whole.body).digest() == hashlib.sha256(body).digest()
@@ -68,7 +60,7 @@ def test_the_client_connection_survives_a_spliced_download(world: World, unique:
     world.grant(who, f"s3://{BUCKET}/spliced/{unique}/", "read")
     body = secrets.token_bytes(4 * MIB)
     world.upstream().put_object(Bucket=BUCKET, Key=f"spliced/{unique}/a.bin", Body=body)
-    client = raw(world, who, tls=False)
+    client = world.raw_client(who)
     conn = http.client.HTTPConnection(world.http.s3_url.split("//")[1], timeout=30)
     ports = set()
     try:
@@ -92,7 +84,7 @@ def test_after_a_spliced_upload_the_gateway_closes_the_connection_at_once(world:
     world.grant(who, f"s3://{BUCKET}/spliced/{unique}/", "write")
     body = secrets.token_bytes(16 * MIB)
     path = f"/{BUCKET}/spliced/{unique}/closed.bin"
-    signed = raw(world, who, tls=False).sign(
+    signed = world.raw_client(who).sign(
         "PUT", path, headers={"content-length": str(len(body))}, payload_hash=sigv4.UNSIGNED_PAYLOAD
     )
     host, port = world.http.s3_url.split("//")[1].split(":")

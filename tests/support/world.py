@@ -29,6 +29,7 @@ from botocore.config import Config
 from proxy.access.grants import Grant, parse_actions, parse_resource
 from proxy.store.sql import SqlStore
 from proxy.store.workflow import WorkflowStore
+from support.rawclient import RawClient
 
 BUCKET = "secret-internal-model-archive"
 UPSTREAM_KEY = "upstream-test-key"
@@ -281,6 +282,16 @@ class World:
                 time.sleep(0.05)
 
     # ---- clients
+
+    def raw_client(self, who: Identity, *, tls: bool = False) -> RawClient:
+        """A client that signs and sends exactly what it is told (bad signatures, odd paths, raw bodies)."""
+        gateway = self.https if tls else self.http
+        return RawClient(
+            gateway.s3_url,
+            who.access_key_id,
+            who.secret_access_key,
+            ca_bundle=self.ca_bundle if tls else None,
+        )
 
     def client(
         self, who: Identity, *, tls: bool = False, checksums: str = "when_supported", **config: Any
