@@ -44,8 +44,28 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 TTFB_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+_STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
 def status_class(status: int) -> str:
-    return f"{status // 100}xx" if 100 <= status < 600 else "none"
+    return _STATUS_CLASSES[status // 100] if 100 <= status < 600 else "none"
+
+
+class _Children:
+    """A labelled metric's children, kept: `labels()` validates, converts and locks on every call
+    (~1 µs each, four times a request), while the label values are few and bounded (module docstring)."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class _Live(Collector):
@@ -187,6 +207,13 @@ class GatewayMetrics:
         self.live = _Live(live) if live is not None else None
         if self.live is not None:
             r.register(self.live)
+        # The per-request series, by label values (see _Children).
+        self._requests = _Children(self.requests)
+        self._received = _Children(self.bytes_received)
+        self._sent = _Children(self.bytes_sent)
+        self._duration = _Children(self.duration)
+        self._ttfb = _Children(self.ttfb)
+        self._denials = _Children(self.denials)
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, RequestEvent):
@@ -198,20 +225,19 @@ class GatewayMetrics:
 
     def _request(self, event: RequestEvent) -> None:
         action = event.action or "none"
-        self.requests.labels(
-            event.operation or "none", action, event.decision, status_class(event.status)
-        ).inc()
-        granted = bool(event.grant_ids)
-        resource = self.catalog.label_for(event.bucket, subject_key(event), granted=granted)
-        if event.bytes_in:
-            self.bytes_received.labels(resource).inc(event.bytes_in)
-        if event.bytes_out:
-            self.bytes_sent.labels(resource).inc(event.bytes_out)
-        self.duration.labels(action).observe(event.duration_ms / 1000)
+        self._requests(event.operation or "none", action, event.decision, status_class(event.status)).inc()
+        if event.bytes_in or event.bytes_out:
+            granted = bool(event.grant_ids)
+            resource = self.catalog.label_for(event.bucket, subject_key(event), granted=granted)
+            if event.bytes_in:
+                self._received(resource).inc(event.bytes_in)
+            if event.bytes_out:
+                self._sent(resource).inc(event.bytes_out)
+        self._duration(action).observe(event.duration_ms / 1000)
         if event.ttfb_ms is not None:
-            self.ttfb.labels(action).observe(event.ttfb_ms / 1000)
+            self._ttfb(action).observe(event.ttfb_ms / 1000)
         if event.decision == "deny":
-            self.denials.labels(event.deny_reason or event.reason or "unknown").inc()
+            self._denials(event.deny_reason or event.reason or "unknown").inc()
         if event.outcome == "upstream_error" and event.upstream_status is None:
             self.upstream_errors.labels("unreachable").inc()
         elif event.upstream_status is not None and event.upstream_status >= 500:

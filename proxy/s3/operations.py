@@ -6,7 +6,7 @@ parameters that shape allows, the copy-source header) or it is "Unknown" with no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from proxy.access.grants import Action, Scope, Target
@@ -81,18 +81,22 @@ class _Rule:
     requires: tuple[tuple[str, str | None], ...] = ()  # sub-resources, with a required value or None
     allows: frozenset[str] = frozenset()  # other query parameters this operation takes
     copy: bool = False  # x-amz-copy-source: required when True, refused when False
+    # Every parameter name the rule takes besides presign ones: derived, so a request's names are
+    # checked with one set comparison.
+    accepts: frozenset[str] = field(init=False)
 
-    def matches(self, params: dict[str, str], copy_source: bool) -> bool:
+    def __post_init__(self) -> None:
+        required = frozenset(name for name, _ in self.requires)
+        object.__setattr__(self, "accepts", required | self.allows | _HINT_PARAMS)
+
+    def matches(self, params: dict[str, str], extra: frozenset[str] | set[str], copy_source: bool) -> bool:
+        """`extra`: the names in `params` other than presign ones (see _non_presign)."""
         if copy_source != self.copy:
             return False
         for name, value in self.requires:
             if name not in params or (value is not None and params[name] != value):
                 return False
-        required = {name for name, _ in self.requires}
-        return all(
-            name in required or name in self.allows or name in _HINT_PARAMS or name.lower() in _PRESIGN_PARAMS
-            for name in params
-        )
+        return extra <= self.accepts
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,21 +119,47 @@ class Operation:
 def classify(head: RequestHead, *, virtual_host_base: str = "", host: str | None = None) -> Operation:
     """The S3 operation a request performs and every target a grant must cover; raises only S3Error."""
     address = resolve(head, virtual_host_base=virtual_host_base, host=host)
-    unknown = Operation(UNKNOWN, address.bucket, address.key, ())
     params = _unique_params(head.query)
-    copy_values = head.headers.getall(COPY_SOURCE_HEADER, [])
+    copy_values = head.headers.getall(COPY_SOURCE_HEADER, ())
     if params is None or len(copy_values) > 1:
-        return unknown
-    rules = _RULES.get((_level(address), head.method), ())
-    matching = [rule for rule in rules if rule.matches(params, bool(copy_values))]
-    if len(matching) != 1:
-        return unknown
-    rule = matching[0]
+        return _unknown(address)
+    rule = _only_match(_level(address), head.method, params, bool(copy_values))
+    if rule is None:
+        return _unknown(address)
     copy_source = None
     if rule.copy:
         source_bucket, source_key, _version = parse_copy_source(copy_values[0])
         copy_source = (source_bucket, source_key)
     return _operation(rule, address, head, params, copy_source)
+
+
+def _unknown(address: Address) -> Operation:
+    return Operation(UNKNOWN, address.bucket, address.key, ())
+
+
+def _only_match(level: _Level, method: str, params: dict[str, str], copy_source: bool) -> _Rule | None:
+    """The one rule for this request, or None when none or several match (fail closed)."""
+    table = _DISPATCH.get((level, method))
+    if table is None:
+        return None
+    extra = _non_presign(params)
+    # A rule can only match if its first sub-resource is present: look those up instead of trying
+    # every rule of the method (a bucket GET has thirty).
+    candidates = table.plain
+    for name in extra:
+        candidates += table.by_subresource.get(name, ())
+    found = None
+    for rule in candidates:
+        if rule.matches(params, extra, copy_source):
+            if found is not None:
+                return None
+            found = rule
+    return found
+
+
+def _non_presign(params: dict[str, str]) -> set[str]:
+    """The parameter names other than presigned-URL auth ones (any case): those an operation must take."""
+    return {name for name in params if name.lower() not in _PRESIGN_PARAMS}
 
 
 def _operation(
@@ -391,3 +421,25 @@ _RULES: dict[tuple[_Level, str], tuple[_Rule, ...]] = {
         *_OBJECT_ADMIN_DELETE,
     ),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """One (level, method)'s rules: those without a sub-resource, and the others by their first one."""
+
+    plain: tuple[_Rule, ...]
+    by_subresource: dict[str, tuple[_Rule, ...]]
+
+
+def _index(rules: tuple[_Rule, ...]) -> _Table:
+    by_subresource: dict[str, tuple[_Rule, ...]] = {}
+    for rule in rules:
+        if rule.requires:
+            first = rule.requires[0][0]
+            if first.lower() in _PRESIGN_PARAMS:  # _only_match never looks such a name up
+                raise ValueError(f"sub-resource {first!r} is named like a presign parameter")
+            by_subresource[first] = (*by_subresource.get(first, ()), rule)
+    return _Table(tuple(r for r in rules if not r.requires), by_subresource)
+
+
+_DISPATCH: dict[tuple[_Level, str], _Table] = {where: _index(rules) for where, rules in _RULES.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
@@ -61,4 +61,12 @@ def parse_query(raw_query: str) -> tuple[tuple[str, str], ...]:
 
 
 def _strict_unquote(text: str) -> str:
-    return unquote(text, errors="strict") if "%" in text else text
+    """unquote(text, errors="strict"), without its per-call regex split for the usual all-ASCII text.
+
+    For ASCII text unquote() decodes the whole string as one run: unquote_to_bytes(text).decode().
+    """
+    if "%" not in text:
+        return text
+    if text.isascii():
+        return unquote_to_bytes(text).decode("utf-8")
+    return unquote(text, errors="strict")

@@ -44,8 +44,8 @@ _PRESIGN_MARKERS = frozenset({"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Sign
 _SENTINELS = STREAMING_MODES | {UNSIGNED_PAYLOAD}
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 _UNRESERVED_SLASH = _UNRESERVED + "/"
-_HEX = frozenset("0123456789abcdefABCDEF")
-_LOWER_HEX = frozenset("0123456789abcdef")
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+_LOWER_HEX_DIGITS = "0123456789abcdef"
 _SIGV2_MESSAGE = (
     "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256 "
     "(for boto3 presigned URLs: Config(signature_version='s3v4'))."
@@ -173,11 +173,14 @@ def _parse_header_auth(head: RequestHead, auth_values: Sequence[str]) -> SignedR
 
 def _parse_query_auth(head: RequestHead) -> SignedRequest:
     params: dict[str, str] = {}
+    declared_hash: str | None = None  # the first X-Amz-Content-Sha256, found in the same pass
     for name, value in head.query:
         if name in PRESIGN_PARAMS:
             if name in params:
                 raise _query_malformed(f"{name} must appear only once in the query string.")
             params[name] = value
+        elif name == "X-Amz-Content-Sha256" and declared_hash is None:
+            declared_hash = value
     algorithm = params.get("X-Amz-Algorithm")
     if algorithm == SIGV4A_ALGORITHM:
         raise S3Error.not_implemented(_SIGV4A_MESSAGE)
@@ -209,9 +212,7 @@ def _parse_query_auth(head: RequestHead) -> SignedRequest:
     amz_date, request_time = _parse_request_date(date_text)
     # Presigned URLs normally sign no payload; a client may still declare one (header or query), and
     # then it is the last line of the canonical request.
-    payload_hash = _single_header(head.headers, "x-amz-content-sha256") or head.query_value(
-        "X-Amz-Content-Sha256"
-    )
+    payload_hash = _single_header(head.headers, "x-amz-content-sha256") or declared_hash
     token = params.get("X-Amz-Security-Token")
     if token is None:
         token = _single_header(head.headers, "x-amz-security-token")
@@ -270,13 +271,13 @@ def _parse_signed_headers(text: str, error: _ErrorFactory) -> tuple[str, ...]:
 
 def _parse_signature(text: str, error: _ErrorFactory) -> str:
     signature = text.strip().lower()
-    if len(signature) != 64 or not _LOWER_HEX.issuperset(signature):
+    if len(signature) != 64 or signature.strip(_LOWER_HEX_DIGITS):  # strip: all hex leaves nothing
         raise error("The signature is malformed; expecting 64 hexadecimal characters.")
     return signature
 
 
 def _check_payload_hash(value: str) -> str:
-    if value in _SENTINELS or (len(value) == 64 and _HEX.issuperset(value)):
+    if value in _SENTINELS or (len(value) == 64 and not value.strip(_HEX_DIGITS)):
         return value
     raise S3Error.invalid_argument(_BAD_PAYLOAD_HASH)
 
@@ -330,8 +331,8 @@ def uri_encode(text: str, *, keep_slash: bool) -> str:
 
 def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
     """Decoded (name, value) pairs -> SigV4 canonical query string, sorted by encoded name then value."""
-    encoded = sorted((uri_encode(k, keep_slash=False), uri_encode(v, keep_slash=False)) for k, v in pairs)
-    return "&".join(f"{k}={v}" for k, v in encoded)
+    encoded = sorted([(uri_encode(k, keep_slash=False), uri_encode(v, keep_slash=False)) for k, v in pairs])
+    return "&".join([f"{k}={v}" for k, v in encoded])
 
 
 def _trim(value: str) -> str:
@@ -443,6 +444,15 @@ def _check_all_amz_headers_signed(head: RequestHead, signed: SignedRequest) -> N
 
 # --- signing (upstream) -------------------------------------------------------------------------------
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@lru_cache(maxsize=4)
+def _amz_date(unix_second: int) -> str:
+    """x-amz-date for a whole second; concurrent requests share it (formatting one costs ~2 µs)."""
+    utc = datetime.fromtimestamp(unix_second, UTC)
+    return f"{utc.year:04d}{utc.month:02d}{utc.day:02d}T{utc.hour:02d}{utc.minute:02d}{utc.second:02d}Z"
+
 
 def sign(
     method: str,
@@ -465,8 +475,8 @@ def sign(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    utc = now.astimezone(UTC)
-    amz_date = f"{utc.year:04d}{utc.month:02d}{utc.day:02d}T{utc.hour:02d}{utc.minute:02d}{utc.second:02d}Z"
+    since_epoch = now - _EPOCH  # exact integer arithmetic, whatever now's time zone
+    amz_date = _amz_date(since_epoch.days * 86400 + since_epoch.seconds)
     scope_date = amz_date[:8]
     added = {"x-amz-date": amz_date, "x-amz-content-sha256": payload_hash}
     if session_token is not None:

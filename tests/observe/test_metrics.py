@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from proxy.access.events import GrantRevoked
 from proxy.access.grants import Action, Grant
 from proxy.observe.events import AnomalyAlert, RequestEvent
@@ -130,3 +132,36 @@ def test_status_classes() -> None:
         "5xx",
         "none",
     ]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (0, "none"),
+        (99, "none"),
+        (100, "1xx"),
+        (204, "2xx"),
+        (304, "3xx"),
+        (404, "4xx"),
+        (599, "5xx"),
+        (600, "none"),
+    ],
+)
+def test_status_class(status: int, expected: str) -> None:
+    assert status_class(status) == expected
+
+
+def test_kept_label_children_are_the_registry_series() -> None:
+    # The per-request series are looked up once per label set; later events still land on them.
+    metrics = GatewayMetrics(CATALOG)
+    for _ in range(3):
+        metrics(event(bytes_out=10, bytes_in=4, decision="deny", reason="AccessDenied", status=403))
+    metrics(event(bytes_out=5, status=500))
+    labels = {"operation": "GetObject", "action": "read"}
+    assert value(metrics, "grantgate_s3_requests_total", **labels, decision="deny", status_class="4xx") == 3
+    assert value(metrics, "grantgate_s3_requests_total", **labels, decision="allow", status_class="5xx") == 1
+    assert value(metrics, "grantgate_s3_sent_bytes_total", resource="models") == 35
+    assert value(metrics, "grantgate_s3_received_bytes_total", resource="models") == 12
+    assert value(metrics, "grantgate_s3_denials_total", reason="AccessDenied") == 3
+    assert value(metrics, "grantgate_s3_request_duration_seconds_count", action="read") == 4
+    assert value(metrics, "grantgate_s3_time_to_first_byte_seconds_count", action="read") == 4

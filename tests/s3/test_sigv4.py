@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+import hmac
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import botocore.auth
 import botocore.crt.auth
@@ -784,6 +785,83 @@ def test_sign_output_changes_with_any_input() -> None:
     assert sigv4.sign(**base, **{**creds, "now": NOW + timedelta(seconds=1)})["Authorization"] != reference
 
 
+def _sign_get(now: datetime) -> dict[str, str]:
+    return sigv4.sign(
+        "GET",
+        "/b/k",
+        [],
+        {"host": "h"},
+        sigv4.UNSIGNED_PAYLOAD,
+        access_key_id=AKID,
+        secret=SECRET,
+        session_token=None,
+        region="us-east-1",
+        now=now,
+    )
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        NOW.astimezone(timezone(timedelta(hours=5, minutes=30))),  # any zone: the same instant
+        NOW.astimezone(timezone(timedelta(hours=-8))),
+        NOW + timedelta(microseconds=999_999),  # x-amz-date is to the second, truncated
+    ],
+)
+def test_sign_dates_the_request_in_utc_to_the_second(now: datetime) -> None:
+    assert _sign_get(now) == _sign_get(NOW)
+    assert _sign_get(now)["x-amz-date"] == "20261124T034500Z"
+
+
+def test_sign_date_changes_at_each_second_and_day() -> None:
+    assert _sign_get(NOW - timedelta(microseconds=1))["x-amz-date"] == "20261124T034459Z"
+    midnight = datetime(2026, 11, 25, tzinfo=UTC)
+    assert _sign_get(midnight - timedelta(seconds=1))["x-amz-date"] == "20261124T235959Z"
+    assert _sign_get(midnight)["x-amz-date"] == "20261125T000000Z"
+
+
+def test_sign_rejects_naive_time() -> None:
+    with pytest.raises(ValueError):
+        _sign_get(NOW.replace(tzinfo=None))
+
+
+# --- the caches of derived keys -------------------------------------------------------------------------
+
+
+def test_signing_key_differs_with_secret_date_region_and_service() -> None:
+    reference = sigv4.signing_key(SECRET, "20261124", "us-east-1", "s3")
+    assert sigv4.signing_key(SECRET, "20261124", "us-east-1", "s3") == reference
+    for other in [
+        sigv4.signing_key(SECRET + "x", "20261124", "us-east-1", "s3"),
+        sigv4.signing_key(SECRET, "20261125", "us-east-1", "s3"),
+        sigv4.signing_key(SECRET, "20261124", "eu-west-3", "s3"),
+        sigv4.signing_key(SECRET, "20261124", "us-east-1", "sts"),
+    ]:
+        assert len(other) == 32 and other != reference
+
+
+def test_signing_key_matches_an_uncached_derivation() -> None:
+    key = hmac.new(f"AWS4{SECRET}".encode(), b"20261124", hashlib.sha256).digest()
+    for part in (b"eu-west-3", b"s3", b"aws4_request"):
+        key = hmac.new(key, part, hashlib.sha256).digest()
+    assert sigv4.signing_key(SECRET, "20261124", "eu-west-3", "s3") == key
+
+
+def test_signing_key_cache_is_bounded() -> None:
+    maxsize = sigv4.signing_key.cache_info().maxsize
+    assert maxsize is not None
+    for i in range(maxsize + 50):
+        sigv4.signing_key(f"secret-{i}", "20261124", "us-east-1", "s3")
+    assert sigv4.signing_key.cache_info().currsize == maxsize
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=130), st.text(max_size=300))
+def test_signature_is_hmac_sha256(key: bytes, text: str) -> None:
+    data = text.encode("utf-8", "surrogateescape")
+    assert sigv4._signature(key, text) == hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
 def test_sign_requires_host() -> None:
     with pytest.raises(ValueError):
         sigv4.sign(
@@ -821,6 +899,26 @@ def test_uri_encode_keeps_only_unreserved_characters(text: str) -> None:
     assert all(
         encoded[i + 1 : i + 3].upper() == encoded[i + 1 : i + 3] for i, c in enumerate(encoded) if c == "%"
     )
+
+
+_encode_text = st.one_of(
+    st.text(st.sampled_from("a~/%+ =é日\U0001f600\x00-._Z9"), max_size=40),
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_encode_text, st.booleans())
+def test_uri_encode_equals_strict_utf8_quote(text: str, keep_slash: bool) -> None:
+    expected = quote(text, safe="/" if keep_slash else "", encoding="utf-8", errors="strict")
+    assert sigv4.uri_encode(text, keep_slash=keep_slash) == expected
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a/b\udcff", "%\ud800/"])
+def test_uri_encode_refuses_lone_surrogates(text: str) -> None:
+    with pytest.raises(S3Error) as err:
+        sigv4.uri_encode(text, keep_slash=True)
+    assert err.value.code == "InvalidArgument"
 
 
 @settings(max_examples=60, deadline=None)
