@@ -1,4 +1,4 @@
-"""Wires the gateway together: store, live state, upstream session, listeners, observers."""
+"""Wires the gateway together: store, live state, upstream pool, listeners, observers."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from proxy.observe.events import EventBus
 from proxy.observe.logging import configure_logging
 from proxy.observe.runtime import metrics_listener, observing
 from proxy.s3 import listener
-from proxy.s3.upstream import Upstream, new_session
+from proxy.s3.upstream import Upstream, new_pool
 from proxy.state import LiveState, start_change_listener
 from proxy.store.sql import SqlStore
 
@@ -73,18 +73,18 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await state.refresh(force=True)
         refresher = asyncio.create_task(state.run(), name="state-refresh")
         listener_task = start_change_listener(store, state)
-        session = new_session(settings.upstream)
+        pool = new_pool(settings.upstream)
         try:
             bus = EventBus()
             bus.subscribe(AuditLog())
-            yield Gateway(settings, state, Upstream(settings.upstream, session), bus)
+            yield Gateway(settings, state, Upstream(settings.upstream, pool), bus)
         finally:
             for task in (refresher, listener_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            await session.close()
+            await pool.close()
     finally:
         await store.close()
 

@@ -1,7 +1,7 @@
-"""Hands a body's bytes to splice(2) between the client's and the bucket's sockets, through aiohttp.
+"""Hands a body's bytes to splice(2) between the client's and the bucket's sockets.
 
-Both directions work the same way: take what aiohttp has already read off the source, stop its
-transport reading, flush what aiohttp has queued for the sink, and let the kernel move the rest.
+Both directions work the same way: take what the source's parser has already read, stop its
+transport reading, flush what is queued for the sink, and let the kernel move the rest.
 The HTTP parser on the source side never sees those bytes, so that connection cannot carry another
 message afterwards: a download closes its upstream connection, an upload answers `Connection: close`.
 Bodies that cannot be spliced (TLS on either leg, unknown length) take the ordinary loop.
@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
-from aiohttp import payload, web
+from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from proxy.s3 import splice
 from proxy.s3.errors import S3Error
+from proxy.s3.httpclient import BodyWriter, UpstreamResponse
 
 # Below this a body goes through the loop: splicing costs a pipe and an unpooled connection.
 MIN_BYTES = 1024 * 1024
@@ -28,35 +29,33 @@ CLOSE_AFTER = "grantgate.close_after"
 async def download(
     request: web.Request,
     response: web.StreamResponse,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     on_moved: Callable[[int], None],
 ) -> bool:
     """Relay a prepared response's body from the bucket to the client in the kernel; False (nothing
     done) when it cannot be spliced. Raises splice.SourceClosed/SourceStalled if the bucket falls short."""
-    length, connection = upstream.content_length, upstream.connection
-    if length is None or length < MIN_BYTES or connection is None:
+    length = upstream.content_length
+    if length is None or length < MIN_BYTES:
         return False
-    source = splice.plain_socket_fd(connection.transport)
+    source = splice.plain_socket_fd(upstream.transport)
     sink = splice.plain_socket_fd(request.transport)
     if source is None or sink is None:
         return False
-    head = _take_buffered(upstream.content)
-    rest = length - len(head)
-    if rest:  # else aiohttp has read it all, and its parser has no body left to pause
-        connection.protocol.pause_reading()
+    upstream.pause_reading()
+    head = upstream.content.read_nowait()
     try:
         on_moved(len(head))
         await _flush(request.writer, head)
-        timeout = getattr(connection.protocol, "read_timeout", None)
-        await splice.splice(source, sink, rest, idle_timeout=timeout, on_moved=on_moved)
+        rest = length - len(head)
+        await splice.splice(source, sink, rest, idle_timeout=upstream.read_timeout, on_moved=on_moved)
     finally:
         upstream.close()  # its parser still waits for the body it never saw: never pool it
     return True
 
 
-class Upload(payload.Payload):
-    """A plain upload body for aiohttp's client: spliced from the client's socket when the upstream
-    connection aiohttp picks turns out to be plaintext, read through `fallback` otherwise.
+class Upload:
+    """A plain upload body for the upstream client: spliced from the client's socket when the upstream
+    connection is plaintext, read through `fallback` otherwise.
 
     `failure()` keeps the error that stopped it (aiohttp wraps whatever a body raises), so the
     listener can answer with it: an S3Error (a revoked grant), or ConnectionResetError (client gone).
@@ -70,7 +69,6 @@ class Upload(payload.Payload):
         on_moved: Callable[[int], None],
         idle_timeout: float,
     ) -> None:
-        super().__init__(None)
         self._size = length
         self._request = request
         self._fallback = fallback
@@ -82,19 +80,14 @@ class Upload(payload.Payload):
         inner = getattr(self._fallback, "failure", None)
         return self._failure or (inner() if inner else None)
 
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("an upload body is streamed, never decoded")
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        await self.write_with_length(writer, None)
-
-    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+    async def send(self, writer: BodyWriter) -> None:
         request = self._request
-        sink = splice.plain_socket_fd(_transport(writer))
+        sink = splice.plain_socket_fd(writer.transport)
         source = splice.plain_socket_fd(request.transport)
         if sink is None or source is None:
             async for piece in self._fallback:
                 await writer.write(piece)
+            writer.send_headers()
             return
         head = _take_buffered(request.content)
         rest = self._size - len(head)
@@ -138,15 +131,11 @@ def _take_buffered(content: aiohttp.StreamReader) -> bytes:
     return b"".join(pieces)
 
 
-def _transport(writer: AbstractStreamWriter) -> Any:
-    # aiohttp's StreamWriter (server and client alike) has it; the abstract class does not declare it.
-    return getattr(writer, "transport", None)
-
-
-async def _flush(writer: AbstractStreamWriter, head: bytes) -> None:
-    """Send the headers and `head` through aiohttp, and wait until the socket has taken all of it:
-    spliced bytes must not overtake anything still queued in the transport."""
-    transport = _transport(writer)
+async def _flush(writer: AbstractStreamWriter | BodyWriter, head: bytes) -> None:
+    """Send the headers and `head`, and wait until the socket has taken all of it: spliced bytes
+    must not overtake anything still queued in the transport."""
+    # aiohttp's server StreamWriter has `transport` too; its abstract class does not declare it.
+    transport: Any = getattr(writer, "transport", None)
     transport.set_write_buffer_limits(high=0)  # so drain() waits for an empty buffer
     try:
         if head:

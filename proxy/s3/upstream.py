@@ -6,18 +6,18 @@ credentials resolved the way every AWS tool resolves them (botocore's chain, via
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Sequence
+import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiobotocore.session import get_session
-from yarl import URL
 
 from proxy.config import UpstreamSettings
 from proxy.s3 import sigv4
 from proxy.s3.addressing import object_path
+from proxy.s3.httpclient import Body, Pool, UpstreamResponse, request_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +60,23 @@ class UpstreamRequest:
     key: str | None
     query: Sequence[tuple[str, str]]
     headers: dict[str, str]  # already filtered: what the bucket should see, minus auth
-    body: AsyncIterable[bytes] | bytes | None
+    body: Body
     payload_hash: str
 
 
 class Upstream:
-    """Builds the upstream URL, signs, and sends. One long-lived aiohttp session per process."""
+    """Builds the upstream URL, signs, and sends. One connection pool per process."""
 
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: UpstreamSettings, pool: Pool) -> None:
         self.settings = settings
-        self.session = session
+        self.pool = pool
         self.credentials = CredentialSource(settings)
         endpoint = settings.endpoint_url or f"https://s3.{settings.region}.amazonaws.com"
         parts = urlsplit(endpoint)
-        self._scheme = parts.scheme
+        self._tls = parts.scheme == "https"
         self._netloc = parts.netloc
+        self._hostname = parts.hostname or ""
+        self._port = parts.port or (443 if self._tls else 80)
         self._base_path = parts.path.rstrip("/")
 
     def target(self, bucket: str | None, key: str | None) -> tuple[str, str]:
@@ -87,7 +89,7 @@ class Upstream:
         path = object_path(bucket, key) if key is not None else object_path(bucket, "").rstrip("/")
         return self._netloc, self._base_path + path
 
-    async def send(self, req: UpstreamRequest) -> aiohttp.ClientResponse:
+    async def send(self, req: UpstreamRequest) -> UpstreamResponse:
         creds = await self.credentials.current()
         host, path = self.target(req.bucket, req.key)
         query = [(k, v) for k, v in req.query if k not in sigv4.PRESIGN_PARAMS]
@@ -107,38 +109,25 @@ class Upstream:
             )
         )
         qs = sigv4.canonical_query(query)
-        # encoded=True: the path and query are sent exactly as signed; yarl must not re-quote them.
-        url = URL(f"{self._scheme}://{host}{path}{'?' + qs if qs else ''}", encoded=True)
-        return await self.session.request(
-            req.method,
-            url,
-            headers=headers,
-            data=req.body,
-            allow_redirects=False,
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "Content-Type", "User-Agent"),
-        )
+        # The path and query go out exactly as signed: nothing re-quotes them on the way.
+        head = request_head(req.method, f"{path}?{qs}" if qs else path, headers)
+        # `host` is the endpoint's netloc, after "bucket." when addressed virtually.
+        connect_host = host[: len(host) - len(self._netloc)] + self._hostname
+        return await self.pool.request(connect_host, self._port, self._tls, head, req.body)
 
 
-def new_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
+def new_pool(settings: UpstreamSettings) -> Pool:
+    context = None
+    if not settings.verify_tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return Pool(
         limit=settings.max_connections,
-        ssl=None if settings.verify_tls else False,
-        enable_cleanup_closed=True,
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None,  # a 50 GB object may take an hour; a stalled socket is caught by sock_read
-        # aiohttp's `connect` also counts the wait for a free pooled connection: with max_connections
-        # long downloads in flight every other request would fail after it. Time the TCP connect only;
-        # waiting for a slot is back-pressure, bounded by the client's own patience.
-        connect=None,
-        sock_connect=settings.connect_timeout_seconds,
-        sock_read=settings.read_timeout_seconds,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        auto_decompress=False,
-        read_bufsize=1024 * 1024,
-        skip_auto_headers=("Accept-Encoding", "User-Agent"),
+        # Only the TCP (and TLS) connect is timed: waiting for a free slot while max_connections
+        # long downloads are in flight is back-pressure, bounded by the client's own patience.
+        connect_timeout=settings.connect_timeout_seconds,
+        # No total timeout: a 50 GB object may take an hour. A socket silent this long ends it.
+        read_timeout=settings.read_timeout_seconds,
+        ssl_context=context,
     )
