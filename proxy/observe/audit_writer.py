@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from proxy.observe.records import (
     alert_record,
     control_record,
     request_record,
+    sliced,
     usage_of,
     usage_record,
 )
@@ -46,36 +47,43 @@ class _Readers:
 
 @dataclass
 class Batch:
-    records: list[AuditRecord]
-    usage: dict[str, Usage]
-    readers: list[tuple[str, str, str, datetime]]
+    records: list[AuditRecord] = field(default_factory=list)
+    usage: dict[str, Usage] = field(default_factory=dict)
+    readers: list[tuple[str, str, str, datetime]] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (self.records or self.usage or self.readers)
 
-
-def build_batch(items: list[Any], settings: AuditSettings, catalog: ResourceCatalog, now: datetime) -> Batch:
-    """Records for a batch of events (pure): per request, or usage roll-ups, as configured."""
-    batch = Batch([], {}, [])
-    for item in items:
+    def add(self, item: Any, settings: AuditSettings, catalog: ResourceCatalog, now: datetime) -> None:
+        """One queued item's records (pure): per request, or into usage roll-ups, as configured."""
         if isinstance(item, _Readers):
-            batch.readers.extend(item.items)
+            self.readers.extend(item.items)
         elif isinstance(item, RequestEvent):
             usage = usage_of(item)
             if usage is not None:
-                if usage.grant_id in batch.usage:
-                    batch.usage[usage.grant_id].add(usage)
+                if usage.grant_id in self.usage:
+                    self.usage[usage.grant_id].add(usage)
                 else:
-                    batch.usage[usage.grant_id] = usage
+                    self.usage[usage.grant_id] = usage
             per_request = settings.data_plane == "requests" or (
                 settings.record_denials and item.decision != "allow"
             )
             if per_request:
-                batch.records.append(request_record(item, catalog))
+                self.records.append(request_record(item, catalog))
         elif isinstance(item, AnomalyAlert):
-            batch.records.append(alert_record(item))
+            self.records.append(alert_record(item))
         else:
-            batch.records.append(control_record(item, now))
+            self.records.append(control_record(item, now))
+
+
+async def build_batch(
+    items: list[Any], settings: AuditSettings, catalog: ResourceCatalog, now: datetime
+) -> Batch:
+    """Records for a batch of events, built a slice at a time so requests keep flowing meanwhile."""
+    batch = Batch()
+    async for part in sliced(items):
+        for item in part:
+            batch.add(item, settings, catalog, now)
     if settings.data_plane == "usage":
         batch.records.extend(usage_record(u, now) for u in batch.usage.values())
     return batch
@@ -177,7 +185,7 @@ class AuditWriter:
 
     async def _write(self, items: list[Any]) -> None:
         now = datetime.fromtimestamp(self.clock(), UTC)
-        batch = build_batch(items, self.settings, self.catalog, now)
+        batch = await build_batch(items, self.settings, self.catalog, now)
         if batch.empty():
             return
         if batch.records or batch.usage:

@@ -13,15 +13,17 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from proxy.access.durations import parse_duration
 from proxy.observe.events import AnomalyAlert, RequestEvent
 from proxy.observe.resources import ResourceCatalog
+
+T = TypeVar("T")
 
 GENESIS = "0" * 64
 REDACTED = "[redacted]"
@@ -316,13 +318,23 @@ def chain(
     return rows
 
 
-async def bodies_of(records: list[AuditRecord], slice_size: int = 32) -> list[str]:
-    """The records' bodies, a slice at a time with the event loop served in between: rendering a full
-    batch in one go stalled every request in flight for tens of milliseconds."""
-    bodies: list[str] = []
-    for start in range(0, len(records), slice_size):
-        bodies.extend(record.body() for record in records[start : start + slice_size])
+# Records handled between two turns of the event loop. Every pass over a whole batch (building records,
+# rendering, chaining) used to run in one go and hold up every request in flight for milliseconds.
+SLICE = 32
+
+
+async def sliced(items: Sequence[T], size: int = SLICE) -> AsyncIterator[Sequence[T]]:
+    """`items` a slice at a time, with the event loop served after each."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
         await asyncio.sleep(0)
+
+
+async def bodies_of(records: list[AuditRecord]) -> list[str]:
+    """The records' bodies, rendered a slice at a time."""
+    bodies: list[str] = []
+    async for part in sliced(records):
+        bodies.extend(record.body() for record in part)
     return bodies
 
 

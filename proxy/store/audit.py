@@ -305,23 +305,23 @@ def _filters(q: AuditQuery) -> list[ColumnElement[bool]]:
 async def _append(conn: AsyncConnection, records: list[AuditRecord], bodies: list[str] | None = None) -> int:
     """Chain records after the head, which this locks until the transaction ends; returns the new head."""
     head = (await conn.execute(select(audit_chain).where(audit_chain.c.name == HEAD).with_for_update())).one()
-    rows = chain(records, int(head.seq), head.hash, bodies)
-    if not rows:
-        return int(head.seq)
-    # In slices: SQLAlchemy prepares a statement's parameters on the event loop, and a whole batch at
-    # once held up every request in flight.
-    for start in range(0, len(rows), INSERT_SLICE):
+    seq, prev = int(head.seq), head.hash
+    # Chained and inserted a slice at a time: SQLAlchemy prepares a statement's parameters on the event
+    # loop, and hashing or preparing a whole batch at once held up every request in flight.
+    for start in range(0, len(records), INSERT_SLICE):
+        part = slice(start, start + INSERT_SLICE)
+        rows = chain(records[part], seq, prev, bodies[part] if bodies is not None else None)
         await conn.execute(
             insert(audit_events),
             [
                 {"seq": r.seq, **r.columns, "body": r.body, "prev_hash": r.prev_hash, "hash": r.hash}
-                for r in rows[start : start + INSERT_SLICE]
+                for r in rows
             ],
         )
-    await conn.execute(
-        update(audit_chain).where(audit_chain.c.name == HEAD).values(seq=rows[-1].seq, hash=rows[-1].hash)
-    )
-    return rows[-1].seq
+        seq, prev = rows[-1].seq, rows[-1].hash
+    if records:
+        await conn.execute(update(audit_chain).where(audit_chain.c.name == HEAD).values(seq=seq, hash=prev))
+    return seq
 
 
 def _suspension_record(kind: str, grant_id: str, actor: str, reason: str, now: datetime) -> AuditRecord:

@@ -16,6 +16,7 @@ from proxy.config import Settings
 from proxy.observe.audit_writer import AuditWriter, build_batch
 from proxy.observe.events import AnomalyAlert, EventBus, RequestEvent
 from proxy.observe.metrics import GatewayMetrics
+from proxy.observe.records import SLICE
 from proxy.observe.resources import ResourceCatalog
 from proxy.observe.runtime import metrics_listener, observing
 from proxy.observe.settings import AuditSettings
@@ -55,16 +56,16 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
         await opened.close()
 
 
-def test_per_request_mode_stores_every_request() -> None:
-    batch = build_batch([request(), request(), request("deny")], AuditSettings(), CATALOG, NOW)
+async def test_per_request_mode_stores_every_request() -> None:
+    batch = await build_batch([request(), request(), request("deny")], AuditSettings(), CATALOG, NOW)
     assert [r.kind for r in batch.records] == ["s3_request"] * 3
     assert batch.usage["g_1"].requests == 2 and batch.usage["g_1"].bytes_read == 20
 
 
-def test_usage_mode_rolls_allowed_requests_up_per_grant_and_keeps_denials() -> None:
+async def test_usage_mode_rolls_allowed_requests_up_per_grant_and_keeps_denials() -> None:
     settings = AuditSettings(data_plane="usage")
     items: list[Any] = [request(grant="g_1"), request(grant="g_1"), request(grant="g_2"), request("deny")]
-    batch = build_batch(items, settings, CATALOG, NOW)
+    batch = await build_batch(items, settings, CATALOG, NOW)
     assert sorted(r.kind for r in batch.records) == ["grant_usage", "grant_usage", "s3_request"]
     [denial] = [r for r in batch.records if r.kind == "s3_request"]
     assert denial.decision == "deny"
@@ -72,8 +73,28 @@ def test_usage_mode_rolls_allowed_requests_up_per_grant_and_keeps_denials() -> N
     assert (
         usage["g_1"]["requests"] == 2 and usage["g_1"]["bytes_read"] == 20 and usage["g_2"]["requests"] == 1
     )
-    quiet = build_batch(items, AuditSettings(data_plane="usage", record_denials=False), CATALOG, NOW)
+    quiet = await build_batch(items, AuditSettings(data_plane="usage", record_denials=False), CATALOG, NOW)
     assert [r.kind for r in quiet.records] == ["grant_usage", "grant_usage"]
+
+
+async def test_a_large_batch_is_built_while_other_tasks_keep_running() -> None:
+    """Building the records of a full batch used to hold the event loop for milliseconds at a time."""
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    try:
+        batch = await build_batch([request() for _ in range(500)], AuditSettings(), CATALOG, NOW)
+    finally:
+        ticker.cancel()
+    assert len(batch.records) == 500
+    assert turns >= 500 // SLICE
 
 
 async def test_the_writer_batches_in_the_background_and_flushes_on_close(store: SqlStore) -> None:
