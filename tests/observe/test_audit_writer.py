@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.turns import counting_turns
 
 from proxy.config import Settings
 from proxy.observe.audit_writer import AuditWriter, build_batch
@@ -79,22 +80,10 @@ async def test_usage_mode_rolls_allowed_requests_up_per_grant_and_keeps_denials(
 
 async def test_a_large_batch_is_built_while_other_tasks_keep_running() -> None:
     """Building the records of a full batch used to hold the event loop for milliseconds at a time."""
-    turns = 0
-
-    async def other_work() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    ticker = asyncio.create_task(other_work())
-    await asyncio.sleep(0)
-    try:
+    async with counting_turns() as turns:
         batch = await build_batch([request() for _ in range(500)], AuditSettings(), CATALOG, NOW)
-    finally:
-        ticker.cancel()
     assert len(batch.records) == 500
-    assert turns >= 500 // SLICE
+    assert turns.count >= 500 // SLICE
 
 
 async def test_the_writer_batches_in_the_background_and_flushes_on_close(store: SqlStore) -> None:

@@ -20,20 +20,41 @@ from proxy.s3.httpclient import (
     request_head,
 )
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+class Peer:
+    """One connection as the scripted server sees it."""
+
+    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+
+    async def head(self) -> bytes:
+        """The next request head, recorded on the server."""
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        self.server.heads.append(head)
+        return head
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+Handler = Callable[[Peer], Awaitable[None]]
 
 
 class Server:
     """A TCP server running `handler` per connection, counting connections and request heads."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
+        self.tls = tls
         self.connections = 0
         self.heads: list[bytes] = []
         self.server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Server:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -48,16 +69,11 @@ class Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
-            await self.handler(reader, writer)
+            await self.handler(Peer(self, reader, writer))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # the client hung up, or the test ended
         finally:
             writer.close()
-
-    async def head(self, reader: asyncio.StreamReader) -> bytes:
-        head = await reader.readuntil(b"\r\n\r\n")
-        self.heads.append(head)
-        return head
 
 
 def pool(**overrides: float) -> Pool:
@@ -82,18 +98,14 @@ async def body_of(response: UpstreamResponse) -> bytes:
 async def serving(*answers: bytes) -> Server:
     """A server giving `answers` in turn, one per request, on whichever connection asks."""
     queue = list(answers)
-    holder: list[Server] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(peer: Peer) -> None:
         while queue:
-            await holder[0].head(reader)
-            writer.write(queue.pop(0))
-            await writer.drain()
-        await reader.read()  # hold the connection open until the client closes it
+            await peer.head()
+            await peer.send(queue.pop(0))
+        await peer.reader.read()  # hold the connection open until the client closes it
 
-    server = Server(handler)
-    holder.append(server)
-    return server
+    return Server(handler)
 
 
 async def test_bodies_by_length_and_chunked_share_one_kept_alive_connection() -> None:
@@ -142,15 +154,12 @@ async def test_an_interim_100_continue_is_skipped() -> None:
 
 
 async def test_connection_close_is_honoured_and_a_body_may_end_with_the_connection() -> None:
-    holder: list[Server] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await holder[0].head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
-        await writer.drain()
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        await peer.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool()
         assert await body_of(await get(p, server.port)) == b"until the end"
         assert await body_of(await get(p, server.port)) == b"until the end"
@@ -159,15 +168,12 @@ async def test_connection_close_is_honoured_and_a_body_may_end_with_the_connecti
 
 
 async def test_a_body_shorter_than_its_length_is_an_error_never_a_short_object() -> None:
-    holder: list[Server] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await holder[0].head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-        await writer.drain()
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool()
         response = await get(p, server.port)
         with pytest.raises(ConnectionClosed):
@@ -176,17 +182,14 @@ async def test_a_body_shorter_than_its_length_is_an_error_never_a_short_object()
 
 
 async def test_a_kept_alive_connection_the_server_dropped_is_replaced_for_a_bodiless_request() -> None:
-    holder: list[Server] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await holder[0].head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         # Drop the connection the moment the next request arrives, as a server timing out idle ones.
-        await holder[0].head(reader)
+        await peer.head()
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool()
         assert await body_of(await get(p, server.port)) == b"ok"
         assert await body_of(await get(p, server.port)) == b"ok"
@@ -195,19 +198,16 @@ async def test_a_kept_alive_connection_the_server_dropped_is_replaced_for_a_bodi
 
 
 async def test_a_streamed_body_is_not_sent_twice_when_its_connection_drops() -> None:
-    holder: list[Server] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await holder[0].head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        await holder[0].head(reader)
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await peer.head()
 
     async def body() -> AsyncIterator[bytes]:
         yield b"12345"
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool()
         assert await body_of(await get(p, server.port)) == b"ok"
         with pytest.raises(UpstreamError):
@@ -218,17 +218,14 @@ async def test_a_streamed_body_is_not_sent_twice_when_its_connection_drops() -> 
 
 
 async def test_a_silent_bucket_times_out_on_the_head_and_on_the_body() -> None:
-    holder: list[Server] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await holder[0].head(reader)
+    async def handler(peer: Peer) -> None:
+        head = await peer.head()
         if b"/body" in head:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-            await writer.drain()
-        await reader.read()
+            await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await peer.reader.read()
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool(read_timeout=0.3)
         with pytest.raises(UpstreamTimeout):
             await get(p, server.port)
@@ -255,22 +252,19 @@ def test_a_line_break_in_a_header_is_refused() -> None:
 
 
 async def test_a_streamed_body_goes_out_with_its_head_and_the_answer_follows() -> None:
-    holder: list[Server] = []
     received = bytearray()
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await holder[0].head(reader)
-        received.extend(await reader.readexactly(3 * 65536))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        await writer.drain()
-        await reader.read()
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        received.extend(await peer.reader.readexactly(3 * 65536))
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await peer.reader.read()
 
     async def body() -> AsyncIterator[bytes]:
         for n in range(3):
             yield bytes([n]) * 65536
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool()
         response = await get(p, server.port, "PUT", body(), **{"content-length": str(3 * 65536)})
         assert response.status == 200
@@ -280,11 +274,10 @@ async def test_a_streamed_body_goes_out_with_its_head_and_the_answer_follows() -
 
 
 async def test_a_failing_body_keeps_its_own_error_as_the_cause() -> None:
-    holder: list[Server] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await holder[0].head(reader)
-        await reader.read()
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        await peer.reader.read()
 
     class BadChunk(Exception):
         pass
@@ -294,7 +287,6 @@ async def test_a_failing_body_keeps_its_own_error_as_the_cause() -> None:
         raise BadChunk("signature mismatch")
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool()
         with pytest.raises(UpstreamError) as caught:
             await get(p, server.port, "PUT", body(), **{"content-length": "100"})
@@ -303,12 +295,10 @@ async def test_a_failing_body_keeps_its_own_error_as_the_cause() -> None:
 
 
 async def test_an_early_answer_is_returned_while_the_body_is_still_being_sent() -> None:
-    holder: list[Server] = []
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await holder[0].head(reader)
-        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\nConnection: close\r\n\r\ndenied")
-        await writer.drain()
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        await peer.send(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\nConnection: close\r\n\r\ndenied")
         await asyncio.sleep(0.5)
 
     never_ends = asyncio.Event()
@@ -319,7 +309,6 @@ async def test_an_early_answer_is_returned_while_the_body_is_still_being_sent() 
         yield b"never"
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool()
         response = await get(p, server.port, "PUT", body(), **{"content-length": "999999"})
         assert response.status == 403
@@ -328,19 +317,16 @@ async def test_an_early_answer_is_returned_while_the_body_is_still_being_sent() 
 
 
 async def test_a_slow_consumer_holds_the_bucket_back() -> None:
-    holder: list[Server] = []
     size = 16 * HIGH_WATER
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await holder[0].head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        peer.writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
         piece = b"z" * 65536
         for _ in range(size // len(piece)):
-            writer.write(piece)
-            await writer.drain()
+            await peer.send(piece)
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool()
         response = await get(p, server.port)
         await asyncio.sleep(0.5)  # the server would send it all now if nothing held it back
@@ -380,16 +366,14 @@ async def test_an_unread_answer_closes_its_connection_instead_of_pooling_it() ->
 
 
 async def test_a_cancelled_request_closes_its_connection(tmp_path: Path) -> None:
-    holder: list[Server] = []
     closed = asyncio.Event()
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await holder[0].head(reader)
-        await reader.read()
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        await peer.reader.read()
         closed.set()
 
     async with Server(handler) as server:
-        holder.append(server)
         p = pool()
         task = asyncio.ensure_future(get(p, server.port))
         await asyncio.sleep(0.1)
@@ -405,24 +389,18 @@ async def test_tls_upstream_is_verified(tmp_path: Path) -> None:
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
-        await writer.drain()
-        writer.close()
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
 
-    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_context)
-    port = server.sockets[0].getsockname()[1]
-    head = request_head("GET", "/", {"host": f"localhost:{port}"})
-    try:
+    async with Server(handler, tls=server_context) as server:
+        head = request_head("GET", "/", {"host": f"localhost:{server.port}"})
         trusting = pool(ssl_context=ssl.create_default_context(cafile=str(cert)))
-        response = await trusting.request("localhost", port, True, head, None)
+        response = await trusting.request("localhost", server.port, True, head, None)
         assert await body_of(response) == b"secure"
         await trusting.close()
 
         default = pool()  # the system's roots do not know this certificate
         with pytest.raises(UpstreamError, match="CERTIFICATE_VERIFY_FAILED"):
-            await default.request("localhost", port, True, head, None)
+            await default.request("localhost", server.port, True, head, None)
         await default.close()
-    finally:
-        server.close()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
+from support.turns import counting_turns
 
 from proxy.access.grants import Action
 from proxy.observe import records
@@ -196,65 +197,28 @@ async def test_a_suspended_grant_leaves_the_gateways_snapshot_until_reconfirmed(
     assert (await audit.verify()).ok
 
 
-async def test_a_large_batch_lets_the_event_loop_serve_while_it_is_rendered(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("owner", "step", "slice_size"),
+    [(AuditRecord, "body", SLICE), (records, "link_hash", INSERT_SLICE)],
+    ids=["rendered", "chained"],
+)
+async def test_a_large_batch_lets_the_event_loop_serve_while_it_is_written(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch, owner: object, step: str, slice_size: int
 ) -> None:
-    """A thousand records are rendered a slice at a time, other tasks running in between (a gateway's
-    requests, in production), not in one pass that holds up everything else until it is done."""
+    """A thousand records are rendered and chained a slice at a time, other tasks running in between (a
+    gateway's requests, in production), not in one pass that holds up everything else until done."""
     audit = AuditStore(store)
-    turns = 0
-    seen: list[int] = []  # the other task's turn count at each body rendered
-    render = AuditRecord.body
+    seen: list[int] = []  # the other task's turn count at each record handled
+    original = getattr(owner, step)
 
-    def counting_body(self: AuditRecord) -> str:
-        seen.append(turns)
-        return render(self)
+    def counting(*args: object) -> object:
+        seen.append(turns.count)
+        return original(*args)
 
-    async def other_work() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    monkeypatch.setattr(AuditRecord, "body", counting_body)
-    ticker = asyncio.create_task(other_work())
-    try:
+    monkeypatch.setattr(owner, step, counting)
+    async with counting_turns() as turns:
         assert await audit.append([rec(i) for i in range(1000)]) == 1000
-    finally:
-        ticker.cancel()
     assert len(seen) == 1000
-    # Rendered a slice at a time with the other task served between each: never all at one turn.
-    assert len(set(seen)) >= 1000 // SLICE
-    report = await audit.verify()
-    assert report.ok and report.checked == 1000
-
-
-async def test_a_large_batch_is_chained_a_slice_at_a_time(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Hashing the links of a whole batch in one pass held the event loop too; the chain still holds."""
-    audit = AuditStore(store)
-    turns = 0
-    seen: list[int] = []
-    link = records.link_hash
-
-    def counting_link(prev_hash: str, seq: int, body: str) -> str:
-        seen.append(turns)
-        return link(prev_hash, seq, body)
-
-    async def other_work() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    monkeypatch.setattr(records, "link_hash", counting_link)
-    ticker = asyncio.create_task(other_work())
-    try:
-        assert await audit.append([rec(i) for i in range(1000)]) == 1000
-    finally:
-        ticker.cancel()
-    assert len(seen) == 1000
-    assert len(set(seen)) >= 1000 // INSERT_SLICE
+    assert len(set(seen)) >= 1000 // slice_size
     report = await audit.verify()
     assert report.ok and report.checked == 1000
