@@ -176,7 +176,6 @@ class Connection(asyncio.Protocol):
         self.read_timeout = pool.read_timeout
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
-        self.reused = False
         self._parser: httptools.HttpResponseParser | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
@@ -486,7 +485,6 @@ class Pool:
         while idle:
             connection = idle.pop()
             if connection.usable and now - connection.idle_since < KEEPALIVE_SECONDS:
-                connection.reused = True
                 return connection
             connection.close()
         return None
