@@ -42,11 +42,11 @@ def authorize(targets: Iterable[Target], grants: Iterable[Grant], now: datetime)
         covering = [g for g in active if g.covers(target)]
         if not covering:
             return Deny("no_grant", target)
-        chosen.append(max(covering, key=_lasting))
+        chosen.append(max(covering, key=lasting))
     return Allow(tuple(chosen))
 
 
-def _lasting(grant: Grant) -> tuple[int, float]:
+def lasting(grant: Grant) -> tuple[int, float]:
     # Standing grants (no expiry) outlast any timed grant.
     if grant.expires_at is None:
         return (1, 0.0)

@@ -98,3 +98,18 @@ def test_index_decides_as_the_plain_decision_over_the_callers_grants(
 @given(grants_strategy, st.sampled_from(PRINCIPALS))
 def test_no_target_is_never_an_allow(grants: list[Grant], who: str) -> None:
     assert isinstance(GrantIndex.build(grants).decide(who, [], NOW), Deny)
+
+
+@settings(max_examples=400, deadline=None)
+@given(grants_strategy, st.sampled_from(PRINCIPALS), st.sampled_from(BUCKETS), KEYS)
+def test_a_directory_has_a_grant_below_it_exactly_when_an_active_grant_prefix_starts_with_it(
+    grants: list[Grant], who: str, bucket: str, directory: str
+) -> None:
+    def active(g: Grant) -> bool:
+        return (g.revoked_at is None or g.revoked_at > NOW) and (g.expires_at is None or g.expires_at > NOW)
+
+    expected = any(
+        g.principal == who and g.bucket == bucket and active(g) and g.prefix[: len(directory)] == directory
+        for g in grants
+    )
+    assert GrantIndex.build(grants).has_grant_below(who, bucket, directory, NOW) is expected
