@@ -53,7 +53,7 @@ def worker_settings(settings: Settings, index: int) -> Settings:
 async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
     """A secondary worker: the S3 listener and its observers (audit, anomalies). The control API and the
     workflow's sweeps run in worker 0 only, so timers fire once and the control port has one owner."""
-    from proxy.app import running_gateway, s3_app_runner, tls_context
+    from proxy.app import running_gateway, s3_app_runner, settle_heap, tls_context
 
     settings = worker_settings(settings, index)
     async with (
@@ -68,6 +68,7 @@ async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
                 runner, server.s3_host, server.s3_port, ssl_context=tls_context(settings), reuse_port=True
             )
             await site.start()
+            settle_heap()
             log.info("worker_started", worker=index, pid=os.getpid(), s3=f"{server.s3_host}:{server.s3_port}")
             await stop.wait()
         finally:
