@@ -6,6 +6,8 @@ a consistent snapshot only when something changed.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -42,6 +44,8 @@ from proxy.store.sessions import cut_off_sessions, load_cutoffs
 
 _ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 _SQLITE_BUSY_TIMEOUT_MS = 5000
+# Rows of a snapshot converted per turn of the event loop (about 5 ms of work).
+SNAPSHOT_SLICE = 1000
 # Execution option read by the SQLite "begin" hook: writers take the write lock up front (IMMEDIATE), so
 # two writers queue on busy_timeout instead of failing when a read lock cannot be upgraded.
 _SQLITE_BEGIN = "grantgate_sqlite_begin"
@@ -446,7 +450,12 @@ class SqlStore:
             grant_rows = await conn.execute(
                 select(grants).where(_grant_active(now)).order_by(grants.c.created_at, grants.c.id)
             )
-            active_grants = tuple(_grant(row) for row in grant_rows)
+            # Converted a slice at a time, handing the loop back in between: 100 000 rows never hold up
+            # the requests this gateway is serving for more than a slice's worth.
+            active_grants: list[Grant] = []
+            while rows := grant_rows.fetchmany(SNAPSHOT_SLICE):
+                active_grants.extend(_grant(row) for row in rows)
+                await asyncio.sleep(0)
             key_rows = await conn.execute(
                 select(access_keys, principals.c.groups)
                 .join(principals, principals.c.name == access_keys.c.principal)
@@ -457,7 +466,7 @@ class SqlStore:
                 (_access_key(row), Principal(row.principal, frozenset(row.groups))) for row in key_rows
             )
             cutoffs = await load_cutoffs(conn)
-        return Snapshot(version, active_grants, keys, cutoffs)
+        return Snapshot(version, tuple(active_grants), keys, cutoffs)
 
     async def version(self) -> int:
         async with self._engine.connect() as conn:
@@ -536,21 +545,27 @@ def _access_key(row: Row[Any]) -> AccessKey:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _stored_actions(column: str) -> frozenset[Action]:
+    # A store holds a handful of distinct action lists across all its grants: parse each once and
+    # share the set, rather than 100 000 equal sets on every snapshot.
+    return parse_actions(column)
+
+
 def _grant(row: Row[Any]) -> Grant:
+    # By name through the mapping: a third of the cost of row attributes, which a snapshot of
+    # 100 000 grants feels.
+    m = row._mapping
     return Grant(
-        id=row.id,
-        principal=row.principal,
-        bucket=row.bucket,
-        prefix=row.prefix,
-        actions=parse_actions(row.actions),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
-        source=row.source,
-        request_id=row.request_id,
-        extra={
-            "created_by": row.created_by,
-            "revoked_by": row.revoked_by,
-            "revoke_reason": row.revoke_reason,
-        },
+        id=m["id"],
+        principal=m["principal"],
+        bucket=m["bucket"],
+        prefix=m["prefix"],
+        actions=_stored_actions(m["actions"]),
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        revoked_at=m["revoked_at"],
+        source=m["source"],
+        request_id=m["request_id"],
+        extra={key: m[key] for key in ("created_by", "revoked_by", "revoke_reason")},
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
+from support.turns import counting_turns
 
-from proxy.access.grants import Action
+from proxy.access.grants import Action, Grant
 from proxy.identity.keys import derive_secret
 from proxy.identity.principals import Principal
+from proxy.store import sql
 from proxy.store.sql import SqlStore, StoreError, head_revision
 
 SERVER_KEY = b"q" * 40
@@ -275,6 +278,27 @@ async def test_snapshot_sees_new_groups_of_a_keys_principal(store: SqlStore) -> 
     await store.ensure_principal("alice", ["ml", "admins"])
     [(_, principal)] = (await store.snapshot(NOW)).keys
     assert principal.groups == {"ml", "admins"}
+
+
+async def test_a_large_snapshot_lets_the_event_loop_serve_while_it_is_loaded(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows become grants a slice at a time with other tasks running in between (a gateway's requests,
+    while it reloads 100 000 grants), not in one pass that holds them all up."""
+    await asyncio.gather(*(_grant(store, principal=f"user{i}") for i in range(40)))
+    monkeypatch.setattr(sql, "SNAPSHOT_SLICE", 4)
+    seen: list[int] = []  # the other task's turn count at each row converted
+    original = sql._grant
+
+    def counting(row: Any) -> Grant:
+        seen.append(turns.count)
+        return original(row)
+
+    monkeypatch.setattr(sql, "_grant", counting)
+    async with counting_turns() as turns:
+        snap = await store.snapshot(NOW)
+    assert len(snap.grants) == len(seen) == 40
+    assert len(set(seen)) >= 40 // 4
 
 
 async def test_concurrent_writes_all_land_and_each_bumps_the_version(store: SqlStore) -> None:
