@@ -44,7 +44,7 @@ from proxy.store.sessions import cut_off_sessions, load_cutoffs
 
 _ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 _SQLITE_BUSY_TIMEOUT_MS = 5000
-# Rows of a snapshot converted per turn of the event loop (about 5 ms of work).
+# Rows of a snapshot converted per turn of the event loop (about 10 ms of work).
 SNAPSHOT_SLICE = 1000
 # Execution option read by the SQLite "begin" hook: writers take the write lock up front (IMMEDIATE), so
 # two writers queue on busy_timeout instead of failing when a read lock cannot be upgraded.
