@@ -229,9 +229,10 @@ She asks for it; reading models/ needs one approval from security (carol):
   GRANTGATE_TOKEN={carol["api_token"]} grantgate requests --inbox
   GRANTGATE_TOKEN={carol["api_token"]} grantgate approve REQUEST_ID -c "ok for the eval"
 
-bob (infra) is approved instantly:
+bob (infra) is approved instantly (listing a prefix is its own action, so he asks for it too):
 
-  GRANTGATE_TOKEN={bob["api_token"]} grantgate request models -j "debug inference start-up"
+  GRANTGATE_TOKEN={bob["api_token"]} \\
+    grantgate request models --actions read,list -j "debug inference start-up"
   AWS_ACCESS_KEY_ID={bob["access_key_id"]} AWS_SECRET_ACCESS_KEY={bob["secret_access_key"]} \\
     aws --endpoint-url {info["s3_endpoint"]} s3 ls s3://{info["bucket"]}/models/
 

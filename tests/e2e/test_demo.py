@@ -1,0 +1,143 @@
+"""`grantgate demo` (what `make demo` runs) followed to the letter: each command it prints, run as printed.
+
+A user's first five minutes with GrantGate are these instructions; a command in them that fails is a
+broken product, whatever the other tests say.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from proxy.demo import MODEL_KEY
+
+BIN = Path(sys.executable).parent  # the virtualenv's grantgate and aws
+START_TIMEOUT = 120.0
+
+
+@dataclass
+class Demo:
+    text: str  # the instructions as printed
+    env: dict[str, str]  # a user's shell: the virtualenv on PATH, no AWS configuration of their own
+
+    def block(self, heading: str) -> str:
+        """The indented lines under the heading that starts with `heading`, dedented."""
+        lines = self.text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith(heading)) + 1
+        end = next(
+            (i for i in range(start, len(lines)) if lines[i] and not lines[i].startswith(" ")), len(lines)
+        )
+        return textwrap.dedent("\n".join(lines[start:end])).strip()
+
+    def commands(self, heading: str) -> list[str]:
+        """The shell commands under a heading, continuation lines joined."""
+        return self.block(heading).replace("\\\n", " ").splitlines()
+
+    def shell(self, *commands: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", "set -e\n" + "\n".join(commands)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def python(self, code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "GRANTGATE_"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", HOME=str(home), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [
+            str(BIN / "grantgate"),
+            "demo",
+            "--s3-port",
+            str(_free_port()),
+            "--api-port",
+            str(_free_port()),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    # A demo that never starts must fail the test, not hang it.
+    watchdog = threading.Timer(START_TIMEOUT, process.kill)
+    watchdog.start()
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Press Ctrl-C to stop."):
+                break
+        watchdog.cancel()
+        text = "".join(lines)
+        assert "GrantGate demo is running." in text, f"the demo did not start:\n{text[-2000:]}"
+        # The rest of its output (audit lines) must not fill the pipe and stall it.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        yield Demo(text[text.index("GrantGate demo is running.") :], env)
+    finally:
+        watchdog.cancel()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, "the demo did not stop cleanly on Ctrl-C"
+
+
+def test_every_command_the_demo_prints_works_as_printed(demo: Demo) -> None:
+    alice_reads = demo.block("alice (ml) has no grant yet")
+
+    refused = demo.python(alice_reads)
+    assert refused.returncode != 0
+    assert "AccessDenied" in refused.stderr and "Request access at http://" in refused.stderr
+
+    asking = demo.commands("She asks for it")
+    *request_and_inbox, approve = asking
+    asked = demo.shell(*request_and_inbox)
+    assert asked.returncode == 0, asked.stderr
+    request_id = re.search(r"Request (\S+) is pending", asked.stdout)
+    assert request_id is not None, asked.stdout
+    assert request_id.group(1) in asked.stdout.split("is pending", 1)[1], "carol's inbox lists it"
+    assert "REQUEST_ID" in approve
+    approved = demo.shell(asking[0], approve.replace("REQUEST_ID", request_id.group(1)))
+    assert approved.returncode == 0, approved.stderr
+
+    granted = demo.python(alice_reads)
+    assert granted.returncode == 0, granted.stderr
+
+    listed = demo.shell(asking[0], *demo.commands("bob (infra)"))  # asking[0]: the API's address
+    assert listed.returncode == 0, listed.stderr
+    assert "Granted:" in listed.stdout
+    assert MODEL_KEY.rsplit("/", 1)[1] in listed.stdout
