@@ -14,7 +14,7 @@ import collections
 import re
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 import httptools
@@ -23,8 +23,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 # Read no further ahead of the consumer than this: a fast bucket and a slow client must not fill memory.
 HIGH_WATER = 2 * 1024 * 1024
 LOW_WATER = 512 * 1024
-# An idle pooled connection older than this is closed rather than reused: servers drop idle
-# connections after a while (S3 after about 20 s) and a request sent on one just dropped fails.
+# An idle pooled connection is closed this long after its last use rather than reused: servers drop
+# idle connections after a while (S3 after about 20 s), a request sent on one just dropped fails, and a
+# burst of requests must not hold its sockets for ever once it is over.
 KEEPALIVE_SECONDS = 15.0
 # Header names and values reach the head verbatim; a line break in one would split the request.
 _UNSAFE = re.compile(r"[\r\n\x00]")
@@ -438,15 +439,16 @@ class Pool:
         connect_timeout: float,
         read_timeout: float,
         ssl_context: ssl.SSLContext | None,
-        clock: Callable[[], float] = time.monotonic,
+        keepalive: float = KEEPALIVE_SECONDS,
     ) -> None:
         self.read_timeout = read_timeout
         self._connect_timeout = connect_timeout
         self._ssl = ssl_context
-        self._clock = clock
+        self._keepalive = keepalive
         self._slots = asyncio.Semaphore(limit)
         self._idle: dict[tuple[str, int, bool], list[Connection]] = {}
         self._open: set[Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def request(self, host: str, port: int, tls: bool, head: bytes, body: Body) -> UpstreamResponse:
         """Send a request and return the answer's head; the caller must `release()` the answer."""
@@ -481,13 +483,33 @@ class Pool:
 
     def _pooled(self, key: tuple[str, int, bool]) -> Connection | None:
         idle = self._idle.get(key)
-        now = self._clock()
+        now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if connection.usable and now - connection.idle_since < KEEPALIVE_SECONDS:
+            if self._fresh(connection, now):
                 return connection
             connection.close()
         return None
+
+    def _fresh(self, connection: Connection, now: float) -> bool:
+        return connection.usable and now - connection.idle_since < self._keepalive
+
+    def _sweep_later(self, delay: float) -> None:
+        # One timer for the whole pool, not one per request, armed only while connections idle.
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(delay, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for the keep-alive period, and come back for the next to expire."""
+        self._sweeper = None
+        now = time.monotonic()
+        stale = [c for idle in self._idle.values() for c in idle if not self._fresh(c, now)]
+        for connection in stale:
+            self.forget(connection)
+            connection.close()
+        oldest = min((c.idle_since for idle in self._idle.values() for c in idle), default=None)
+        if oldest is not None:
+            self._sweep_later(max(oldest + self._keepalive - now, 0.05))
 
     async def _connect(self, host: str, port: int, tls: bool) -> Connection:
         loop = asyncio.get_running_loop()
@@ -512,8 +534,9 @@ class Pool:
     def done(self, connection: Connection, reusable: bool) -> None:
         """An answer was released: its slot frees, and its connection idles here or is forgotten."""
         if reusable:
-            connection.idle_since = self._clock()
+            connection.idle_since = time.monotonic()
             self._idle.setdefault(connection.key, []).append(connection)
+            self._sweep_later(self._keepalive)
         else:
             self._open.discard(connection)
         self._slots.release()
@@ -526,6 +549,9 @@ class Pool:
             idle.remove(connection)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for connection in list(self._open):
             connection.close()
         self._open.clear()

@@ -404,3 +404,28 @@ async def test_tls_upstream_is_verified(tmp_path: Path) -> None:
         with pytest.raises(UpstreamError, match="CERTIFICATE_VERIFY_FAILED"):
             await default.request("localhost", server.port, True, head, None)
         await default.close()
+
+
+async def test_an_idle_connection_is_closed_once_its_keep_alive_ends_without_a_new_request() -> None:
+    """After a burst, the pool lets its sockets go by itself, as a server closes idle connections."""
+    closed: list[Peer] = []
+    both_closed = asyncio.Event()
+
+    async def handler(peer: Peer) -> None:
+        await peer.head()
+        await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await peer.reader.read()  # returns when the client closes
+        closed.append(peer)
+        if len(closed) == 2:
+            both_closed.set()
+
+    async with Server(handler) as server:
+        p = pool(keepalive=0.2)
+        first, second = await asyncio.gather(get(p, server.port), get(p, server.port))
+        assert [await body_of(first), await body_of(second)] == [b"ok", b"ok"]
+        assert server.connections == 2
+        async with asyncio.timeout(2):
+            await both_closed.wait()
+        await asyncio.sleep(0.1)
+        assert not p._open and not any(p._idle.values())
+        await p.close()
