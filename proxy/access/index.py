@@ -37,12 +37,11 @@ class BucketGrants:
         by_prefix: dict[str, list[Grant]] = defaultdict(list)
         for grant in grants:
             by_prefix[grant.prefix].append(grant)
-        everything = [g for gs in by_prefix.values() for g in gs]
         return cls(
             by_prefix={p: tuple(gs) for p, gs in by_prefix.items()},
             lengths=tuple(sorted({len(p) for p in by_prefix})),
             prefixes=tuple(sorted(by_prefix)),
-            by_lasting=tuple(sorted(everything, key=lasting, reverse=True)),
+            by_lasting=tuple(sorted((g for gs in by_prefix.values() for g in gs), key=lasting, reverse=True)),
         )
 
     def candidates(self, target: Target, now: datetime) -> Iterator[Grant]:
@@ -50,7 +49,7 @@ class BucketGrants:
         if target.scope is Scope.BUCKET:
             # Any active grant covers bucket metadata; `authorize` names the longest-lasting one, which
             # is the first active one in this order.
-            yield from _first_active(self.by_lasting, now)
+            yield from islice((g for g in self.by_lasting if g.is_active(now)), 1)
             return
         key = target.key
         for length in self.lengths:
@@ -66,13 +65,6 @@ class BucketGrants:
             if any(g.is_active(now) for g in self.by_prefix[grant_prefix]):
                 return True
         return False
-
-
-def _first_active(grants: Iterable[Grant], now: datetime) -> Iterator[Grant]:
-    for grant in grants:
-        if grant.is_active(now):
-            yield grant
-            return
 
 
 @dataclass(frozen=True)
@@ -101,11 +93,14 @@ class GrantIndex:
         return [g for bucket in dict.fromkeys(buckets) for g in self.groups.get((principal, bucket), _EMPTY)]
 
     def decide(self, principal: str, targets: list[Target], now: datetime) -> Decision:
-        candidates: dict[int, Grant] = {}  # by identity: one grant may be a candidate for several targets
-        for target in targets:
-            if (grants := self._bucket(principal, target.bucket)) is not None:
-                candidates.update((id(g), g) for g in grants.candidates(target, now))
-        return authorize(targets, candidates.values(), now)
+        # A grant that is a candidate for several targets is simply listed again: `authorize` does not mind.
+        candidates = [
+            grant
+            for target in targets
+            if (grants := self._bucket(principal, target.bucket)) is not None
+            for grant in grants.candidates(target, now)
+        ]
+        return authorize(targets, candidates, now)
 
     def has_grant_below(self, principal: str, bucket: str, prefix: str, now: datetime) -> bool:
         """Whether an active grant covers something under `prefix` (a "directory" the caller may probe)."""
