@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.stream import Credentials, Process, free_port, provision, wait_http
+from bench.stream import Credentials, Process, free_port, gateway_process, provision, wait_http
 
 BUCKET = "load"
 KIB = 1024
@@ -262,9 +262,7 @@ def run(connections: int, seconds: float, workdir: Path, seed: int = 1) -> Repor
         workdir / "origin.log",
     )
     config = gateway_config(workdir, origin_port, s3_port, control_port)
-    gateway = Process(
-        "gateway", [sys.executable, "-m", "proxy", "--config", str(config), "serve"], workdir / "gateway.log"
-    )
+    gateway = gateway_process(config, workdir / "gateway.log")
     try:
         origin.start()
         wait_http(f"http://127.0.0.1:{origin_port}/_ready")

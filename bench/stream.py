@@ -546,6 +546,11 @@ def table(rows: list[Row], blob: Blob, rounds: int, baseline: float) -> str:
 # ---------------------------------------------------------------- orchestration
 
 
+def gateway_process(config: Path, log: Path, name: str = "gateway") -> Process:
+    """`grantgate serve` on `config`, logging (audit lines included) to `log`."""
+    return Process(name, [sys.executable, "-m", "proxy", "--config", str(config), "serve"], log)
+
+
 @contextlib.contextmanager
 def running(processes: list[Process]) -> Iterator[None]:
     try:
@@ -581,9 +586,7 @@ def run(size_mib: int, rounds: int, modes: list[str], workdir: Path) -> str:
         workdir / "origin.log",
     )
     config = gateway_config(workdir, f"http://127.0.0.1:{origin_port}", s3_port, control_port)
-    gateway = Process(
-        "gateway", [sys.executable, "-m", "proxy", "--config", str(config), "serve"], workdir / "gateway.log"
-    )
+    gateway = gateway_process(config, workdir / "gateway.log")
     with running([origin, gateway]):
         origin.start()
         wait_http(f"http://127.0.0.1:{origin_port}/_ready")

@@ -43,6 +43,7 @@ from bench.stream import (
     Process,
     audited_requests,
     free_port,
+    gateway_process,
     provision,
     running,
     sigv4_headers,
@@ -711,11 +712,7 @@ def measure_grant_counts(
     for count, store in stores.items():
         s3_port, control_port = free_port(), free_port()
         config = gateway_config(workdir, f"gw-{count}", upstream_port, s3_port, control_port, store)
-        process = Process(
-            f"grantgate-{count}",
-            [sys.executable, "-m", "proxy", "--config", str(config), "serve"],
-            workdir / f"gateway-{count}.log",
-        )
+        process = gateway_process(config, workdir / f"gateway-{count}.log", f"grantgate-{count}")
         gateways[count] = (process, System("grantgate", s3_port, s3_port, creds), control_port)
     results = {count: {f.key: f for conns in (1, 32) for f in small_figures(conns)} for count in counts}
     for count, micros in checks.items():
@@ -918,29 +915,15 @@ def run(args: argparse.Namespace, workdir: Path) -> str:
     ]
     # One gateway in front of the nginx origin, one in front of the sink: a bucket has one endpoint, and
     # nginx cannot swallow an upload the way S3 does. Both share the store, and so the grants.
-    gw = Process(
-        "grantgate",
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "--config",
-            str(gateway_config(workdir, "gw", ports["origin"], ports["gw"], ports["gw_ctl"])),
-            "serve",
-        ],
+    gw = gateway_process(
+        gateway_config(workdir, "gw", ports["origin"], ports["gw"], ports["gw_ctl"]),
         workdir / "gateway.log",
+        "grantgate",
     )
-    gw_put = Process(
-        "grantgate-put",
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "--config",
-            str(gateway_config(workdir, "gw-put", ports["sink"], ports["gw_put"], ports["gw_put_ctl"])),
-            "serve",
-        ],
+    gw_put = gateway_process(
+        gateway_config(workdir, "gw-put", ports["sink"], ports["gw_put"], ports["gw_put_ctl"]),
         workdir / "gateway-put.log",
+        "grantgate-put",
     )
     systems = [
         System("direct", ports["origin"], ports["sink"]),
