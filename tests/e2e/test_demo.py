@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.world import free_port
 
 from proxy.demo import MODEL_KEY
 
@@ -58,14 +59,6 @@ class Demo:
         )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
     home = tmp_path / "home"
@@ -77,9 +70,9 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             str(BIN / "grantgate"),
             "demo",
             "--s3-port",
-            str(_free_port()),
+            str(free_port()),
             "--api-port",
-            str(_free_port()),
+            str(free_port()),
             "--state-dir",
             str(tmp_path / "state"),
         ],
