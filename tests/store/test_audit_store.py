@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
-from support.turns import counting_turns
+from support.turns import turns_at_each_call
 
 from proxy.access.grants import Action
 from proxy.observe import records
@@ -208,15 +208,7 @@ async def test_a_large_batch_lets_the_event_loop_serve_while_it_is_written(
     """A thousand records are rendered and chained a slice at a time, other tasks running in between (a
     gateway's requests, in production), not in one pass that holds up everything else until done."""
     audit = AuditStore(store)
-    seen: list[int] = []  # the other task's turn count at each record handled
-    original = getattr(owner, step)
-
-    def counting(*args: object) -> object:
-        seen.append(turns.count)
-        return original(*args)
-
-    monkeypatch.setattr(owner, step, counting)
-    async with counting_turns() as turns:
+    async with turns_at_each_call(monkeypatch, owner, step) as seen:
         assert await audit.append([rec(i) for i in range(1000)]) == 1000
     assert len(seen) == 1000
     assert len(set(seen)) >= 1000 // slice_size

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import pytest
-from support.turns import counting_turns
+from support.turns import turns_at_each_call
 
-from proxy.access.grants import Action, Grant
+from proxy.access.grants import Action
 from proxy.identity.keys import derive_secret
 from proxy.identity.principals import Principal
 from proxy.store import sql
@@ -287,15 +286,7 @@ async def test_a_large_snapshot_lets_the_event_loop_serve_while_it_is_loaded(
     while it reloads 100 000 grants), not in one pass that holds them all up."""
     await asyncio.gather(*(_grant(store, principal=f"user{i}") for i in range(40)))
     monkeypatch.setattr(sql, "SNAPSHOT_SLICE", 4)
-    seen: list[int] = []  # the other task's turn count at each row converted
-    original = sql._grant
-
-    def counting(row: Any) -> Grant:
-        seen.append(turns.count)
-        return original(row)
-
-    monkeypatch.setattr(sql, "_grant", counting)
-    async with counting_turns() as turns:
+    async with turns_at_each_call(monkeypatch, sql, "_grant") as seen:
         snap = await store.snapshot(NOW)
     assert len(snap.grants) == len(seen) == 40
     assert len(set(seen)) >= 40 // 4

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
 
 
 class Turns:
@@ -29,3 +32,21 @@ async def counting_turns() -> AsyncIterator[Turns]:
         yield turns
     finally:
         ticker.cancel()
+
+
+@contextlib.asynccontextmanager
+async def turns_at_each_call(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str
+) -> AsyncIterator[list[int]]:
+    """For the duration of the block, the other task's turn count at each call of `owner.name`: many
+    distinct values mean the work was done in slices with the loop served in between."""
+    seen: list[int] = []
+    original = getattr(owner, name)
+    async with counting_turns() as turns:
+
+        def counting(*args: Any) -> Any:
+            seen.append(turns.count)
+            return original(*args)
+
+        monkeypatch.setattr(owner, name, counting)
+        yield seen
