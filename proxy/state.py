@@ -23,9 +23,10 @@ from proxy.store.sql import SqlStore
 
 log = structlog.get_logger("grantgate.state")
 
-# Even when the change counter says nothing changed, rebuild now and then: a safety net against a
-# change that did not bump it. Every write path bumps it in the same transaction, and expiry is checked
-# per request, so this is rare: loading 100 000 grants costs a worker about 1.5 s of CPU.
+# A change to the store reloads only the grants it stamped. Now and then everything is reloaded anyway:
+# a safety net against a write that did not stamp what it changed, and the only pruning of grants that
+# expired (expiry itself is checked per request). Loading 100 000 grants costs a worker about 1.5 s of
+# CPU, so it is rare.
 FULL_RESYNC_SECONDS = 600.0
 # The change-counter query is tiny: a store that does not answer it within this is unhealthy.
 REFRESH_TIMEOUT_SECONDS = 5.0
@@ -88,20 +89,35 @@ class LiveState:
         if current is not None and version == current.version and not force and not stale:
             self._view = View(current.grants, current.keys, current.version, time.monotonic())
             return
+        # Only the grants changed since the version held, merged into it; a full load when there is
+        # nothing to build on, as the safety net, or when the version went back (a restored backup:
+        # what the gateway holds may be newer than anything in the store).
+        since = None
+        if current is not None and not force and not stale and version > current.version:
+            since = current.version
         async with asyncio.timeout(SNAPSHOT_TIMEOUT_SECONDS):
-            snapshot = await self.store.snapshot(datetime.now(UTC))
-        # Indexing many grants takes a while: off the event loop, so requests keep flowing meanwhile.
-        grants, keys = await asyncio.to_thread(
-            lambda: (
-                GrantIndex.build(snapshot.grants, snapshot.version),
-                KeyRing.build(snapshot.keys, self._server_key, snapshot.sessions_not_before),
-            )
+            snapshot = await self.store.snapshot(datetime.now(UTC), since=since)
+        if current is None or snapshot.since is None:
+            # Indexing many grants takes a while: off the event loop, so requests keep flowing meanwhile.
+            grants = await asyncio.to_thread(GrantIndex.build, snapshot.grants, snapshot.version)
+            self._built_at = time.monotonic()
+        else:
+            grants = current.grants.updated(snapshot.grants, snapshot.retired, snapshot.version)
+        keys = KeyRing.build(
+            snapshot.keys,
+            self._server_key,
+            snapshot.sessions_not_before,
+            previous=current.keys if current is not None else None,
         )
         self._view = View(grants, keys, snapshot.version, time.monotonic())
-        self._built_at = time.monotonic()
         if current is None or current.version != snapshot.version:
             log.info(
-                "state_loaded", version=snapshot.version, grants=len(snapshot.grants), keys=len(snapshot.keys)
+                "state_loaded",
+                version=snapshot.version,
+                changes_since=snapshot.since,
+                grants=len(grants),
+                grants_changed=len(snapshot.grants) + len(snapshot.retired),
+                keys=len(snapshot.keys),
             )
 
     async def run(self) -> None:

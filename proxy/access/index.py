@@ -88,6 +88,27 @@ class GrantIndex:
             groups[grant.principal, grant.bucket].append(grant)
         return cls({key: tuple(gs) for key, gs in groups.items()}, version)
 
+    def updated(self, in_force: Iterable[Grant], retired: Iterable[Grant], version: int) -> GrantIndex:
+        """A new index with these changes merged in: each grant replaces any of the same id, and retired
+        grants are dropped. Only the groups they touch are rebuilt; this index is left as it was."""
+        touched: dict[tuple[str, str], dict[str, Grant | None]] = defaultdict(dict)
+        for grant in retired:
+            touched[grant.principal, grant.bucket][grant.id] = None
+        for grant in in_force:
+            touched[grant.principal, grant.bucket][grant.id] = grant
+        groups = dict(self.groups)
+        for key, changes in touched.items():
+            kept = [g for g in groups.get(key, _EMPTY) if g.id not in changes]
+            kept.extend(g for g in changes.values() if g is not None)
+            if kept:
+                # The order a full load gives, so which of two equally lasting grants is named does
+                # not depend on how the index was reached.
+                groups[key] = tuple(sorted(kept, key=_load_order))
+            else:
+                groups.pop(key, None)
+        laid_out = {key: value for key, value in self._laid_out.items() if key not in touched}
+        return GrantIndex(groups, version, laid_out)
+
     def grants_for(self, principal: str, buckets: Iterable[str]) -> list[Grant]:
         """Every grant `principal` holds on `buckets` (for inspection; decisions use `decide`)."""
         return [g for bucket in dict.fromkeys(buckets) for g in self.groups.get((principal, bucket), _EMPTY)]
@@ -117,3 +138,7 @@ class GrantIndex:
 
     def __len__(self) -> int:
         return sum(len(gs) for gs in self.groups.values())
+
+
+def _load_order(grant: Grant) -> tuple[datetime, str]:
+    return (grant.created_at, grant.id)

@@ -30,13 +30,14 @@ class KeyRing:
         keys: Iterable[tuple[AccessKey, Principal]],
         server_key: bytes,
         sessions_not_before: Mapping[str, datetime] | None = None,
+        *,
+        previous: KeyRing | None = None,
     ) -> KeyRing:
-        # Secrets are derived once here, not per request: an HMAC per request adds up.
+        # Secrets are derived once here, not per request: an HMAC per request adds up. A rebuild takes
+        # them from the ring it replaces, so a store change costs no HMAC per key either.
+        known = previous.entries if previous is not None and previous.server_key == server_key else {}
         entries = {
-            key.access_key_id: (
-                Caller(principal, key.access_key_id),
-                derive_secret(server_key, key.access_key_id),
-            )
+            key.access_key_id: _entry(key, principal, known.get(key.access_key_id), server_key)
             for key, principal in keys
             if key.revoked_at is None
         }
@@ -76,3 +77,12 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def _entry(
+    key: AccessKey, principal: Principal, kept: tuple[Caller, str] | None, server_key: bytes
+) -> tuple[Caller, str]:
+    if kept is not None and kept[0].principal == principal:
+        return kept
+    secret = kept[1] if kept is not None else derive_secret(server_key, key.access_key_id)
+    return Caller(principal, key.access_key_id), secret

@@ -245,7 +245,7 @@ class AuditStore:
                 await conn.execute(
                     update(grant_suspensions).where(grant_suspensions.c.grant_id == grant_id).values(**values)
                 )
-            await _bump(conn)
+            await _bump(conn, [grant_id])
             await _append(conn, [_suspension_record("grant_suspended", grant_id, "system", reason, now)])
         return True
 
@@ -260,7 +260,7 @@ class AuditStore:
             )
             if not result.rowcount:
                 return False
-            await _bump(conn)
+            await _bump(conn, [grant_id])
             await _append(conn, [_suspension_record("grant_reconfirmed", grant_id, actor, "", now)])
         return True
 

@@ -98,7 +98,11 @@ grants = Table(
     Column("source", String(50), nullable=False),
     Column("request_id", String(64), nullable=True),
     Column("created_by", String(200), nullable=False, default=""),
+    # The store version whose transaction last changed whether this grant is in force (created, revoked,
+    # suspended, re-confirmed): a gateway reads only the grants changed since the version it holds.
+    Column("changed_in", BigInteger, nullable=False, server_default="0"),
     Index("ix_grants_principal", "principal"),
+    Index("ix_grants_changed_in", "changed_in"),
 )
 
 # One row, "version", bumped in the transaction of every write: gateways poll it to know when to reload.

@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Row, and_, event, exists, insert, or_, select, text, update
+from sqlalchemy import Row, and_, event, exists, insert, not_, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -60,13 +60,20 @@ class StoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What a gateway needs in memory, read in one transaction: active grants and keys, and the version."""
+    """What a gateway needs in memory, read in one transaction: grants in force, keys, and the version.
+
+    A full snapshot (`since` None) holds every grant in force. A snapshot of changes holds only the
+    grants changed after version `since`: those now in force in `grants`, the others in `retired`.
+    Keys are always whole: there are few, and deriving their secrets is what costs.
+    """
 
     version: int
     grants: tuple[Grant, ...]
     keys: tuple[tuple[AccessKey, Principal], ...]
     # Per principal: session tokens issued before this time are refused (see store/sessions.py).
     sessions_not_before: Mapping[str, datetime] = field(default_factory=dict)
+    since: int | None = None
+    retired: tuple[Grant, ...] = ()
 
 
 # --- engines and migrations -------------------------------------------------------------------------
@@ -402,7 +409,7 @@ class SqlStore:
                     created_by=created_by,
                 )
             )
-            await _bump(conn)
+            await _bump(conn, [grant.id])
         return grant
 
     async def get_grant(self, grant_id: str) -> Grant | None:
@@ -435,7 +442,7 @@ class SqlStore:
                 .values(revoked_at=now, revoked_by=actor, revoke_reason=reason)
             )
             if result.rowcount:
-                await _bump(conn)
+                await _bump(conn, [grant_id])
             row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
             if result.rowcount and row is not None:
                 await cut_off_sessions(conn, row.principal, now)
@@ -443,19 +450,19 @@ class SqlStore:
 
     # --- what gateways poll and load ---
 
-    async def snapshot(self, now: datetime) -> Snapshot:
+    async def snapshot(self, now: datetime, *, since: int | None = None) -> Snapshot:
+        """Every grant in force at `now`; with `since`, only the grants changed after that version."""
         _require_aware(now)
         async with self._reader.connect() as conn, conn.begin():
+            # Read first: every grant stamped with this version or an earlier one is committed already.
             version = await _version(conn)
-            grant_rows = await conn.execute(
-                select(grants).where(_grant_active(now)).order_by(grants.c.created_at, grants.c.id)
-            )
-            # Converted a slice at a time, handing the loop back in between: 100 000 rows never hold up
-            # the requests this gateway is serving for more than a slice's worth.
-            active_grants: list[Grant] = []
-            while rows := grant_rows.fetchmany(SNAPSHOT_SLICE):
-                active_grants.extend(_grant(row) for row in rows)
-                await asyncio.sleep(0)
+            if since is None:
+                in_force = await _load_grants(conn, _grant_active(now))
+                retired: list[Grant] = []
+            else:
+                changed = grants.c.changed_in > since
+                in_force = await _load_grants(conn, and_(changed, _grant_active(now)))
+                retired = await _load_grants(conn, and_(changed, not_(_grant_active(now))))
             key_rows = await conn.execute(
                 select(access_keys, principals.c.groups)
                 .join(principals, principals.c.name == access_keys.c.principal)
@@ -466,7 +473,7 @@ class SqlStore:
                 (_access_key(row), Principal(row.principal, frozenset(row.groups))) for row in key_rows
             )
             cutoffs = await load_cutoffs(conn)
-        return Snapshot(version, tuple(active_grants), keys, cutoffs)
+        return Snapshot(version, tuple(in_force), keys, cutoffs, since, tuple(retired))
 
     async def version(self) -> int:
         async with self._engine.connect() as conn:
@@ -474,6 +481,10 @@ class SqlStore:
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+
+# Grant ids per UPDATE when stamping: far below any driver's limit on bound parameters.
+_STAMP_SLICE = 500
 
 
 def new_grant_id() -> str:
@@ -514,12 +525,36 @@ def _insert_ignoring_conflict(conn: AsyncConnection, table: Any, key: str) -> An
     return dialect_insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
-async def _bump(conn: AsyncConnection) -> None:
+async def _bump(conn: AsyncConnection, grants_changed: Iterable[str] = ()) -> int:
+    """Move the store version on; stamp the grants whose standing this transaction changed with it.
+
+    Every write that creates a grant or changes whether one is in force must name it here: gateways
+    reload only the grants stamped after the version they hold, so a grant left out would keep its old
+    standing there until the next full reload. The version row stays locked until commit, so versions
+    are committed in order and a reader that sees version N sees every grant stamped N or less.
+    """
     await conn.execute(
         update(store_state).where(store_state.c.name == VERSION_ROW).values(value=store_state.c.value + 1)
     )
+    version = await _version(conn)
+    ids = list(dict.fromkeys(grants_changed))
+    for start in range(0, len(ids), _STAMP_SLICE):
+        batch = ids[start : start + _STAMP_SLICE]
+        await conn.execute(update(grants).where(grants.c.id.in_(batch)).values(changed_in=version))
     if conn.dialect.name == "postgresql":  # delivered at commit, so listeners never see a rolled-back change
         await conn.execute(text(NOTIFY_SQL))
+    return version
+
+
+async def _load_grants(conn: AsyncConnection, where: ColumnElement[bool]) -> list[Grant]:
+    rows = await conn.execute(select(grants).where(where).order_by(grants.c.created_at, grants.c.id))
+    # Converted a slice at a time, handing the loop back in between: 100 000 rows never hold up the
+    # requests this gateway is serving for more than a slice's worth.
+    loaded: list[Grant] = []
+    while part := rows.fetchmany(SNAPSHOT_SLICE):
+        loaded.extend(_grant(row) for row in part)
+        await asyncio.sleep(0)
+    return loaded
 
 
 async def _version(conn: AsyncConnection) -> int:

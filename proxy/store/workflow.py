@@ -100,7 +100,7 @@ class WorkflowStore:
                 request = replace(request, grant_id=made.id)
             await conn.execute(insert(access_requests).values(**_request_values(request)))
             if made is not None:
-                await _bump(conn)
+                await _bump(conn, [made.id])
         return request
 
     async def get_request(self, request_id: str) -> AccessRequest | None:
@@ -182,7 +182,7 @@ class WorkflowStore:
                         grant_id=made.id,
                     )
                 )
-                await _bump(conn)
+                await _bump(conn, [made.id])
             row = (
                 await conn.execute(select(access_requests).where(access_requests.c.id == request_id))
             ).one()
@@ -384,7 +384,7 @@ class WorkflowStore:
                 await conn.execute(insert(grants).values(**_grant_values(grant, STANDING_CREATOR)))
                 created.append(grant)
             if created or revoked:
-                await _bump(conn)
+                await _bump(conn, [g.id for g in (*created, *revoked)])
         return created, revoked
 
     # --- expiry notices ---
