@@ -503,7 +503,12 @@ url = "sqlite:///{workdir / store}"
 
 async def set_grant_count(store_url: str, total: int) -> None:
     """Fill the store up to `total` grants: most for other principals, one in ten for the benchmark's
-    own principal on other prefixes, so both the principal lookup and the prefix match are loaded."""
+    own principal on other prefixes, so both the principal lookup and the prefix match are loaded.
+
+    Only the count differs between stores, not the shape of the benchmark principal's grants: its
+    first filler grant is on the benchmark's bucket in every store, and filler prefixes all have one
+    length. A decision costs one dict lookup per distinct prefix length the caller holds on the bucket,
+    so `filler/{i}/` (lengths growing with the digits of i) measured that, not the number of grants."""
     from sqlalchemy import func, insert, select
 
     from proxy.store.schema import grants
@@ -518,11 +523,11 @@ async def set_grant_count(store_url: str, total: int) -> None:
             rows = [
                 {
                     "id": secrets.token_hex(16),
-                    "principal": BENCH_PRINCIPAL if i % 10 == 0 else f"user{i % 997}",
+                    "principal": BENCH_PRINCIPAL if (i - have) % 10 == 0 else f"user{i % 997}",
                     # Alternating in runs of ten, so half of each principal's grants are on the
                     # benchmark's bucket, the benchmark's own principal included.
-                    "bucket": BUCKET if (i // 10) % 2 else f"bucket{i % 89}",
-                    "prefix": f"filler/{i}/",
+                    "bucket": BUCKET if (i - have) // 10 % 2 == 0 else f"bucket{i % 89}",
+                    "prefix": f"filler/{i:06d}/",
                     "actions": "read",
                     "created_at": now,
                     "source": "bench",
