@@ -53,9 +53,9 @@ class ServerSettings(_Section):
     # (S3-compatible stores) or turn it off to save ~0.7 CPU-seconds per GiB uploaded.
     verify_payload_sha256: bool = True
     # S3 listener processes sharing one port (SO_REUSEPORT), each with its own event loop; 0: one per
-    # CPU. Worker 0 also runs the control API and the workflow; its /metrics merges every worker's
-    # counts. The anomaly detectors judge each worker's traffic on its own (a burst split over workers
-    # may stay under a threshold), which is why more than one is opt-in.
+    # CPU the process may use (its affinity and cgroup quota). Worker 0 also runs the control API, the
+    # workflow and the anomaly rules, which the others feed their events; its /metrics merges every
+    # worker's counts. One by default: a sidecar or a laptop wants one process.
     workers: int = Field(1, ge=0, le=256)
 
     @field_validator("public_url")

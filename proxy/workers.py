@@ -3,7 +3,8 @@
 A parent forks the workers, forwards SIGTERM/SIGINT to them and restarts one that dies unexpectedly.
 Grant state is not shared in memory: every worker refreshes its own LiveState from the store, the one
 source of truth, so a revocation reaches all of them within the same refresh interval. Metrics are
-shared through files (proxy/observe/multiprocess.py), so worker 0's /metrics counts every worker.
+shared through files (proxy/observe/multiprocess.py), so worker 0's /metrics counts every worker, and
+request events are fed to worker 0's anomaly rules (proxy/observe/feed.py), so they judge every request.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -36,9 +38,31 @@ RESTART_DELAY_SECONDS = 0.5
 USER_ERROR = 2
 
 
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
 def worker_count(settings: Settings) -> int:
-    """`[server] workers`, with 0 meaning one per CPU."""
-    return settings.server.workers or os.cpu_count() or 1
+    """`[server] workers`, with 0 meaning one per CPU this process may use."""
+    return settings.server.workers or usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on, capped by its cgroup's CPU quota: in a container with a CPU
+    limit of 2 on a 64-core node, 2, not the node's 64."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        limit = cpu_quota(Path(CGROUP_CPU_MAX).read_text())
+    except OSError:  # no cgroup v2 here
+        limit = None
+    return max(1, min(count, limit)) if limit is not None else max(1, count)
+
+
+def cpu_quota(cpu_max: str) -> int | None:
+    """CPUs a cgroup v2 `cpu.max` ("<quota> <period>", or "max <period>") allows, rounded up."""
+    quota, _, period = cpu_max.strip().partition(" ")
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return None
+    return -(-int(quota) // int(period))
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
@@ -51,14 +75,15 @@ def worker_settings(settings: Settings, index: int) -> Settings:
 
 
 async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
-    """A secondary worker: the S3 listener and its observers (audit, anomalies). The control API and the
-    workflow's sweeps run in worker 0 only, so timers fire once and the control port has one owner."""
+    """A secondary worker: the S3 listener and its observers (audit, metrics; its events go on to worker
+    0's anomaly rules). The control API, the notifiers and the workflow's sweeps run in worker 0 only,
+    so timers fire once and the control port has one owner."""
     from proxy.app import running_gateway, s3_app_runner, settle_heap, tls_context
 
     settings = worker_settings(settings, index)
     async with (
         running_gateway(settings) as gateway,
-        observing(settings, gateway.state.store, gateway.state, gateway.bus),
+        observing(settings, gateway.state.store, gateway.state, gateway.bus, worker=index),
     ):
         runner = s3_app_runner(gateway)
         await runner.setup()

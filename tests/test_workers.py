@@ -11,26 +11,46 @@ from pathlib import Path
 
 import pytest
 
+from proxy import workers
 from proxy.config import Settings
 from proxy.observe.multiprocess import DIRECTORY_ENV
-from proxy.workers import supervise, worker_count, worker_settings
+from proxy.workers import cpu_quota, supervise, usable_cpus, worker_count, worker_settings
 
 
 def settings(**server: object) -> Settings:
     return Settings.model_validate({"server": server})
 
 
-def test_zero_workers_means_one_per_cpu() -> None:
-    assert worker_count(settings(workers=0)) == (os.cpu_count() or 1)
+def test_zero_workers_means_one_per_usable_cpu() -> None:
+    assert worker_count(settings(workers=0)) == usable_cpus() >= 1
 
 
 def test_an_explicit_worker_count_is_kept() -> None:
     assert worker_count(settings(workers=3)) == 3
 
 
-def test_one_worker_is_the_default_so_the_anomaly_detectors_see_every_request() -> None:
+def test_one_worker_is_the_default() -> None:
     assert Settings().server.workers == 1
     assert worker_count(Settings()) == 1
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cpus"),
+    [("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000", 2), ("50000 100000", 1), ("", None)],
+)
+def test_a_cgroup_cpu_limit_counts_as_whole_cpus_rounded_up(cpu_max: str, cpus: int | None) -> None:
+    assert cpu_quota(cpu_max) == cpus
+
+
+def test_zero_workers_means_the_cpus_the_container_may_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000\n")  # a limit of one CPU, however many the machine has
+    monkeypatch.setattr(workers, "CGROUP_CPU_MAX", str(cpu_max))
+    assert worker_count(settings(workers=0)) == 1
+    cpu_max.write_text("max 100000\n")
+    assert worker_count(settings(workers=0)) == len(os.sched_getaffinity(0))
 
 
 def test_each_extra_worker_gets_an_audit_spool_of_its_own() -> None:

@@ -168,6 +168,11 @@ class GatewayMetrics:
         self.suspensions = Counter(
             "grantgate_grant_suspensions", "Grants suspended automatically by an anomaly rule.", registry=r
         )
+        self.feed_dropped = Counter(
+            "grantgate_anomaly_feed_dropped",
+            "Request events a worker could not pass to worker 0's anomaly rules (worker 0 unreachable).",
+            registry=r,
+        )
         self.audit_written = Counter(
             "grantgate_audit_events_written", "Audit records appended to the durable trail.", registry=r
         )

@@ -22,7 +22,9 @@ from proxy.config import Settings
 from proxy.observe.anomalies import SUSPEND, Detectors
 from proxy.observe.audit_writer import AuditWriter
 from proxy.observe.events import AnomalyAlert, EventBus
+from proxy.observe.feed import Forwarder, receiving, socket_path
 from proxy.observe.metrics import GatewayMetrics, metrics_handler
+from proxy.observe.multiprocess import shared_directory
 from proxy.observe.resources import ResourceCatalog
 from proxy.observe.spool import SpoolingAudit, start_spooling
 from proxy.s3.errors import S3Error
@@ -121,10 +123,12 @@ async def observing(
     bus: EventBus,
     *,
     pending_count: Callable[[], Awaitable[int]] | None = None,
+    worker: int = 0,
 ) -> AsyncIterator[Observability]:
     """Subscribe the configured observers to `bus` and run their tasks until the block ends.
 
     `pending_count` feeds the pending-requests gauge; by default the store's access requests are counted.
+    Among several workers, only worker 0 runs the anomaly rules; the others feed it their events.
     """
     catalog = resource_catalog(settings)
     audit = AuditStore(store)
@@ -149,7 +153,13 @@ async def observing(
         obs.writer = AuditWriter(sink, settings.audit, catalog, obs.metrics)
         bus.subscribe(obs.writer)
         obs.writer.start()
-    if settings.anomalies.enabled:
+    shared = shared_directory()  # None in a single process
+    if settings.anomalies.enabled and shared is not None and worker > 0:
+        dropped = obs.metrics.feed_dropped.inc if obs.metrics is not None else None
+        forwarder = Forwarder(socket_path(shared), on_drop=dropped)
+        bus.subscribe(forwarder)
+        tasks.append(asyncio.create_task(forwarder.run(), name="anomaly-feed"))
+    elif settings.anomalies.enabled:
         known = await audit.readers() if settings.anomalies.new_group_reader.enabled else set()
         detectors = Detectors(
             settings.anomalies, catalog, known_readers=known, networks=allowed_networks(settings)
@@ -157,7 +167,10 @@ async def observing(
         obs.watch = AnomalyWatch(detectors, bus, audit, obs.writer, obs.metrics)
         bus.subscribe(obs.watch)
     try:
-        yield obs
+        async with contextlib.AsyncExitStack() as stack:
+            if obs.watch is not None and shared is not None:
+                await stack.enter_async_context(receiving(socket_path(shared), obs.watch))
+            yield obs
     finally:
         for task in tasks:
             task.cancel()

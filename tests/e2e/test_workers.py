@@ -13,8 +13,10 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from support.observed import scrape
+from support.observed import audit_events, eventually, scrape
 from support.world import BUCKET, GatewayProcess, Identity, World, free_port
+
+from proxy.store.audit import StoredEvent
 
 WORKERS = 2
 
@@ -130,6 +132,22 @@ def test_worker_0s_metrics_count_the_requests_every_worker_served(world: World, 
     # Each request is counted once it has ended, a moment after the client has its last byte.
     wait_for(lambda: requests_counted(pool, "GetObject") >= sent)
     assert requests_counted(pool, "GetObject") == sent
+
+
+def test_worker_0s_anomaly_rules_count_the_refusals_every_worker_saw(
+    world: World, pool: GatewayProcess
+) -> None:
+    # 20 refusals in a minute is a burst (the default rule); spread over two workers, neither sees 20.
+    who = world.person(f"worker-prober-{uuid.uuid4().hex[:6]}")
+    assert statuses(pool, who, "nothing-granted/a.txt", 20) == {403}
+
+    def burst_alerts() -> list[StoredEvent]:
+        return audit_events(world, kind="anomaly.denial_burst", principal=who.name)
+
+    [alert] = eventually(burst_alerts, what="a denial-burst alert")
+    assert alert.body["event"]["details"]["count"] == 20
+    time.sleep(0.5)
+    assert len(burst_alerts()) == 1  # raised once, by the one set of rules
 
 
 def test_a_revoked_grant_is_refused_by_every_worker(world: World, pool: GatewayProcess) -> None:

@@ -1,0 +1,133 @@
+"""One set of anomaly rules for every worker: workers other than 0 send their request events to worker 0.
+
+A rule that counts over a window (bytes a principal read, denials in a row) must see every request of
+the host, not the share the kernel happened to hand one worker, and an alert must reach worker 0, which
+alone runs the notifiers. So workers 1..n forward each request event, as one JSON line, over a Unix
+socket in the supervisor's private directory; worker 0 feeds what it receives to its rules as it feeds
+its own events. Only the same user can reach that directory, so nobody else can inject events.
+
+Forwarding never holds up a request: events wait in a bounded backlog while worker 0 is away (being
+restarted, say), and are dropped, and counted, beyond it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import structlog
+
+from proxy.observe.events import RequestEvent
+
+log = structlog.get_logger("grantgate.feed")
+
+SOCKET_NAME = "events.sock"
+# Events kept while worker 0 cannot be reached: a few seconds of a busy worker's traffic.
+BACKLOG = 50_000
+RECONNECT_SECONDS = 0.2
+# Far above any event's line (a key is at most 1 KiB): a longer line is not an event.
+LINE_LIMIT = 256 * 1024
+_TUPLE_FIELDS = ("groups", "grant_ids")
+
+
+def socket_path(directory: str) -> str:
+    return os.path.join(directory, SOCKET_NAME)
+
+
+def encode(event: RequestEvent) -> bytes:
+    return orjson.dumps(event.as_dict()) + b"\n"
+
+
+def decode(line: bytes) -> RequestEvent:
+    """The event a worker sent; ValueError or TypeError if the line is not one."""
+    fields = orjson.loads(line)
+    if not isinstance(fields, dict):
+        raise ValueError("not an event")
+    for name in _TUPLE_FIELDS:
+        fields[name] = tuple(fields.get(name) or ())
+    return RequestEvent(**fields)
+
+
+class Forwarder:
+    """A bus observer in workers 1..n: each request event, sent on to worker 0."""
+
+    def __init__(
+        self, path: str, *, backlog: int = BACKLOG, on_drop: Callable[[], None] | None = None
+    ) -> None:
+        self.path = path
+        self.backlog = backlog
+        self.dropped = 0
+        self._on_drop = on_drop
+        self._pending: list[bytes] = []
+        self._ready = asyncio.Event()
+
+    def __call__(self, event: Any) -> None:
+        if not isinstance(event, RequestEvent):
+            return
+        if len(self._pending) >= self.backlog:
+            self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop()
+            return
+        self._pending.append(encode(event))
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Keep a connection to worker 0 and send what is pending; reconnect whenever it drops."""
+        while True:
+            try:
+                _, writer = await asyncio.open_unix_connection(self.path)
+            except OSError:
+                await asyncio.sleep(RECONNECT_SECONDS)
+                continue
+            try:
+                await self._send(writer)
+            except OSError as exc:  # worker 0 went away: what was in flight is lost, the rest waits
+                log.warning("event_feed_lost", error=repr(exc))
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _send(self, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            # Every event of a busy moment in one write.
+            lines, self._pending = self._pending, []
+            writer.writelines(lines)
+            await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def receiving(path: str, feed: Callable[[RequestEvent], None]) -> AsyncIterator[None]:
+    """In worker 0: accept the other workers' events on `path` and hand each to `feed`."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    event = decode(line)
+                except (ValueError, TypeError) as exc:
+                    log.warning("event_feed_bad_line", error=repr(exc))
+                    continue
+                feed(event)
+        except (OSError, asyncio.LimitOverrunError, ValueError) as exc:
+            log.warning("event_feed_closed", error=repr(exc))
+        finally:
+            writer.close()
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by the worker 0 this one replaces
+    server = await asyncio.start_unix_server(serve, path, limit=LINE_LIMIT)
+    try:
+        yield
+    finally:
+        server.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
