@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Column, MetaData, Table, insert, select, text
+from sqlalchemy.exc import StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from support.turns import turns_at_each_call
 
 from proxy.access.grants import Action
 from proxy.observe import records
-from proxy.observe.records import SLICE, AuditRecord, Usage
+from proxy.observe.records import SLICE, AuditRecord, Usage, chain
 from proxy.store.audit import INSERT_SLICE, AuditQuery, AuditStore
+from proxy.store.schema import audit_events
 from proxy.store.sql import SqlStore
 
 NOW = datetime(2025, 3, 5, 10, 0, tzinfo=UTC)
@@ -214,3 +218,81 @@ async def test_a_large_batch_lets_the_event_loop_serve_while_it_is_written(
     assert len(set(seen)) >= 1000 // slice_size
     report = await audit.verify()
     assert report.ok and report.checked == 1000
+
+
+# --- the driver-level insert stores what SQLAlchemy's own insert stores ---------------------------------
+
+# audit_events' columns and types under another name and without its indexes (their names are taken):
+# what SQLAlchemy's `insert(...)` with parameter dicts writes there is the reference.
+_reference = Table(
+    "audit_events_reference",
+    MetaData(),
+    *(
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable, autoincrement=False)
+        for c in audit_events.columns
+    ),
+)
+
+
+def awkward_records() -> list[AuditRecord]:
+    """Every nullable column empty and full, times in other zones and at whole seconds, text that needs
+    care (quotes, backslashes, %, non-ASCII, long), and more rows than one insert slice."""
+    plus_two = timezone(timedelta(hours=2))
+    return [
+        rec(0),
+        AuditRecord(kind="grant_usage", plane="usage", at=NOW),  # principal..decision all None
+        rec(1, at=datetime(2025, 3, 5, 12, 30, 1, 123456, tzinfo=plus_two)),
+        rec(2, at=datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5)))),
+        rec(3, at=datetime(2025, 3, 5, 10, 0, 0, 0, tzinfo=plus_two), decision=None, resource=None),
+        rec(4, principal="zoë 'o\\brien' %s %(x)s", target="s3://archive/données/ключ ?.bin"),
+        rec(5, target="s3://archive/" + "k" * 4000, event={"nested": {"emoji": "🔑", "n": [1, 2.5, None]}}),
+        *(rec(10 + i, grant_id=None if i % 3 else f"g_{i}") for i in range(INSERT_SLICE + 5)),
+    ]
+
+
+async def stored(conn: AsyncConnection, table: Table) -> tuple[list[Any], list[Any]]:
+    """The table's rows as SQLAlchemy reads them (typed) and as the driver returns them (raw)."""
+    query = select(table).order_by(table.c.seq)
+    typed = (await conn.execute(query)).all()
+    raw = (await conn.exec_driver_sql(str(query.compile(dialect=conn.dialect)))).all()
+    return [tuple(row) for row in typed], [tuple(row) for row in raw]
+
+
+async def test_appended_rows_are_stored_exactly_as_sqlalchemys_insert_stores_them(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    records = awkward_records()
+    head_seq, head_hash = await audit.head()
+    assert await audit.append(records) == head_seq + len(records)
+
+    rows = chain(records, head_seq, head_hash)
+    async with store._engine.begin() as conn:
+        await conn.run_sync(_reference.create)
+        await conn.execute(
+            insert(_reference),
+            [
+                {"seq": r.seq, **r.columns, "body": r.body, "prev_hash": r.prev_hash, "hash": r.hash}
+                for r in rows
+            ],
+        )
+    async with store._engine.connect() as conn:
+        typed, raw = await stored(conn, audit_events)
+        assert (typed, raw) == await stored(conn, _reference)
+        if store.dialect == "sqlite":  # what is on disk: text in one format, compared as text by queries
+            types = await conn.exec_driver_sql("SELECT DISTINCT typeof(at) FROM audit_events")
+            assert types.all() == [("text",)]
+    at = [row[1] for row in typed]
+    assert at == [r.at for r in records] and {moment.tzinfo for moment in at} == {UTC}
+    assert typed[1][2:9] == ("grant_usage", "usage", None, None, None, None, None)
+    report = await audit.verify()
+    assert report.ok and report.checked == len(records)
+
+
+async def test_a_naive_time_is_refused_as_sqlalchemy_refuses_it_and_nothing_is_stored(
+    store: SqlStore,
+) -> None:
+    """As a store error (the spool tells those from others), with the whole batch rolled back."""
+    audit = AuditStore(store)
+    with pytest.raises(StatementError, match="timezone-aware"):
+        await audit.append([rec(0), rec(1, at=datetime(2025, 3, 5, 10, 0))])
+    assert await audit.head() == (0, "0" * 64)
+    assert await audit.query(AuditQuery()) == []
