@@ -846,9 +846,11 @@ def targets(figures: dict[str, Figure], peak_rss_mb: float, grants: dict[int, di
         ("4 KiB GET, 1 conn: ≤ 0.5 ms added p50", added_ms("p50_1"), 0.5, "ms"),
         ("4 KiB GET, 1 conn: ≤ 2 ms added p99", added_ms("p99_1"), 2.0, "ms"),
         (f"peak RSS per worker, {RSS_STREAMS} x whole-object GETs: ≤ 150 MB", peak_rss_mb, 150, "MB"),
+        # The check's own cost: the end-to-end p50 moves by more than the whole check (about 3 µs of
+        # 600) from round to round on a shared machine, so it is shown in the grants table, not judged.
         (
-            "grant check flat from 10 to 100 000 grants (4 KiB GET p50): ≤ 5 % apart",
-            grant_spread(grants) * 100,
+            "grant check flat from 10 to 100 000 grants (`GrantIndex.decide`): ≤ 5 % apart",
+            grant_spread(grants, "check") * 100,
             5,
             "%",
         ),

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from support.policies import MODELS_RULE
 
-from proxy.access.grants import Action
-from proxy.access.policy import Policy, Resource, ResourcePath, Rule
+from proxy.access.policy import Policy, Resource, ResourcePath
 from proxy.access.workflow import Workflow
 from proxy.control.api import ROUTES
 from proxy.control.app import control_app
@@ -25,18 +24,7 @@ BUCKET = "archive"
 WHY = "evaluate the new checkpoint"
 POLICY = Policy(
     resources=(Resource("models", (ResourcePath(BUCKET, "models/"),), "Model weights"),),
-    rules=(
-        Rule(
-            resource="models",
-            requester_groups=frozenset({"ml", "infra"}),
-            actions=frozenset({Action.READ, Action.LIST}),
-            default_duration=timedelta(hours=2),
-            max_duration=timedelta(hours=8),
-            instant_groups=frozenset({"infra"}),
-            approver_groups=frozenset({"security"}),
-            approvals_required=1,
-        ),
-    ),
+    rules=(MODELS_RULE,),
     admin_groups=frozenset({"admins"}),
 )
 

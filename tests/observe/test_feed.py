@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,18 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def sending(forwarder: Forwarder) -> AsyncIterator[None]:
+    """The forwarder's connection to worker 0, kept up for the block."""
+    task = asyncio.create_task(forwarder.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 @pytest.fixture
 def path(tmp_path: Path) -> str:
     return feed.socket_path(str(tmp_path))
@@ -57,27 +69,20 @@ def test_a_line_that_is_not_an_event_is_refused(line: bytes) -> None:
 async def test_events_from_a_worker_reach_worker_0_in_order(path: str) -> None:
     received: list[RequestEvent] = []
     forwarder = Forwarder(path)
-    async with receiving(path, received.append):
-        sender = asyncio.create_task(forwarder.run())
-        try:
-            sent = [event(n) for n in range(500)]
-            for e in sent:
-                forwarder(e)
-            # Not a request: worker 0 raises its own alerts, a worker's would be counted twice.
-            forwarder(AnomalyAlert(kind="x", severity="warning", message="m", at=0.0))
-            await until(lambda: len(received) == len(sent))
-            assert received == sent
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+    async with receiving(path, received.append), sending(forwarder):
+        sent = [event(n) for n in range(500)]
+        for e in sent:
+            forwarder(e)
+        # Not a request: worker 0 raises its own alerts, a worker's would be counted twice.
+        forwarder(AnomalyAlert(kind="x", severity="warning", message="m", at=0.0))
+        await until(lambda: len(received) == len(sent))
+        assert received == sent
 
 
 async def test_events_wait_while_worker_0_is_away_and_flow_once_it_is_back(path: str) -> None:
     received: list[RequestEvent] = []
     forwarder = Forwarder(path)
-    sender = asyncio.create_task(forwarder.run())
-    try:
+    async with sending(forwarder):
         async with receiving(path, received.append):
             forwarder(event(1))
             await until(lambda: len(received) == 1)
@@ -88,10 +93,6 @@ async def test_events_wait_while_worker_0_is_away_and_flow_once_it_is_back(path:
         async with receiving(path, received.append):
             await until(lambda: len(received) >= 3)
         assert [e.request_id for e in received][-2:] == ["r2", "r3"]
-    finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
 
 
 async def test_beyond_its_backlog_a_worker_drops_events_and_says_so(path: str) -> None:
@@ -102,15 +103,9 @@ async def test_beyond_its_backlog_a_worker_drops_events_and_says_so(path: str) -
     assert forwarder.dropped == 2 and len(drops) == 2
 
     received: list[RequestEvent] = []
-    async with receiving(path, received.append):
-        sender = asyncio.create_task(forwarder.run())
-        try:
-            await until(lambda: len(received) == 3)
-            assert [e.request_id for e in received] == ["r0", "r1", "r2"]
-        finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+    async with receiving(path, received.append), sending(forwarder):
+        await until(lambda: len(received) == 3)
+        assert [e.request_id for e in received] == ["r0", "r1", "r2"]
 
 
 async def test_a_bad_line_is_skipped_and_the_rest_still_counted(path: str) -> None:

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from alembic import command
 from sqlalchemy import Connection, delete, insert, update
+from support.policies import MODELS_RULE
 
 from proxy import state as state_module
 from proxy.access.decide import Allow, Deny
-from proxy.access.grants import Action, Target
+from proxy.access.grants import Action, Grant, Target
 from proxy.access.index import GrantIndex
-from proxy.access.policy import Policy, Resource, ResourcePath, Rule, StandingAccess
+from proxy.access.policy import Policy, Resource, ResourcePath, StandingAccess
 from proxy.access.workflow import Workflow
 from proxy.identity.principals import Principal
 from proxy.observe.events import EventBus
@@ -37,18 +38,7 @@ WHY = "evaluate the new checkpoint"
 
 POLICY = Policy(
     resources=(Resource("models", (ResourcePath(BUCKET, "models/"),)),),
-    rules=(
-        Rule(
-            resource="models",
-            requester_groups=frozenset({"ml", "infra"}),
-            actions=frozenset({Action.READ, Action.LIST}),
-            default_duration=timedelta(hours=2),
-            max_duration=timedelta(hours=8),
-            instant_groups=frozenset({"infra"}),
-            approver_groups=frozenset({"security"}),
-            approvals_required=1,
-        ),
-    ),
+    rules=(MODELS_RULE,),
     standing=(StandingAccess("inference", "models", frozenset({Action.READ})),),
     admin_groups=frozenset({"admins"}),
 )
@@ -73,6 +63,17 @@ class Loads:
         return self.seen[-1]
 
 
+def watching(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> tuple[Loads, LiveState]:
+    """A gateway's state over `store`, and the loads it makes."""
+    return Loads(store, monkeypatch), LiveState(store, SERVER_KEY, interval=60.0, grace=600.0)
+
+
+async def alice_reads(store: SqlStore, prefix: str = "models/", lasting: timedelta = HOUR) -> Grant:
+    return await store.add_grant(
+        "alice", BUCKET, prefix, frozenset({Action.READ}), now=NOW, expires_at=NOW + lasting
+    )
+
+
 def in_force(index: GrantIndex, now: datetime) -> set[str]:
     return {g.id for group in index.groups.values() for g in group if g.is_active(now)}
 
@@ -90,8 +91,7 @@ async def people(store: SqlStore) -> dict[str, Principal]:
 async def test_every_grant_write_reaches_the_gateway_as_a_change(
     store: SqlStore, people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loads = Loads(store, monkeypatch)
-    state = LiveState(store, SERVER_KEY, interval=60.0, grace=600.0)
+    loads, state = watching(store, monkeypatch)
     await state.refresh(force=True)
     flow = Workflow(store, POLICY, EventBus(), clock=lambda: NOW)
     unstanding = Workflow(store, replace(POLICY, standing=()), EventBus(), clock=lambda: NOW)
@@ -99,9 +99,7 @@ async def test_every_grant_write_reaches_the_gateway_as_a_change(
     made: dict[str, str] = {}
 
     async def add() -> None:
-        grant = await store.add_grant(
-            "alice", BUCKET, "models/a/", frozenset({Action.READ}), now=NOW, expires_at=NOW + HOUR
-        )
+        grant = await alice_reads(store, "models/a/")
         made["added"] = grant.id
 
     async def instant() -> None:
@@ -175,13 +173,10 @@ async def test_a_change_reads_only_what_changed_however_many_grants_there_are(
     store: SqlStore, people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await _many_grants(store, 3000)
-    loads = Loads(store, monkeypatch)
-    state = LiveState(store, SERVER_KEY, interval=60.0, grace=600.0)
+    loads, state = watching(store, monkeypatch)
     await state.refresh(force=True)
     assert len(loads.last[1].grants) == 3000
-    grant = await store.add_grant(
-        "alice", BUCKET, "models/", frozenset({Action.READ}), now=NOW, expires_at=NOW + timedelta(hours=1)
-    )
+    grant = await alice_reads(store)
     await state.refresh()
     assert [g.id for g in loads.last[1].grants] == [grant.id]
     await store.revoke_grant(grant.id, now=NOW, actor="root")
@@ -193,11 +188,8 @@ async def test_a_change_reads_only_what_changed_however_many_grants_there_are(
 async def test_now_and_then_everything_is_reloaded_and_lapsed_grants_pruned(
     store: SqlStore, people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loads = Loads(store, monkeypatch)
-    state = LiveState(store, SERVER_KEY, interval=60.0, grace=600.0)
-    await store.add_grant(
-        "alice", BUCKET, "models/", frozenset({Action.READ}), now=NOW, expires_at=NOW + timedelta(minutes=1)
-    )
+    loads, state = watching(store, monkeypatch)
+    await alice_reads(store, lasting=timedelta(minutes=1))
     monkeypatch.setattr(state_module, "datetime", _At(NOW))
     await state.refresh(force=True)
     assert len(state.view().grants) == 1
@@ -212,13 +204,10 @@ async def test_a_store_whose_version_went_back_is_loaded_whole(
     store: SqlStore, people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A restored backup: grants the gateway holds may exist nowhere in the store any more.
-    loads = Loads(store, monkeypatch)
-    state = LiveState(store, SERVER_KEY, interval=60.0, grace=600.0)
+    loads, state = watching(store, monkeypatch)
     await state.refresh(force=True)
     restored_version = await store.version()
-    grant = await store.add_grant(
-        "alice", BUCKET, "models/", frozenset({Action.READ}), now=NOW, expires_at=NOW + HOUR
-    )
+    grant = await alice_reads(store)
     await state.refresh()
     assert in_force(state.view().grants, NOW) == {grant.id}
     async with store.engine.begin() as conn:
@@ -244,8 +233,7 @@ async def test_grants_from_before_the_change_stamps_are_loaded_whole_and_then_tr
         await engine.dispose()
     store = await SqlStore.open(store_url, upgrade=True)
     try:
-        loads = Loads(store, monkeypatch)
-        state = LiveState(store, SERVER_KEY, interval=60.0, grace=600.0)
+        loads, state = watching(store, monkeypatch)
         await state.refresh(force=True)
         assert in_force(state.view().grants, NOW) == {"g_legacy"}
         await store.revoke_grant("g_legacy", now=NOW, actor="root")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from support.policies import MODELS_RULE
 
 from proxy.access.events import (
     ApprovalRecorded,
@@ -40,16 +41,7 @@ POLICY = Policy(
         Resource("training-data", (ResourcePath(BUCKET, "training-data/"),)),
     ),
     rules=(
-        Rule(
-            resource="models",
-            requester_groups=frozenset({"ml", "infra"}),
-            actions=frozenset({Action.READ, Action.LIST}),
-            default_duration=timedelta(hours=2),
-            max_duration=timedelta(hours=8),
-            instant_groups=frozenset({"infra"}),
-            approver_groups=frozenset({"security"}),
-            approvals_required=1,
-        ),
+        MODELS_RULE,
         Rule(
             resource="training-data",
             requester_groups=frozenset({"ml"}),
