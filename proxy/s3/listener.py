@@ -441,7 +441,14 @@ def transfer_watch(gateway: Gateway, admission: Admission, event: RequestEvent) 
     op = admission.operation
     if op.body_targets or not op.targets:
         return None
-    return TransferWatch(gateway.state.view, admission.caller.principal.name, list(op.targets), event)
+    caller = admission.caller
+    return TransferWatch(
+        gateway.state.view,
+        caller.principal.name,
+        list(op.targets),
+        event,
+        access_key_id=None if caller.temporary else caller.access_key_id,
+    )
 
 
 async def read_bounded(request: web.Request, limit: int, too_large: S3Error) -> bytes:

@@ -1,4 +1,5 @@
-"""Re-authorizes a transfer in flight, so a revoked or expired grant stops it within a second.
+"""Re-authorizes a transfer in flight, so a revoked or expired grant, or a revoked access key, stops it
+within a second.
 
 The streaming loops call `check()` once per chunk: a monotonic clock comparison, and at most every
 `period` seconds a decision against the current in-memory view (a dict lookup, no database).
@@ -26,7 +27,7 @@ class TransferCut(S3Error):
 
 
 class TransferWatch:
-    __slots__ = ("_clock", "_event", "_next", "_period", "_principal", "_targets", "_view")
+    __slots__ = ("_access_key_id", "_clock", "_event", "_next", "_period", "_principal", "_targets", "_view")
 
     def __init__(
         self,
@@ -35,10 +36,14 @@ class TransferWatch:
         targets: list[Target],
         event: RequestEvent,
         *,
+        access_key_id: str | None = None,
         period: float = RECHECK_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`access_key_id`: the long-lived key the transfer was signed with, cut too once revoked. A
+        session's key is not in the key ring: a session ends with its expiry or its grant."""
         self._view = view
+        self._access_key_id = access_key_id
         self._principal = principal
         self._targets = targets
         self._event = event
@@ -56,13 +61,18 @@ class TransferWatch:
 
     def recheck(self, now: datetime) -> None:
         try:
-            grants = self._view(now).grants
+            view = self._view(now)
         except S3Error:  # the state is past its grace period: nothing may go on
             self._event.outcome = "state_unavailable"
             raise TransferCut(
                 "ServiceUnavailable", "Access state is unavailable; try again shortly.", 503
             ) from None
-        if not isinstance(grants.decide(self._principal, self._targets, now), Allow):
+        if self._access_key_id is not None and self._access_key_id not in view.keys.entries:
+            self._event.outcome = "revoked"
+            raise TransferCut(
+                "AccessDenied", "Access Denied: the access key for this transfer was revoked.", 403
+            )
+        if not isinstance(view.grants.decide(self._principal, self._targets, now), Allow):
             self._event.outcome = "revoked"
             raise TransferCut(
                 "AccessDenied", "Access Denied: the grant for this transfer was revoked or has expired.", 403

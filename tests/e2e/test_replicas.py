@@ -88,6 +88,16 @@ class Replicas:
 
         return self.store(revoke)
 
+    def revoke_key(self, who: Identity) -> tuple[float, float]:
+        """Revoke `who`'s key; returns (monotonic, wall) time just before the transaction began."""
+
+        async def revoke(store: SqlStore) -> tuple[float, float]:
+            began = time.monotonic(), time.time()
+            assert await store.revoke_access_key(who.access_key_id, now=datetime.now(UTC))
+            return began
+
+        return self.store(revoke)
+
     def sync(self) -> None:
         """Wait (up to a second) until both replicas have loaded the store's current version."""
         want = self.store(lambda store: store.version())
@@ -250,7 +260,8 @@ def test_a_grant_written_once_is_seen_by_both_replicas_within_a_second(replicas:
         assert time.monotonic() - revoked_at < 1.0
 
 
-def test_revoking_a_grant_cuts_a_download_in_flight_on_the_other_replica(replicas: Replicas) -> None:
+@pytest.mark.parametrize("revoked", ["grant", "access key"])
+def test_revoking_cuts_a_download_in_flight_on_the_other_replica(replicas: Replicas, revoked: str) -> None:
     bob = replicas.person("bob")
     grant = replicas.grant(bob, "big/")
     replicas.sync()
@@ -262,7 +273,8 @@ def test_revoking_a_grant_cuts_a_download_in_flight_on_the_other_replica(replica
     wait_for(lambda: download.received >= 8 * MIB, 10.0, "download under way")
     assert download.status == 200 and download.ended_at is None
 
-    revoked_at, revoked_wall = replicas.revoke(grant)  # through the store, as replica A's API would
+    # Through the store, as replica A's API would.
+    revoked_at, revoked_wall = replicas.revoke(grant) if revoked == "grant" else replicas.revoke_key(bob)
     reader.join(10)
     assert download.ended_at is not None, "the download was not stopped"
     assert download.ending != "complete"

@@ -9,6 +9,8 @@ import pytest
 from proxy.access.grants import Action, Grant, Target
 from proxy.access.index import GrantIndex
 from proxy.identity.keyring import KeyRing
+from proxy.identity.keys import AccessKey
+from proxy.identity.principals import Principal
 from proxy.observe.events import RequestEvent
 from proxy.s3.errors import S3Error
 from proxy.s3.watch import TransferCut, TransferWatch
@@ -22,8 +24,12 @@ def grant(expires_at: datetime | None = None) -> Grant:
     return Grant("g_1", "ana", "bucket", "models/", frozenset({Action.READ}), NOW, expires_at)
 
 
-def view(*grants: Grant) -> View:
-    return View(GrantIndex.build(grants, 1), KeyRing.build((), b"k" * 32), 1, 0.0)
+KEY = AccessKey("GGKEXAMPLE0000000001", "ana", NOW, None)
+
+
+def view(*grants: Grant, keys: tuple[AccessKey, ...] = (KEY,)) -> View:
+    ring = KeyRing.build(((k, Principal(k.principal)) for k in keys), b"k" * 32)
+    return View(GrantIndex.build(grants, 1), ring, 1, 0.0)
 
 
 class Current:
@@ -83,6 +89,26 @@ def test_an_expired_grant_cuts_the_transfer() -> None:
     with pytest.raises(TransferCut):
         w.recheck(NOW + timedelta(minutes=5))
     assert record.outcome == "revoked"
+
+
+def test_a_revoked_access_key_cuts_the_transfer_though_its_grant_stands() -> None:
+    current, record = Current(view(grant())), event()
+    w = TransferWatch(current, "ana", TARGETS, record, access_key_id=KEY.access_key_id)
+    w.recheck(NOW)
+    current.view = view(grant(), keys=())  # the refresh after the key was revoked
+    with pytest.raises(TransferCut) as cut:
+        w.recheck(NOW)
+    assert (cut.value.code, cut.value.status) == ("AccessDenied", 403)
+    assert "access key" in cut.value.message
+    assert record.outcome == "revoked"
+
+
+def test_a_session_transfer_is_not_looked_up_in_the_key_ring() -> None:
+    # Session keys are never in the ring: their transfers are watched through their grants alone.
+    record = event()
+    w = TransferWatch(Current(view(grant(), keys=())), "ana", TARGETS, record, access_key_id=None)
+    w.recheck(NOW)
+    assert record.outcome == "ok"
 
 
 def test_state_past_its_grace_period_cuts_the_transfer_as_unavailable() -> None:
