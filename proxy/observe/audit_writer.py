@@ -31,6 +31,7 @@ from proxy.observe.records import (
 )
 from proxy.observe.resources import ResourceCatalog
 from proxy.observe.settings import AuditSettings
+from proxy.observe.spool import UNREACHABLE
 from proxy.store.audit import AuditStore
 
 log = structlog.get_logger("grantgate.audit")
@@ -165,7 +166,7 @@ class AuditWriter:
                     self._inflight = []
                     delay = self.settings.flush_interval_seconds
                     break
-                except Exception as exc:
+                except UNREACHABLE as exc:
                     if self.metrics is not None:
                         self.metrics.audit_failures.inc()
                     log.error(
@@ -173,6 +174,28 @@ class AuditWriter:
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX_SECONDS)
+                except Exception as exc:
+                    # Not the store: something in the batch itself, which no retry would mend. Written
+                    # one by one, so one bad event costs only itself, not the trail behind it.
+                    log.error("audit_batch_refused", error=repr(exc), events=len(self._inflight))
+                    self._inflight = await self._write_each(self._inflight)
+                    if not self._inflight:
+                        break
+
+    async def _write_each(self, items: list[Any]) -> list[Any]:
+        """Write items one at a time and drop (counted, logged) those that cannot be written; returns
+        what is left unwritten if the store fails meanwhile, for the retry loop."""
+        for index, item in enumerate(items):
+            try:
+                await self._write([item])
+            except UNREACHABLE:
+                return items[index:]
+            except Exception as exc:
+                self.dropped += 1
+                if self.metrics is not None:
+                    self.metrics.audit_dropped.inc()
+                log.error("audit_event_unwritable", error=repr(exc), request_id=_request_id(item))
+        return []
 
     def _drain(self, limit: int) -> list[Any]:
         items = []
@@ -198,3 +221,7 @@ class AuditWriter:
             await self.audit.remember_readers(batch.readers)
         if self.metrics is not None:
             self.metrics.audit_queue.set(self.queue.qsize())
+
+
+def _request_id(item: Any) -> str | None:
+    return getattr(item, "request_id", None)

@@ -16,6 +16,8 @@ from typing import Any, BinaryIO
 import orjson
 import structlog
 
+from proxy.observe.text import writable
+
 # Defence in depth: nothing that could carry a credential is ever rendered, whatever a caller logs.
 _SECRET_FIELD = re.compile(
     r"secret|password|passwd|signature|authorization|token|credential|cookie|api_key", re.IGNORECASE
@@ -100,12 +102,19 @@ class CoalescedOutput:
             self._out.flush()
 
 
+def _json_line(value: Any, **options: Any) -> bytes:
+    try:
+        return orjson.dumps(value, **options)
+    except TypeError:  # text from the wire that is not UTF-8, say: the line is still written
+        return orjson.dumps(writable(value), default=repr, **options)
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     # orjson: the audit line is written once per request, and rendering it with the standard library
     # cost more than verifying the request's signature.
     json_lines = fmt == "json"
     renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=orjson.dumps)
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if json_lines
         else structlog.dev.ConsoleRenderer(colors=False)
     )

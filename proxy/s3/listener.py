@@ -25,6 +25,7 @@ from proxy.gateway import Gateway
 from proxy.identity import sts
 from proxy.identity.principals import Caller
 from proxy.observe.events import RequestEvent
+from proxy.observe.text import clean_text
 from proxy.s3 import forwarding, passthrough, sigv4, splice
 from proxy.s3.checksums import new_checksum
 from proxy.s3.chunked import ChunkedDecoder, ChunkedSpec, chunked_spec
@@ -110,7 +111,7 @@ def admit(gateway: Gateway, request: web.Request, event: RequestEvent) -> Admiss
 
     # authenticate
     signed = sigv4.parse_auth(head)
-    event.access_key_id = signed.access_key_id
+    event.access_key_id = clean_text(signed.access_key_id)  # not yet verified: anything may be in it
     caller, secret = view.keys.resolve(signed.access_key_id, signed.security_token, now)
     signing_key = sigv4.verify(head, signed, secret, now, host=host, max_skew=gateway.max_skew)
     # Named only once proven: a forged request must not be audited (or alerted on) as its key's owner.
@@ -505,8 +506,8 @@ def _event_for(request: web.Request) -> RequestEvent:
         event = RequestEvent(
             request_id=secrets.token_hex(8).upper(),
             started_at=time.time(),
-            source_ip=request.app[GATEWAY].client_address(request),
-            user_agent=request.headers.get("User-Agent", "")[:256],
+            source_ip=clean_text(request.app[GATEWAY].client_address(request)),
+            user_agent=clean_text(request.headers.get("User-Agent", "")[:256]),
             method=request.method,
         )
         request[_EVENT] = event

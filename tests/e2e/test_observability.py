@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -359,3 +360,38 @@ def test_metrics_need_no_token_but_the_audit_api_does(observed: World) -> None:
         body = resp.read().decode()
     assert resp.headers["Content-Type"].startswith("text/plain")
     assert "grantgate_s3_requests_total" in body and "Authorization" not in body
+
+
+def test_bytes_that_are_not_utf8_in_a_header_are_audited_not_lost(observed: World, tag: str) -> None:
+    # The User-Agent is not signed and anyone can send one: text that is not UTF-8 must neither break
+    # the request's audit record nor the batch it is written with.
+    host, port = observed.http.s3_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            f"GET /{BUCKET}/models/{tag}/x.bin HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+            + b"User-Agent: probe/\xff\xfe-"
+            + tag.encode()
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 403")
+    refused_id = re.search(rb"x-grantgate-request-id: (\S+)", answer, re.IGNORECASE)
+    assert refused_id is not None
+
+    ann = observed.person(f"ann-after-{tag}")
+    observed.grant(ann, f"s3://{BUCKET}/datasets/{tag}/", "read,write")
+    after = observed.client(ann).put_object(Bucket=BUCKET, Key=f"datasets/{tag}/b.bin", Body=b"b")
+
+    wanted = {refused_id.group(1).decode(), request_id(after)}
+
+    def both_stored() -> dict[str, dict[str, Any]] | None:
+        recent = audit_events(observed, kind="s3_request", since=datetime.now(UTC) - timedelta(minutes=5))
+        found = {e.body["event"]["request_id"]: e.body["event"] for e in recent}
+        return {i: found[i] for i in wanted} if wanted <= found.keys() else None
+
+    stored = eventually(both_stored, what="both requests audited")
+    assert set(stored) == wanted
+    assert stored[refused_id.group(1).decode()]["user_agent"] == f"probe/\ufffd\ufffd-{tag}"
+    assert with_audit(observed, lambda a: a.verify()).ok

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,32 @@ async def test_observers_are_wired_to_the_bus_and_metrics_served_on_their_own_po
     assert 'grantgate_s3_denials_total{reason="unknown"} 2.0' in text
     kinds = [e.body["kind"] for e in await AuditStore(store).query(AuditQuery())]
     assert kinds == ["s3_request", "s3_request", "anomaly.denial_burst"]
+
+
+async def test_an_event_that_cannot_be_written_costs_only_itself(store: SqlStore) -> None:
+    # Not the store's fault, so no retry would mend it: retried as a batch, it held up the trail for good.
+    audit = AuditStore(store)
+    metrics = GatewayMetrics(CATALOG)
+    writer = AuditWriter(audit, AuditSettings(flush_interval_seconds=0.05), CATALOG, metrics)
+    original = audit.append
+
+    async def refusing(records: Any, *args: Any, **kwargs: Any) -> int:
+        if any(r.event.get("request_id") == "POISON" for r in records):
+            raise ValueError("this record cannot be rendered")
+        return await original(records, *args, **kwargs)
+
+    audit.append = refusing  # type: ignore[method-assign]
+    for request_id in ("R1", "POISON", "R2"):
+        writer(replace(request(), request_id=request_id))
+    writer.start()
+    deadline = time.monotonic() + 5
+    while len(await audit.query(AuditQuery())) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    writer(replace(request(), request_id="R3"))
+    await writer.close()
+
+    stored = [e.body["event"]["request_id"] for e in await audit.query(AuditQuery())]
+    assert stored == ["R1", "R2", "R3"]
+    assert writer.dropped == 1
+    assert metrics.registry.get_sample_value("grantgate_audit_events_dropped_total") == 1
+    assert (await audit.verify()).ok
