@@ -97,7 +97,10 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
         observing(settings, gateway.state.store, gateway.state, gateway.bus) as observability,
         metrics_listener(observability),
         notifying(
-            settings, gateway.bus, observability.metrics.registry if observability.metrics else None
+            settings,
+            gateway.bus,
+            observability.metrics.registry if observability.metrics else None,
+            store=gateway.state.store,
         ) as notifiers,
         running_workflow(
             Workflow(gateway.state.store, settings.policy.build(), gateway.bus),

@@ -180,8 +180,8 @@ class SlackInteractions:
         channel = str((payload.get("channel") or {}).get("id", ""))
         message = payload.get("message") or {}
         ts = str((payload.get("container") or {}).get("message_ts") or message.get("ts") or "")
-        if channel and ts:
-            self.notifier.messages.setdefault(request_id, (channel, ts))
+        if channel and ts:  # where Slack (signed) says the message is, for a store that never heard
+            await self.notifier.messages.remember(request_id, channel, ts)
         actor = await self._act_as(user)
         if actor is None:
             await self._not_linked(response_url)

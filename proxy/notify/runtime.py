@@ -16,6 +16,8 @@ from proxy.notify.counters import Outcomes
 from proxy.notify.slack import SlackNotifier
 from proxy.notify.webhooks import WebhookDispatcher
 from proxy.observe.events import EventBus
+from proxy.store.messages import SlackMessages
+from proxy.store.sql import SqlStore
 
 
 @dataclass
@@ -26,9 +28,15 @@ class Notifiers:
 
 @contextlib.asynccontextmanager
 async def notifying(
-    settings: Settings, bus: EventBus, registry: CollectorRegistry | None = None
+    settings: Settings,
+    bus: EventBus,
+    registry: CollectorRegistry | None = None,
+    *,
+    store: SqlStore | None = None,
 ) -> AsyncIterator[Notifiers]:
-    """Subscribe the configured notifiers to `bus`; their delivery counters go to `registry` if given."""
+    """Subscribe the configured notifiers to `bus`; their delivery counters go to `registry` if given.
+
+    Slack needs `store`: where each request's message lives is shared by every gateway."""
     found = Notifiers()
     if settings.webhooks:
         outcomes = Outcomes(
@@ -38,8 +46,11 @@ async def notifying(
         found.webhooks.start()
         bus.subscribe(found.webhooks)
     if settings.slack.enabled:
+        if store is None:
+            raise ValueError("Slack notifications need the store")
         outcomes = Outcomes("grantgate_slack_calls", "Slack Web API calls, by outcome.", registry)
-        found.slack = SlackNotifier(settings.slack, settings.server.public_url, outcomes)
+        messages = SlackMessages(store)
+        found.slack = SlackNotifier(settings.slack, settings.server.public_url, outcomes, messages)
         found.slack.start()
         bus.subscribe(found.slack)
     try:

@@ -32,6 +32,7 @@ from proxy.notify import blocks
 from proxy.notify.counters import Outcomes
 from proxy.notify.settings import SlackSettings
 from proxy.observe.events import AnomalyAlert, RequestEvent
+from proxy.store.messages import SlackMessages
 
 log = structlog.get_logger("grantgate.slack")
 
@@ -122,6 +123,7 @@ class SlackNotifier:
         settings: SlackSettings,
         public_url: str,
         outcomes: Outcomes,
+        messages: SlackMessages,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -132,8 +134,8 @@ class SlackNotifier:
         self.client = AsyncWebClient(
             token=settings.token(), base_url=settings.api_url, timeout=int(settings.timeout_seconds)
         )
-        # request id -> (channel, ts) of its message, so a decision made anywhere updates it in place.
-        self.messages: dict[str, tuple[str, str]] = {}
+        # Where each request's message is, shared by every gateway: a decision made anywhere updates it.
+        self.messages = messages
         self.denials = DenialLimiter(settings.denial_dm_interval_seconds, {})
         self.queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_LIMIT)
         self._bindings: dict[str, tuple[str | None, float]] = {}
@@ -233,12 +235,12 @@ class SlackNotifier:
         resp = await self.client.chat_postMessage(
             channel=channel, text=blocks.request_summary(request), blocks=blocks.message_blocks(request)
         )
-        self.messages[request.id] = (str(resp["channel"]), str(resp["ts"]))
+        await self.messages.remember(request.id, str(resp["channel"]), str(resp["ts"]))
 
     async def refresh_message(self, request: AccessRequest) -> None:
-        where = self.messages.get(request.id)
+        where = await self.messages.find(request.id)
         if where is None:
-            return  # posted by another gateway process, or before this one started
+            return  # never posted (no channel for its resource, Slack was down), or settled already
         channel, ts = where
         await self.client.chat_update(
             channel=channel,
@@ -247,7 +249,7 @@ class SlackNotifier:
             blocks=blocks.message_blocks(request),
         )
         if request.status is not RequestStatus.PENDING:
-            self.messages.pop(request.id, None)
+            await self.messages.forget(request.id)
 
     async def to_security(self, text: str) -> None:
         if not self.settings.security_channel:

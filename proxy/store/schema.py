@@ -174,6 +174,19 @@ grant_notices = Table(
     Column("sent_at", UtcDateTime, nullable=False),
 )
 
+# --- Slack messages (migration 0006) ---
+
+# Where each pending access request's Slack message was posted, so whichever gateway decides the request
+# (through Slack, the web pages, the API or the CLI; after a restart too) updates that message in place.
+slack_messages = Table(
+    "slack_messages",
+    metadata,
+    Column("request_id", String(32), primary_key=True),
+    Column("channel", String(64), nullable=False),
+    Column("ts", String(32), nullable=False),
+    Column("posted_at", UtcDateTime, nullable=False),
+)
+
 # --- session cut-offs (migration 0004) ---
 
 # Per principal: session tokens issued before `not_before` are refused. Moved forward whenever one of

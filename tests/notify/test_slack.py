@@ -86,6 +86,7 @@ class Slackworld:
     bus: EventBus
     session: aiohttp.ClientSession
     base: str
+    settings: Settings
 
     @property
     def interactions(self) -> str:
@@ -150,14 +151,14 @@ async def slack(tmp_path: Path) -> AsyncIterator[Slackworld]:
         }
     )
     try:
-        async with notifying(settings, bus) as notifiers, aiohttp.ClientSession() as session:
+        async with notifying(settings, bus, store=store) as notifiers, aiohttp.ClientSession() as session:
             workflow = Workflow(store, POLICY, bus)
             state = LiveState(store, b"k" * 32, interval=0.5, grace=30)
             server = TestServer(control_app(state, workflow, None, notifiers), host="127.0.0.1")
             await server.start_server()
             try:
                 base = str(server.make_url("")).rstrip("/")
-                yield Slackworld(fake, workflow, notifiers, people, events, bus, session, base)
+                yield Slackworld(fake, workflow, notifiers, people, events, bus, session, base, settings)
             finally:
                 await server.close()
     finally:
@@ -219,6 +220,23 @@ async def test_approve_click_grants_updates_the_message_and_tells_the_requester(
     [dm] = await dm_texts(slack, "UALICE")
     assert "approved by carol" in dm
     assert {"users": "UALICE"} in [{"users": c["users"]} for c in slack.fake.of("conversations.open")]
+
+
+async def test_a_decision_made_through_another_gateway_updates_the_message_it_never_posted(
+    slack: Slackworld,
+) -> None:
+    # Another replica (or this one after a restart): its own notifier, the same store. The approval comes
+    # through its web page, so no Slack payload tells it where the message is.
+    request = await slack.request()
+    await slack.posted(request.id)
+    other_bus = EventBus()
+    async with notifying(slack.settings, other_bus, store=slack.workflow.store):
+        other = Workflow(slack.workflow.store, POLICY, other_bus)
+        await other.approve(request.id, slack.people["carol"], "approved on the web page")
+        update = (await slack.fake.wait_for("chat.update"))[0]
+    assert update["channel"] == "CMODELS" and update["ts"] == "1700000000.000001"
+    assert "actions" not in block_types(update) and "Approved" in str(update["blocks"])
+    assert await slack.notifiers.slack.messages.find(request.id) is None  # settled: nothing to update
 
 
 async def test_forged_signature_is_rejected(slack: Slackworld) -> None:
