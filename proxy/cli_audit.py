@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from proxy.cli_base import actor, json_option, settings, with_store
-from proxy.observe.records import iso, parse_moment
+from proxy.observe.records import Anchor, iso, parse_moment
 from proxy.store.audit import AuditQuery, AuditStore, StoredEvent
 
 T = TypeVar("T")
@@ -140,11 +140,25 @@ def audit_export(ctx: click.Context, output: Path | None, **options: Any) -> Non
 
 
 @audit.command("verify")
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    metavar="SEQ:HASH",
+    help="A link published earlier (the gateway's audit_anchor log lines): the chain must still hold it.",
+)
 @json_option
 @click.pass_context
-def audit_verify(ctx: click.Context, as_json: bool) -> None:
-    """Prove that no audit event was altered or removed; exit 1 at the first broken link."""
-    report = _with_audit(ctx, lambda a: a.verify())
+def audit_verify(ctx: click.Context, anchors: tuple[str, ...], as_json: bool) -> None:
+    """Prove that no audit event was altered or removed; exit 1 at the first broken link.
+
+    Without anchors this catches any edit short of rebuilding the chain; with the anchors the gateway
+    logged, a store rewritten or cut back before the last of them is caught too."""
+    try:
+        parsed = [Anchor.parse(a) for a in anchors]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--anchor") from None
+    report = _with_audit(ctx, lambda a: a.verify(parsed))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     elif report.ok:

@@ -166,3 +166,23 @@ def test_a_suspended_grant_is_listed_and_resumed(config: Path) -> None:
 def test_a_bad_time_is_a_one_line_error(config: Path) -> None:
     result = run(config, "audit", "--since", "last tuesday")
     assert result.exit_code == 2 and "ISO 8601" in result.output
+
+
+def test_verify_against_an_anchor_catches_a_trail_cut_back(config: Path) -> None:
+    seed(config)
+    with sqlite3.connect(database(config)) as db:
+        seq, digest = db.execute("SELECT seq, hash FROM audit_chain").fetchone()
+        # Cut back consistently: the chain alone still verifies.
+        db.execute("DELETE FROM audit_events WHERE seq > 4")
+        db.execute("UPDATE audit_chain SET seq = 4, hash = (SELECT hash FROM audit_events WHERE seq = 4)")
+    assert run(config, "audit", "verify").exit_code == 0
+    result = run(config, "audit", "verify", "--anchor", f"{seq}:{digest}")
+    assert result.exit_code == 1
+    assert f"BROKEN at event {seq}" in result.output and "cut back" in result.output
+
+
+def test_a_malformed_anchor_is_a_usage_error(config: Path) -> None:
+    seed(config)
+    result = run(config, "audit", "verify", "--anchor", "12:not-a-hash")
+    assert result.exit_code == 2
+    assert "SEQ:HASH" in result.output

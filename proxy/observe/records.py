@@ -357,14 +357,39 @@ class Break:
     problem: str
 
 
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A link of the chain as published outside the store (the `audit_anchor` log line): whoever can
+    rewrite the store can rebuild a chain that verifies, but not one that still holds this link."""
+
+    seq: int
+    hash: str
+
+    @classmethod
+    def parse(cls, text: str) -> Anchor:
+        """ "SEQ:HASH", as the log line's fields give them."""
+        seq, sep, digest = text.strip().partition(":")
+        if not sep or not seq.isdigit() or int(seq) < 1 or not _HEX64.fullmatch(digest):
+            raise ValueError(f"invalid anchor {text!r}: expected SEQ:HASH, an event number and its hash")
+        return cls(int(seq), digest.lower())
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.hash}"
+
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
 @dataclass
 class ChainVerifier:
-    """Checks stored rows in sequence order, one at a time (the store pages through them)."""
+    """Checks stored rows in sequence order, one at a time (the store pages through them), and that the
+    chain still holds every anchor published earlier."""
 
     checked: int = 0
     last_seq: int = 0
     last_hash: str = GENESIS
     broken: Break | None = None
+    anchors: Mapping[int, str] = field(default_factory=dict)  # seq -> hash
 
     def feed(self, row: ChainedRow) -> bool:
         """Check one more row; False (and `broken` set) at the first problem."""
@@ -381,6 +406,9 @@ class ChainVerifier:
         mismatch = _column_mismatch(row)
         if mismatch:
             return self._fail(row.seq, f"event {row.seq} was altered: its {mismatch} column differs")
+        anchored = self.anchors.get(row.seq)
+        if anchored is not None and not hmac.compare_digest(anchored, row.hash):
+            return self._fail(row.seq, f"event {row.seq} is not the one anchored: the chain was rebuilt")
         self.checked += 1
         self.last_seq, self.last_hash = row.seq, row.hash
         return True
@@ -394,6 +422,9 @@ class ChainVerifier:
                 self._fail(first, f"event {missing} is missing (deleted): the chain ends at {head_seq}")
             elif head_seq < self.last_seq or not hmac.compare_digest(head_hash, self.last_hash):
                 self._fail(head_seq, "the chain head does not match the last event (head altered)")
+        beyond = min((seq for seq in self.anchors if seq > self.last_seq), default=None)
+        if self.broken is None and beyond is not None:
+            self._fail(beyond, f"event {beyond} was anchored but the chain ends at {self.last_seq}: cut back")
         return self.broken
 
     def _fail(self, seq: int, problem: str) -> bool:

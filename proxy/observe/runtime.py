@@ -25,6 +25,7 @@ from proxy.observe.events import AnomalyAlert, EventBus
 from proxy.observe.feed import Forwarder, receiving, socket_path
 from proxy.observe.metrics import GatewayMetrics, metrics_handler
 from proxy.observe.multiprocess import shared_directory
+from proxy.observe.records import Anchor
 from proxy.observe.resources import ResourceCatalog
 from proxy.observe.spool import SpoolingAudit, start_spooling
 from proxy.s3.errors import S3Error
@@ -148,6 +149,9 @@ async def observing(
         bus.subscribe(obs.metrics)
         count = pending_count or audit.pending_requests
         tasks.append(asyncio.create_task(_refresh_pending(obs.metrics, count), name="pending-requests"))
+    if settings.audit.enabled and settings.audit.anchor_interval_seconds and worker == 0:
+        interval = settings.audit.anchor_interval_seconds
+        tasks.append(asyncio.create_task(publish_anchors(audit, interval), name="audit-anchors"))
     if settings.audit.enabled:
         sink = await start_spooling(store, settings) or audit
         obs.writer = AuditWriter(sink, settings.audit, catalog, obs.metrics)
@@ -182,6 +186,21 @@ async def observing(
             await obs.writer.close()
             if isinstance(obs.writer.audit, SpoolingAudit):
                 await obs.writer.audit.close()
+
+
+async def publish_anchors(audit: AuditStore, interval: float) -> None:
+    """Log the chain's head every `interval` seconds when it moved: see `[audit] anchor_interval_seconds`."""
+    published = 0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            seq, digest = await audit.head()
+        except Exception as exc:
+            log.warning("audit_anchor_failed", error=repr(exc))
+            continue
+        if seq > published:
+            log.info("audit_anchor", seq=seq, hash=digest, anchor=str(Anchor(seq, digest)))
+            published = seq
 
 
 async def _refresh_pending(metrics: GatewayMetrics, count: Callable[[], Awaitable[int]]) -> None:

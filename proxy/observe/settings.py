@@ -45,6 +45,10 @@ class AuditSettings(_Section):
     # Where batches wait on local disk (fsync'd) while the store is unreachable, to be written once it
     # is back (proxy/observe/spool.py); relative to the config file. Give each replica its own.
     spool_dir: str = "audit-spool"
+    # Every this many seconds worker 0 logs the chain's head as an `audit_anchor` line (when it moved; 0:
+    # never). Shipped off the host with the logs, anchors let `grantgate audit verify --anchor` catch a
+    # store whose chain was rebuilt or cut back, which the chain alone cannot show.
+    anchor_interval_seconds: float = Field(60, ge=0)
 
 
 class MetricsSettings(_Section):

@@ -25,6 +25,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from proxy.observe.records import (
     COLUMNS,
+    Anchor,
     AuditRecord,
     Break,
     ChainedRow,
@@ -125,9 +126,10 @@ class AuditStore:
             row = (await conn.execute(select(audit_chain).where(audit_chain.c.name == HEAD))).one()
         return int(row.seq), row.hash
 
-    async def verify(self) -> VerifyReport:
-        """Check every link from the first event to the head; report the first that does not hold."""
-        verifier = ChainVerifier()
+    async def verify(self, anchors: Iterable[Anchor] = ()) -> VerifyReport:
+        """Check every link from the first event to the head, and that the chain still holds each of
+        `anchors`; report the first that does not hold."""
+        verifier = ChainVerifier(anchors={a.seq: a.hash for a in anchors})
         after = 0
         async with self._engine.connect() as conn:
             head = (await conn.execute(select(audit_chain).where(audit_chain.c.name == HEAD))).one()

@@ -12,15 +12,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 from support.turns import counting_turns
 
 from proxy.config import Settings
 from proxy.observe.audit_writer import AuditWriter, build_batch
 from proxy.observe.events import AnomalyAlert, EventBus, RequestEvent
 from proxy.observe.metrics import GatewayMetrics
-from proxy.observe.records import SLICE
+from proxy.observe.records import SLICE, Anchor, AuditRecord
 from proxy.observe.resources import ResourceCatalog
-from proxy.observe.runtime import metrics_listener, observing
+from proxy.observe.runtime import metrics_listener, observing, publish_anchors
 from proxy.observe.settings import AuditSettings
 from proxy.state import LiveState
 from proxy.store.audit import AuditQuery, AuditStore
@@ -212,3 +213,28 @@ async def test_an_event_that_cannot_be_written_costs_only_itself(store: SqlStore
     assert writer.dropped == 1
     assert metrics.registry.get_sample_value("grantgate_audit_events_dropped_total") == 1
     assert (await audit.verify()).ok
+
+
+async def test_the_chain_head_is_logged_as_an_anchor_each_time_it_moves(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    with capture_logs() as logs:
+        publisher = asyncio.create_task(publish_anchors(audit, 0.02))
+        try:
+            await asyncio.sleep(0.1)  # an empty chain has no head to publish
+            for batch in range(2):
+                await audit.append([AuditRecord("grant_created", "control", NOW, event={"n": batch})])
+                await eventually_logged(logs, "audit_anchor", batch + 1)
+            await asyncio.sleep(0.1)  # the head did not move: nothing more
+        finally:
+            publisher.cancel()
+    anchors = [line["anchor"] for line in logs if line["event"] == "audit_anchor"]
+    assert len(anchors) == 2
+    seq, digest = await audit.head()
+    assert anchors[-1] == f"{seq}:{digest}"
+    assert (await audit.verify([Anchor.parse(a) for a in anchors])).ok
+
+
+async def eventually_logged(logs: list[dict[str, Any]], event: str, count: int) -> None:
+    async with asyncio.timeout(5):
+        while sum(line["event"] == event for line in logs) < count:
+            await asyncio.sleep(0.01)

@@ -14,7 +14,7 @@ from support.turns import turns_at_each_call
 
 from proxy.access.grants import Action
 from proxy.observe import records
-from proxy.observe.records import SLICE, AuditRecord, Usage, chain
+from proxy.observe.records import SLICE, Anchor, AuditRecord, Usage, chain
 from proxy.store.audit import INSERT_SLICE, AuditQuery, AuditStore
 from proxy.store.schema import audit_events
 from proxy.store.sql import SqlStore
@@ -139,6 +139,46 @@ async def test_verify_catches_the_latest_events_deleted(store: SqlStore) -> None
     await sql(store, "DELETE FROM audit_events WHERE seq >= 4")
     report = await audit.verify()
     assert report.broken is not None and "4..5 is missing" in report.broken.problem
+
+
+async def cut_back(store: SqlStore, to_seq: int) -> None:
+    """What someone with write access to the store can do unseen by the chain alone: drop the latest
+    events and move the head back to the last one kept."""
+    async with store._engine.begin() as conn:
+        await conn.execute(text("DELETE FROM audit_events WHERE seq > :seq"), {"seq": to_seq})
+        await conn.execute(
+            text(
+                "UPDATE audit_chain SET seq = :seq, hash = (SELECT hash FROM audit_events WHERE seq = :seq)"
+            ),
+            {"seq": to_seq},
+        )
+
+
+async def test_a_chain_cut_back_verifies_alone_but_not_against_a_later_anchor(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.append([rec(i) for i in range(5)])
+    anchor = Anchor(*await audit.head())
+    await cut_back(store, 3)
+    assert (await audit.verify()).ok  # why anchors exist
+    report = await audit.verify([anchor])
+    assert report.broken is not None and report.broken.seq == 5
+    assert "anchored but the chain ends at 3" in report.broken.problem
+
+
+async def test_a_chain_rebuilt_after_an_edit_verifies_alone_but_not_against_an_anchor(
+    store: SqlStore,
+) -> None:
+    audit = AuditStore(store)
+    await audit.append([rec(i) for i in range(5)])
+    anchor = Anchor(*await audit.head())
+    # Rewrite event 3 and rebuild the chain from there, as the store's owner could: every link holds.
+    await cut_back(store, 2)
+    await audit.append([rec(2, principal="nobody"), rec(3), rec(4)])
+    assert (await audit.verify()).ok
+    report = await audit.verify([anchor])
+    assert report.broken is not None and report.broken.seq == 5
+    assert "not the one anchored" in report.broken.problem
+    assert (await audit.verify([Anchor(*await audit.head())])).ok
 
 
 async def test_an_empty_trail_verifies(store: SqlStore) -> None:
