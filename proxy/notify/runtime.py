@@ -17,6 +17,7 @@ from proxy.notify.slack import SlackNotifier
 from proxy.notify.webhooks import WebhookDispatcher
 from proxy.observe.events import EventBus
 from proxy.store.messages import SlackMessages
+from proxy.store.outbox import WebhookOutbox
 from proxy.store.sql import SqlStore
 
 
@@ -36,13 +37,15 @@ async def notifying(
 ) -> AsyncIterator[Notifiers]:
     """Subscribe the configured notifiers to `bus`; their delivery counters go to `registry` if given.
 
-    Slack needs `store`: where each request's message lives is shared by every gateway."""
+    Slack needs `store`: where each request's message lives is shared by every gateway. With `store`,
+    webhook deliveries are kept in its outbox until done, so a restart or a crash does not lose them."""
     found = Notifiers()
     if settings.webhooks:
         outcomes = Outcomes(
             "grantgate_webhook_deliveries", "Webhook delivery attempts, by host and outcome.", registry
         )
-        found.webhooks = WebhookDispatcher(list(settings.webhooks), outcomes)
+        outbox = WebhookOutbox(store) if store is not None else None
+        found.webhooks = WebhookDispatcher(list(settings.webhooks), outcomes, outbox=outbox)
         found.webhooks.start()
         bus.subscribe(found.webhooks)
     if settings.slack.enabled:

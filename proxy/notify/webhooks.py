@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from proxy.access.requests import AccessRequest
 from proxy.notify.counters import Outcomes
 from proxy.notify.settings import ANOMALY_EVENT, WebhookSettings
 from proxy.observe.events import AnomalyAlert
+from proxy.store.outbox import StoredDelivery, WebhookOutbox
 
 log = structlog.get_logger("grantgate.webhooks")
 
@@ -35,6 +36,9 @@ SCHEMA_VERSION = 1
 SIGNATURE_HEADER = "X-GrantGate-Signature"
 QUEUE_LIMIT = 10_000
 WORKERS = 4
+# How long the outbox rows a process holds stay its own without renewal (renewed every third of it): a
+# process that dies leaves its deliveries to others after at most this long.
+LEASE_SECONDS = 60.0
 
 
 # --- the document (pure) ---------------------------------------------------------------------------
@@ -151,6 +155,16 @@ class Delivery:
     body: bytes
     attempt: int = 1
 
+    @property
+    def id(self) -> str:
+        """One event to one hook: the outbox row's key."""
+        return f"{self.event_id}.{fingerprint(self.hook)[:16]}"
+
+
+def fingerprint(hook: WebhookSettings) -> str:
+    # What the outbox records of a hook: its URL may carry a token, so never the URL itself.
+    return hashlib.sha256(hook.url.encode()).hexdigest()
+
 
 def target_label(url: str) -> str:
     # The host only: webhook URLs often carry a token in their path.
@@ -167,6 +181,8 @@ class WebhookDispatcher:
         *,
         clock: Callable[[], float] = time.time,
         workers: int = WORKERS,
+        outbox: WebhookOutbox | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.hooks = hooks
         self.outcomes = outcomes
@@ -176,6 +192,12 @@ class WebhookDispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._session: aiohttp.ClientSession | None = None
+        # With an outbox: every delivery this process holds (queued, in flight or waiting to retry).
+        self.outbox = outbox
+        self.lease_seconds = lease_seconds
+        self.held: dict[str, Delivery] = {}
+        self._by_fingerprint = {fingerprint(h): h for h in hooks}
+        self._spawned: set[asyncio.Task[None]] = set()
 
     def __call__(self, event: Any) -> None:
         kind = event_type(event)
@@ -186,8 +208,29 @@ class WebhookDispatcher:
         doc = document(event, event_id)
         assert doc is not None
         body = encode(doc)
-        for hook in wanting:
-            self._enqueue(Delivery(hook, kind, event_id, body))
+        deliveries = [Delivery(hook, kind, event_id, body) for hook in wanting]
+        if self.outbox is None:
+            for delivery in deliveries:
+                self._enqueue(delivery)
+        else:
+            task = asyncio.get_running_loop().create_task(self._keep(deliveries))
+            self._spawned.add(task)
+            task.add_done_callback(self._spawned.discard)
+
+    async def _keep(self, deliveries: list[Delivery]) -> None:
+        """Record the deliveries in the outbox, held by this process, then queue them."""
+        assert self.outbox is not None
+        now = self._now()
+        try:
+            await self.outbox.add(
+                (_stored(d, now) for d in deliveries), now=now, lease_until=self._lease_end(now)
+            )
+        except Exception as exc:  # the store is away: deliver anyway, only without the safety net
+            log.error("webhook_outbox_failed", error=repr(exc), deliveries=len(deliveries))
+        else:
+            self.held.update((d.id, d) for d in deliveries)
+        for delivery in deliveries:
+            self._enqueue(delivery)
 
     def _enqueue(self, delivery: Delivery) -> None:
         try:
@@ -199,23 +242,78 @@ class WebhookDispatcher:
     def start(self) -> None:
         self._session = aiohttp.ClientSession()
         self._tasks = [asyncio.create_task(self._work(), name=f"webhook-{n}") for n in range(self._workers)]
+        if self.outbox is not None:
+            self._tasks.append(asyncio.create_task(self._tend_outbox(), name="webhook-outbox"))
 
     async def close(self, drain_seconds: float = 2.0) -> None:
-        """Give queued deliveries a moment, then stop; retries still waiting are logged as lost."""
+        """Give queued deliveries a moment, then stop. With an outbox, what is left is let go of for the
+        next gateway (or this one, restarted) to deliver; without one, it is logged as lost."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.queue.join(), drain_seconds)
         for timer in self._timers:
             timer.cancel()
-        lost = len(self._timers) + self.queue.qsize()
-        if lost:
-            log.warning("webhooks_undelivered_at_shutdown", count=lost)
-        for task in self._tasks:
+        for task in [*self._tasks, *self._spawned]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._spawned]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        left = len(self._timers) + self.queue.qsize()
+        if self.outbox is not None and self.held:
+            try:
+                await self.outbox.hold(self.held, self._now())
+                log.info("webhooks_handed_over", count=len(self.held))
+            except Exception as exc:  # their leases run out instead
+                log.warning("webhook_outbox_failed", error=repr(exc), deliveries=len(self.held))
+        # Queued while the store could not record them: nothing else will send these.
+        if lost := max(0, left - len(self.held)):
+            log.warning("webhooks_undelivered_at_shutdown", count=lost)
         if self._session is not None:
             await self._session.close()
+
+    async def _tend_outbox(self) -> None:
+        """Renew the leases on what this process holds, and claim what nobody holds any more."""
+        assert self.outbox is not None
+        while True:
+            now = self._now()
+            try:
+                if self.held:
+                    await self.outbox.hold(list(self.held), self._lease_end(now))
+                for row in await self.outbox.claim(now=now, lease_until=self._lease_end(now)):
+                    await self._resume(row, now)
+            except Exception as exc:
+                log.warning("webhook_outbox_failed", error=repr(exc))
+            await asyncio.sleep(self.lease_seconds / 3)
+
+    async def _resume(self, row: StoredDelivery, now: datetime) -> None:
+        assert self.outbox is not None
+        if row.id in self.held:  # ours already: the claim only renewed a lease that had lapsed
+            return
+        hook = self._by_fingerprint.get(row.hook)
+        if hook is None:
+            log.warning("webhook_dropped_hook_removed", webhook_event=row.event, delivery=row.event_id)
+            await self.outbox.done(row.id)
+            return
+        delivery = Delivery(hook, row.event, row.event_id, row.body, row.attempt)
+        self.held[delivery.id] = delivery
+        wait = (row.due_at - now).total_seconds()
+        if wait > 0:
+            self._later(wait, delivery)
+        else:
+            self._enqueue(delivery)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def _lease_end(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.lease_seconds)
+
+    async def _finish(self, delivery: Delivery) -> None:
+        """Delivered or given up on: out of the outbox."""
+        if self.outbox is not None and self.held.pop(delivery.id, None) is not None:
+            try:
+                await self.outbox.done(delivery.id)
+            except Exception as exc:  # it will be delivered again once its lease runs out
+                log.warning("webhook_outbox_failed", error=repr(exc), delivery=delivery.event_id)
 
     async def _work(self) -> None:
         while True:
@@ -255,6 +353,7 @@ class WebhookDispatcher:
                 log.info(
                     "webhook_delivered", url=label, webhook_event=delivery.event, attempt=delivery.attempt
                 )
+                await self._finish(delivery)
                 return
             problem = f"HTTP {status}"
         if (status == 0 or retryable(status)) and delivery.attempt < hook.max_attempts:
@@ -269,8 +368,15 @@ class WebhookDispatcher:
                 retry_in_seconds=delay,
             )
             delivery.attempt += 1
+            if self.outbox is not None and delivery.id in self.held:
+                due = self._now() + timedelta(seconds=delay)
+                try:
+                    await self.outbox.reschedule(delivery.id, delivery.attempt, due)
+                except Exception as exc:
+                    log.warning("webhook_outbox_failed", error=repr(exc), delivery=delivery.event_id)
             self._later(delay, delivery)
             return
+        await self._finish(delivery)
         self.outcomes.inc(label, "failed")
         log.error(
             "webhook_failed",
@@ -290,3 +396,15 @@ class WebhookDispatcher:
 
         timer = loop.call_later(delay, fire)
         self._timers.add(timer)
+
+
+def _stored(delivery: Delivery, due_at: datetime) -> StoredDelivery:
+    return StoredDelivery(
+        delivery.id,
+        fingerprint(delivery.hook),
+        delivery.event,
+        delivery.event_id,
+        delivery.body,
+        delivery.attempt,
+        due_at,
+    )

@@ -187,6 +187,26 @@ slack_messages = Table(
     Column("posted_at", UtcDateTime, nullable=False),
 )
 
+# --- webhook outbox (migration 0007) ---
+
+# Webhook deliveries not yet done. A gateway holds each row it is delivering or waiting to retry through
+# a lease it keeps renewing; a row whose lease ran out (its process stopped or died) is claimed by the
+# next sweep of any gateway, so deliveries outlive the process that queued them.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("hook", String(64), nullable=False),  # SHA-256 of the hook's URL: URLs may carry tokens
+    Column("event", String(64), nullable=False),
+    Column("event_id", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("lease_until", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_webhook_deliveries_lease_until", "lease_until"),
+)
+
 # --- session cut-offs (migration 0004) ---
 
 # Per principal: session tokens issued before `not_before` are refused. Moved forward whenever one of

@@ -16,14 +16,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
+from sqlalchemy import select
 
 from proxy.access.grants import Action
 from proxy.access.policy import Policy, Resource, ResourcePath, Rule
 from proxy.access.workflow import Workflow
 from proxy.config import ConfigError, Settings, load_settings
+from proxy.notify.counters import Outcomes
 from proxy.notify.runtime import Notifiers, notifying
-from proxy.notify.webhooks import SIGNATURE_HEADER, backoff, sign, verify_signature
+from proxy.notify.webhooks import SIGNATURE_HEADER, WebhookDispatcher, backoff, sign, verify_signature
 from proxy.observe.events import AnomalyAlert, EventBus
+from proxy.store.outbox import WebhookOutbox
+from proxy.store.schema import webhook_deliveries
 from proxy.store.sql import SqlStore
 
 SECRET = "whsec-test-0123456789"
@@ -254,3 +258,115 @@ def test_webhook_config_needs_a_secret_and_known_event_types(tmp_path: Path) -> 
     )
     assert load_settings(config).webhooks[0].wants("grant_created")
     assert not load_settings(config).webhooks[0].wants("grant_revoked")
+
+
+# --- the outbox: deliveries outlive the process that queued them
+
+
+def dispatcher(url: str, store: SqlStore, *, lease: float = 60.0, **hook: Any) -> WebhookDispatcher:
+    hooks = list(settings(url, **hook).webhooks)
+    outcomes = Outcomes("grantgate_webhook_deliveries", "test", CollectorRegistry())
+    return WebhookDispatcher(hooks, outcomes, outbox=WebhookOutbox(store), lease_seconds=lease)
+
+
+async def outbox_rows(store: SqlStore) -> list[Any]:
+    async with store.engine.connect() as conn:
+        return list(await conn.execute(select(webhook_deliveries)))
+
+
+async def test_a_retry_pending_at_shutdown_is_delivered_by_the_next_process(
+    receiver: tuple[Receiver, str], store: SqlStore
+) -> None:
+    hook, url = receiver
+    hook.statuses = [503]
+    first = dispatcher(url, store, backoff_seconds=0.5)
+    first.start()
+    first(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
+    async with asyncio.timeout(5):
+        while not hook.attempts:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the retry is scheduled, half a second away
+    await first.close(drain_seconds=0)
+    assert hook.accepted == [] and len(await outbox_rows(store)) == 1
+
+    second = dispatcher(url, store, backoff_seconds=0.5)  # the gateway, restarted
+    second.start()
+    try:
+        await hook.wait(1)
+    finally:
+        await second.close()
+    assert [a["headers"]["X-GrantGate-Attempt"] for a in hook.attempts] == ["1", "2"]
+    assert len({a["headers"]["X-GrantGate-Delivery"] for a in hook.attempts}) == 1
+    assert await outbox_rows(store) == []
+
+
+async def test_deliveries_of_a_process_that_died_are_taken_over_once_its_lease_ends(
+    receiver: tuple[Receiver, str], store: SqlStore
+) -> None:
+    hook, url = receiver
+    hook.statuses = [503]
+    dead = dispatcher(url, store, lease=0.3, backoff_seconds=0.1)
+    dead.start()
+    dead(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
+    async with asyncio.timeout(5):
+        while not hook.attempts:
+            await asyncio.sleep(0.01)
+    # Killed: no close, no hand-over; its timers and tasks just stop.
+    for timer in dead._timers:
+        timer.cancel()
+    for task in dead._tasks:
+        task.cancel()
+
+    alive = dispatcher(url, store, lease=0.3, backoff_seconds=0.1)
+    alive.start()
+    try:
+        await hook.wait(1)
+    finally:
+        await alive.close()
+        if dead._session is not None:
+            await dead._session.close()
+    assert len(hook.attempts) == 2 and hook.attempts[1]["headers"]["X-GrantGate-Attempt"] == "2"
+    assert await outbox_rows(store) == []
+
+
+async def test_a_held_delivery_is_not_taken_by_another_process(
+    receiver: tuple[Receiver, str], store: SqlStore
+) -> None:
+    hook, url = receiver
+    hook.statuses = [503]
+    holder = dispatcher(url, store, lease=0.3, backoff_seconds=1.0)
+    other = dispatcher(url, store, lease=0.3, backoff_seconds=1.0)
+    holder.start()
+    other.start()
+    try:
+        holder(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
+        await hook.wait(1, timeout=5)
+        await asyncio.sleep(0.3)  # several lease periods: the holder kept renewing
+    finally:
+        await holder.close()
+        await other.close()
+    assert len(hook.attempts) == 2 and other.held == {}
+
+
+async def test_a_delivery_for_a_hook_no_longer_configured_is_dropped(
+    receiver: tuple[Receiver, str], store: SqlStore
+) -> None:
+    hook, url = receiver
+    hook.statuses = [503]
+    old = dispatcher(url + "?old", store, backoff_seconds=30)
+    old.start()
+    old(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
+    async with asyncio.timeout(5):
+        while not hook.attempts:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    await old.close(drain_seconds=0)
+    renamed = dispatcher(url, store)
+    renamed.start()
+    try:
+        async with asyncio.timeout(5):
+            while await outbox_rows(store):
+                await asyncio.sleep(0.02)
+    finally:
+        await renamed.close()
+    assert len(hook.attempts) == 1
