@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -274,6 +275,25 @@ async def outbox_rows(store: SqlStore) -> list[Any]:
         return list(await conn.execute(select(webhook_deliveries)))
 
 
+@contextlib.asynccontextmanager
+async def running(*dispatchers: WebhookDispatcher) -> AsyncIterator[None]:
+    for d in dispatchers:
+        d.start()
+    try:
+        yield
+    finally:
+        for d in dispatchers:
+            await d.close()
+
+
+async def fail_once(d: WebhookDispatcher) -> None:
+    """Send an alert the receiver refuses once; return when the retry is recorded and scheduled."""
+    d(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
+    async with asyncio.timeout(5):
+        while not d._timers:
+            await asyncio.sleep(0.01)
+
+
 async def test_a_retry_pending_at_shutdown_is_delivered_by_the_next_process(
     receiver: tuple[Receiver, str], store: SqlStore
 ) -> None:
@@ -281,20 +301,12 @@ async def test_a_retry_pending_at_shutdown_is_delivered_by_the_next_process(
     hook.statuses = [503]
     first = dispatcher(url, store, backoff_seconds=0.5)
     first.start()
-    first(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
-    async with asyncio.timeout(5):
-        while not hook.attempts:
-            await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # the retry is scheduled, half a second away
+    await fail_once(first)  # the retry is recorded, half a second away
     await first.close(drain_seconds=0)
     assert hook.accepted == [] and len(await outbox_rows(store)) == 1
 
-    second = dispatcher(url, store, backoff_seconds=0.5)  # the gateway, restarted
-    second.start()
-    try:
+    async with running(dispatcher(url, store, backoff_seconds=0.5)):  # the gateway, restarted
         await hook.wait(1)
-    finally:
-        await second.close()
     assert [a["headers"]["X-GrantGate-Attempt"] for a in hook.attempts] == ["1", "2"]
     assert len({a["headers"]["X-GrantGate-Delivery"] for a in hook.attempts}) == 1
     assert await outbox_rows(store) == []
@@ -307,24 +319,17 @@ async def test_deliveries_of_a_process_that_died_are_taken_over_once_its_lease_e
     hook.statuses = [503]
     dead = dispatcher(url, store, lease=0.3, backoff_seconds=0.1)
     dead.start()
-    dead(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
-    async with asyncio.timeout(5):
-        while not hook.attempts:
-            await asyncio.sleep(0.01)
+    await fail_once(dead)
     # Killed: no close, no hand-over; its timers and tasks just stop.
     for timer in dead._timers:
         timer.cancel()
     for task in dead._tasks:
         task.cancel()
 
-    alive = dispatcher(url, store, lease=0.3, backoff_seconds=0.1)
-    alive.start()
-    try:
+    async with running(dispatcher(url, store, lease=0.3, backoff_seconds=0.1)):
         await hook.wait(1)
-    finally:
-        await alive.close()
-        if dead._session is not None:
-            await dead._session.close()
+    if dead._session is not None:
+        await dead._session.close()
     assert len(hook.attempts) == 2 and hook.attempts[1]["headers"]["X-GrantGate-Attempt"] == "2"
     assert await outbox_rows(store) == []
 
@@ -336,15 +341,10 @@ async def test_a_held_delivery_is_not_taken_by_another_process(
     hook.statuses = [503]
     holder = dispatcher(url, store, lease=0.3, backoff_seconds=1.0)
     other = dispatcher(url, store, lease=0.3, backoff_seconds=1.0)
-    holder.start()
-    other.start()
-    try:
+    async with running(holder, other):
         holder(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
         await hook.wait(1, timeout=5)
         await asyncio.sleep(0.3)  # several lease periods: the holder kept renewing
-    finally:
-        await holder.close()
-        await other.close()
     assert len(hook.attempts) == 2 and other.held == {}
 
 
@@ -355,18 +355,9 @@ async def test_a_delivery_for_a_hook_no_longer_configured_is_dropped(
     hook.statuses = [503]
     old = dispatcher(url + "?old", store, backoff_seconds=30)
     old.start()
-    old(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
-    async with asyncio.timeout(5):
-        while not hook.attempts:
-            await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
+    await fail_once(old)
     await old.close(drain_seconds=0)
-    renamed = dispatcher(url, store)
-    renamed.start()
-    try:
-        async with asyncio.timeout(5):
-            while await outbox_rows(store):
-                await asyncio.sleep(0.02)
-    finally:
-        await renamed.close()
+    async with running(dispatcher(url, store)), asyncio.timeout(5):
+        while await outbox_rows(store):
+            await asyncio.sleep(0.02)
     assert len(hook.attempts) == 1
