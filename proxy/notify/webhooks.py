@@ -236,8 +236,13 @@ class WebhookDispatcher:
         try:
             self.queue.put_nowait(delivery)
         except asyncio.QueueFull:
-            self.outcomes.inc(target_label(delivery.hook.url), "dropped")
-            log.error("webhook_dropped", url=target_label(delivery.hook.url), webhook_event=delivery.event)
+            label = target_label(delivery.hook.url)
+            if self.held.pop(delivery.id, None) is not None:
+                # Kept in the outbox: once its lease lapses a sweep (this process's too) takes it again.
+                log.warning("webhook_deferred", url=label, webhook_event=delivery.event)
+                return
+            self.outcomes.inc(label, "dropped")
+            log.error("webhook_dropped", url=label, webhook_event=delivery.event)
 
     def start(self) -> None:
         self._session = aiohttp.ClientSession()

@@ -23,6 +23,7 @@ from proxy.access.grants import Action
 from proxy.access.policy import Policy, Resource, ResourcePath, Rule
 from proxy.access.workflow import Workflow
 from proxy.config import ConfigError, Settings, load_settings
+from proxy.notify import webhooks
 from proxy.notify.counters import Outcomes
 from proxy.notify.runtime import Notifiers, notifying
 from proxy.notify.webhooks import SIGNATURE_HEADER, WebhookDispatcher, backoff, sign, verify_signature
@@ -361,3 +362,20 @@ async def test_a_delivery_for_a_hook_no_longer_configured_is_dropped(
         while await outbox_rows(store):
             await asyncio.sleep(0.02)
     assert len(hook.attempts) == 1
+
+
+async def test_with_the_queue_full_a_delivery_waits_in_the_outbox_instead_of_being_dropped(
+    receiver: tuple[Receiver, str], store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook, url = receiver
+    hook.delay = 0.1
+    monkeypatch.setattr(webhooks, "QUEUE_LIMIT", 1)
+    busy = dispatcher(url, store, lease=0.3)
+    busy._workers = 1
+    async with running(busy):
+        for n in range(3):  # one in flight, one queued, one past the queue
+            busy(AnomalyAlert("exfiltration", "critical", f"too much {n}", time.time()))
+        await hook.wait(3, timeout=10)
+    assert sorted(d["alert"]["message"] for d in hook.accepted) == [f"too much {n}" for n in range(3)]
+    assert busy.outcomes.total("dropped") == 0
+    assert await outbox_rows(store) == []
