@@ -819,8 +819,9 @@ def grants_table(results: dict[int, dict[str, Figure]]) -> str:
     lines.append(
         f"Spread across grant counts: 1 conn p50 {grant_spread(results):.1%}, 32 conn req/s "
         f"{grant_spread(results, 'rps32'):.1%}, the grant check alone {grant_spread(results, 'check'):.1%} "
-        "(nan: a grant count the gateway could not load). The grant check is `GrantIndex.decide` timed in "
-        "the benchmark's process on the index a gateway builds from the same store: its share of a request."
+        "(a spread reads nan if a grant count could not be loaded). The grant check is `GrantIndex.decide` "
+        "timed in the benchmark's process on the index a gateway builds from the same store: its share of a "
+        "request."
     )
     return "\n".join(lines)
 
