@@ -379,3 +379,18 @@ async def test_with_the_queue_full_a_delivery_waits_in_the_outbox_instead_of_bei
     assert sorted(d["alert"]["message"] for d in hook.accepted) == [f"too much {n}" for n in range(3)]
     assert busy.outcomes.total("dropped") == 0
     assert await outbox_rows(store) == []
+
+
+async def test_the_gateway_wires_its_store_in_as_the_outbox(
+    receiver: tuple[Receiver, str], store: SqlStore
+) -> None:
+    hook, url = receiver
+    bus = EventBus()
+    async with notifying(settings(url), bus, store=store) as notifiers:
+        assert notifiers.webhooks is not None and notifiers.webhooks.outbox is not None
+        bus.emit(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
+        await hook.wait(1)
+        async with asyncio.timeout(5):
+            while await outbox_rows(store):  # recorded, then removed once delivered
+                await asyncio.sleep(0.02)
+    assert len(hook.attempts) == 1
