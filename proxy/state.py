@@ -100,15 +100,16 @@ class LiveState:
         if current is None or snapshot.since is None:
             # Indexing many grants takes a while: off the event loop, so requests keep flowing meanwhile.
             grants = await asyncio.to_thread(GrantIndex.build, snapshot.grants, snapshot.version)
+            keys = KeyRing.build(
+                snapshot.keys,
+                self._server_key,
+                snapshot.sessions_not_before,
+                previous=current.keys if current is not None else None,
+            )
             self._built_at = time.monotonic()
         else:
             grants = current.grants.updated(snapshot.grants, snapshot.retired, snapshot.version)
-        keys = KeyRing.build(
-            snapshot.keys,
-            self._server_key,
-            snapshot.sessions_not_before,
-            previous=current.keys if current is not None else None,
-        )
+            keys = current.keys.updated(snapshot.keys, snapshot.sessions_not_before)
         self._view = View(grants, keys, snapshot.version, time.monotonic())
         if current is None or current.version != snapshot.version:
             log.info(
@@ -117,7 +118,8 @@ class LiveState:
                 changes_since=snapshot.since,
                 grants=len(grants),
                 grants_changed=len(snapshot.grants) + len(snapshot.retired),
-                keys=len(snapshot.keys),
+                keys=len(keys),
+                keys_changed=len(snapshot.keys),
             )
 
     async def run(self) -> None:

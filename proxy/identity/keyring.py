@@ -43,6 +43,21 @@ class KeyRing:
         }
         return cls(MappingProxyType(entries), server_key, MappingProxyType(dict(sessions_not_before or {})))
 
+    def updated(
+        self, changed: Iterable[tuple[AccessKey, Principal]], sessions_not_before: Mapping[str, datetime]
+    ) -> KeyRing:
+        """A new ring with these keys changed (created, revoked, their principal's groups changed); this
+        one is left as it was, for the requests still reading it."""
+        entries = dict(self.entries)
+        for key, principal in changed:
+            if key.revoked_at is not None:
+                entries.pop(key.access_key_id, None)
+            else:
+                kept = entries.get(key.access_key_id)
+                entries[key.access_key_id] = _entry(key, principal, kept, self.server_key)
+        cutoffs = MappingProxyType(dict(sessions_not_before))
+        return KeyRing(MappingProxyType(entries), self.server_key, cutoffs)
+
     def resolve(self, access_key_id: str, session_token: str | None, now: datetime) -> tuple[Caller, str]:
         """The caller and the secret to verify its signature with; raises S3Error when refused.
 

@@ -67,6 +67,9 @@ principals = Table(
     Column("name", String(200), primary_key=True),
     Column("groups", JSON, nullable=False),  # sorted list of group names
     Column("created_at", UtcDateTime, nullable=False),
+    # The store version that last changed the principal's groups (see grants.changed_in).
+    Column("changed_in", BigInteger, nullable=False, server_default="0"),
+    Index("ix_principals_changed_in", "changed_in"),
 )
 
 access_keys = Table(
@@ -77,7 +80,10 @@ access_keys = Table(
     Column("description", Text, nullable=False, default=""),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime, nullable=True),
+    # The store version that created or revoked the key (see grants.changed_in).
+    Column("changed_in", BigInteger, nullable=False, server_default="0"),
     Index("ix_access_keys_principal", "principal"),
+    Index("ix_access_keys_changed_in", "changed_in"),
 )
 
 grants = Table(

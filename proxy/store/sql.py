@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Row, and_, event, exists, insert, not_, or_, select, text, update
+from sqlalchemy import Column, Row, and_, event, exists, insert, not_, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -62,9 +62,10 @@ class StoreError(Exception):
 class Snapshot:
     """What a gateway needs in memory, read in one transaction: grants in force, keys, and the version.
 
-    A full snapshot (`since` None) holds every grant in force. A snapshot of changes holds only the
-    grants changed after version `since`: those now in force in `grants`, the others in `retired`.
-    Keys are always whole: there are few, and deriving their secrets is what costs.
+    A full snapshot (`since` None) holds every grant in force and every active key. A snapshot of
+    changes holds only what changed after version `since`: the grants now in force in `grants`, the
+    others in `retired`, and in `keys` the keys created, revoked (to drop) or whose principal's groups
+    changed. Session cut-offs are always whole: one row per principal who ever lost a grant.
     """
 
     version: int
@@ -288,13 +289,13 @@ class SqlStore:
                 )
                 result = await conn.execute(stmt)
                 if result.rowcount == 1:
-                    await _bump(conn)
+                    await _bump(conn, principals_changed=[name])
                     return Principal(name, frozenset(wanted or ()))
                 row = await _principal_row(conn, name)  # created concurrently by someone else
                 assert row is not None
             if wanted is not None and sorted(row.groups) != wanted:
                 await conn.execute(update(principals).where(principals.c.name == name).values(groups=wanted))
-                await _bump(conn)
+                await _bump(conn, principals_changed=[name])
                 return Principal(name, frozenset(wanted))
             return _principal(row)
 
@@ -329,7 +330,7 @@ class SqlStore:
                     revoked_at=None,
                 )
             )
-            await _bump(conn)
+            await _bump(conn, keys_changed=[key.access_key_id])
         return key, secret
 
     async def list_access_keys(self, principal: str | None = None) -> list[AccessKey]:
@@ -349,7 +350,7 @@ class SqlStore:
                 .values(revoked_at=now)
             )
             if result.rowcount:
-                await _bump(conn)
+                await _bump(conn, keys_changed=[access_key_id])
                 return True
             found = await conn.scalar(
                 select(access_keys.c.access_key_id).where(access_keys.c.access_key_id == access_key_id)
@@ -463,15 +464,12 @@ class SqlStore:
                 changed = grants.c.changed_in > since
                 in_force = await _load_grants(conn, and_(changed, _grant_active(now)))
                 retired = await _load_grants(conn, and_(changed, not_(_grant_active(now))))
-            key_rows = await conn.execute(
-                select(access_keys, principals.c.groups)
-                .join(principals, principals.c.name == access_keys.c.principal)
-                .where(access_keys.c.revoked_at.is_(None))
-                .order_by(access_keys.c.access_key_id)
-            )
-            keys = tuple(
-                (_access_key(row), Principal(row.principal, frozenset(row.groups))) for row in key_rows
-            )
+            if since is None:
+                keys = await _load_keys(conn, access_keys.c.revoked_at.is_(None))
+            else:  # revoked ones included: the gateway drops them
+                keys = await _load_keys(
+                    conn, or_(access_keys.c.changed_in > since, principals.c.changed_in > since)
+                )
             cutoffs = await load_cutoffs(conn)
         return Snapshot(version, tuple(in_force), keys, cutoffs, since, tuple(retired))
 
@@ -483,7 +481,7 @@ class SqlStore:
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-# Grant ids per UPDATE when stamping: far below any driver's limit on bound parameters.
+# Ids per UPDATE when stamping: far below any driver's limit on bound parameters.
 _STAMP_SLICE = 500
 
 
@@ -525,25 +523,38 @@ def _insert_ignoring_conflict(conn: AsyncConnection, table: Any, key: str) -> An
     return dialect_insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
-async def _bump(conn: AsyncConnection, grants_changed: Iterable[str] = ()) -> int:
-    """Move the store version on; stamp the grants whose standing this transaction changed with it.
+async def _bump(
+    conn: AsyncConnection,
+    grants_changed: Iterable[str] = (),
+    *,
+    keys_changed: Iterable[str] = (),
+    principals_changed: Iterable[str] = (),
+) -> int:
+    """Move the store version on; stamp what this transaction changed with it.
 
-    Every write that creates a grant or changes whether one is in force must name it here: gateways
-    reload only the grants stamped after the version they hold, so a grant left out would keep its old
-    standing there until the next full reload. The version row stays locked until commit, so versions
-    are committed in order and a reader that sees version N sees every grant stamped N or less.
+    Every write that creates a grant or changes whether one is in force must name it here, and so must
+    every write that creates or revokes a key or changes a principal's groups: gateways reload only what
+    is stamped after the version they hold, so anything left out would keep its old standing there until
+    the next full reload. The version row stays locked until commit, so versions are committed in order
+    and a reader that sees version N sees everything stamped N or less.
     """
     await conn.execute(
         update(store_state).where(store_state.c.name == VERSION_ROW).values(value=store_state.c.value + 1)
     )
     version = await _version(conn)
-    ids = list(dict.fromkeys(grants_changed))
-    for start in range(0, len(ids), _STAMP_SLICE):
-        batch = ids[start : start + _STAMP_SLICE]
-        await conn.execute(update(grants).where(grants.c.id.in_(batch)).values(changed_in=version))
+    await _stamp(conn, grants.c.id, grants_changed, version)
+    await _stamp(conn, access_keys.c.access_key_id, keys_changed, version)
+    await _stamp(conn, principals.c.name, principals_changed, version)
     if conn.dialect.name == "postgresql":  # delivered at commit, so listeners never see a rolled-back change
         await conn.execute(text(NOTIFY_SQL))
     return version
+
+
+async def _stamp(conn: AsyncConnection, key: Column[Any], ids: Iterable[str], version: int) -> None:
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), _STAMP_SLICE):
+        batch = unique[start : start + _STAMP_SLICE]
+        await conn.execute(update(key.table).where(key.in_(batch)).values(changed_in=version))
 
 
 async def _load_grants(conn: AsyncConnection, where: ColumnElement[bool]) -> list[Grant]:
@@ -555,6 +566,18 @@ async def _load_grants(conn: AsyncConnection, where: ColumnElement[bool]) -> lis
         loaded.extend(_grant(row) for row in part)
         await asyncio.sleep(0)
     return loaded
+
+
+async def _load_keys(
+    conn: AsyncConnection, where: ColumnElement[bool]
+) -> tuple[tuple[AccessKey, Principal], ...]:
+    rows = await conn.execute(
+        select(access_keys, principals.c.groups)
+        .join(principals, principals.c.name == access_keys.c.principal)
+        .where(where)
+        .order_by(access_keys.c.access_key_id)
+    )
+    return tuple((_access_key(row), Principal(row.principal, frozenset(row.groups))) for row in rows)
 
 
 async def _version(conn: AsyncConnection) -> int:

@@ -119,3 +119,25 @@ def test_session_sealed_with_another_server_key_is_invalid_token(ring: KeyRing) 
 def test_ring_cannot_be_changed_in_place(ring: KeyRing) -> None:
     with pytest.raises(TypeError):
         ring.entries["GGNEW"] = (Caller(BOB, "GGNEW"), "secret")  # type: ignore[index]
+
+
+def test_changes_merged_in_add_drop_and_regroup_keys_and_leave_the_old_ring_alone(
+    ring: KeyRing, keys: dict[str, AccessKey]
+) -> None:
+    carol = Principal("carol", frozenset({"security"}))
+    new = _key(carol)
+    revoked_bob = AccessKey(keys["bob"].access_key_id, "bob", NOW, NOW)
+    regrouped = Principal("alice", frozenset({"ml", "research"}))
+    cutoffs = {"bob": NOW}
+    merged = ring.updated([(new, carol), (revoked_bob, BOB), (keys["alice"], regrouped)], cutoffs)
+
+    caller, secret = merged.resolve(new.access_key_id, None, NOW)
+    assert caller == Caller(carol, new.access_key_id)
+    assert secret == derive_secret(SERVER_KEY, new.access_key_id)
+    with pytest.raises(S3Error):
+        merged.resolve(keys["bob"].access_key_id, None, NOW)
+    assert merged.resolve(keys["alice"].access_key_id, None, NOW)[0].principal.groups == {"ml", "research"}
+    assert dict(merged.sessions_not_before) == cutoffs
+    # Requests still reading the old ring see it as it was.
+    assert ring.resolve(keys["bob"].access_key_id, None, NOW)[0].principal == BOB
+    assert ring.resolve(keys["alice"].access_key_id, None, NOW)[0].principal == ALICE

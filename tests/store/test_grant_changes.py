@@ -23,8 +23,10 @@ from proxy.access.grants import Action, Grant, Target
 from proxy.access.index import GrantIndex
 from proxy.access.policy import Policy, Resource, ResourcePath, StandingAccess
 from proxy.access.workflow import Workflow
+from proxy.identity.keyring import KeyRing
 from proxy.identity.principals import Principal
 from proxy.observe.events import EventBus
+from proxy.s3.errors import S3Error
 from proxy.state import LiveState
 from proxy.store.audit import AuditStore
 from proxy.store.schema import grants, principals, store_state
@@ -76,6 +78,15 @@ async def alice_reads(store: SqlStore, prefix: str = "models/", lasting: timedel
 
 def in_force(index: GrantIndex, now: datetime) -> set[str]:
     return {g.id for group in index.groups.values() for g in group if g.is_active(now)}
+
+
+async def full_key_ring(store: SqlStore) -> KeyRing:
+    full = await SqlStore.snapshot(store, NOW)
+    return KeyRing.build(full.keys, SERVER_KEY, full.sessions_not_before)
+
+
+def ring(keys: KeyRing) -> tuple[dict[str, object], dict[str, datetime]]:
+    return dict(keys.entries), dict(keys.sessions_not_before)
 
 
 async def full_load(store: SqlStore, now: datetime) -> set[str]:
@@ -131,38 +142,50 @@ async def test_every_grant_write_reaches_the_gateway_as_a_change(
         assert revoked
 
     async def new_key() -> None:
+        made["key"] = (await store.create_access_key("alice", SERVER_KEY, now=NOW))[0].access_key_id
         await store.create_access_key("alice", SERVER_KEY, now=NOW)
 
     async def regrouped() -> None:
         await store.ensure_principal("alice", ["ml", "research"], now=NOW)
 
-    steps: list[tuple[str, Callable[[], Awaitable[Any]], int]] = [
-        ("add_grant", add, 1),
-        ("instant request", instant, 1),
-        ("approved request", approved, 1),
-        ("revoke", revoke, 1),
-        ("suspend", suspend, 1),
-        ("lift suspension", lift, 1),
-        ("standing access created", standing, 1),
-        ("standing access removed", standing_removed, 1),
-        ("new access key", new_key, 0),
-        ("principal's groups changed", regrouped, 0),
+    async def key_revoked() -> None:
+        assert await store.revoke_access_key(made["key"], now=NOW)
+
+    # name, the write, grants it changes, keys it changes
+    steps: list[tuple[str, Callable[[], Awaitable[Any]], int, int]] = [
+        ("add_grant", add, 1, 0),
+        ("instant request", instant, 1, 0),
+        ("approved request", approved, 1, 0),
+        ("revoke", revoke, 1, 0),
+        ("suspend", suspend, 1, 0),
+        ("lift suspension", lift, 1, 0),
+        ("standing access created", standing, 1, 0),
+        ("standing access removed", standing_removed, 1, 0),
+        ("new access keys", new_key, 0, 2),
+        ("principal's groups changed", regrouped, 0, 2),  # both of alice's keys
+        ("access key revoked", key_revoked, 0, 1),
     ]
-    for name, step, changed in steps:
+    for name, step, grants_changed, keys_changed in steps:
         held = state.version
         await step()
         await state.refresh()
         since, snapshot = loads.last
         assert since == held, f"{name}: reloaded whole, not as a change"
-        assert len(snapshot.grants) + len(snapshot.retired) == changed, name
+        assert len(snapshot.grants) + len(snapshot.retired) == grants_changed, name
+        assert len(snapshot.keys) == keys_changed, name
         view = state.view()
         assert view.version == await store.version(), name
         assert in_force(view.grants, NOW) == await full_load(store, NOW), name
+        assert ring(view.keys) == ring(await full_key_ring(store)), name
 
-    # The keys came along: alice's new key resolves, with her groups as they are now.
+    # The keys came along: alice's remaining key resolves with her groups as they are now, the revoked
+    # one not at all.
     alice_keys = await store.list_access_keys("alice")
-    caller, _ = state.view().keys.resolve(alice_keys[-1].access_key_id, None, NOW)
+    [kept] = [k.access_key_id for k in alice_keys if k.access_key_id != made["key"]]
+    caller, _ = state.view().keys.resolve(kept, None, NOW)
     assert caller.principal.groups == frozenset({"ml", "research"})
+    with pytest.raises(S3Error):
+        state.view().keys.resolve(made["key"], None, NOW)
     # And the revoked grant denies through the index the gateway decides with.
     target = [Target(Action.READ, BUCKET, "models/weights.safetensors")]
     assert isinstance(state.view().grants.decide("bob", target, NOW), Deny)
