@@ -229,6 +229,11 @@ async def test_a_decision_made_through_another_gateway_updates_the_message_it_ne
     # through its web page, so no Slack payload tells it where the message is.
     request = await slack.request()
     await slack.posted(request.id)
+    assert slack.notifiers.slack is not None
+    messages = slack.notifiers.slack.messages
+    async with asyncio.timeout(5):  # recorded once Slack has answered the post
+        while await messages.find(request.id) is None:
+            await asyncio.sleep(0.01)
     other_bus = EventBus()
     async with notifying(slack.settings, other_bus, store=slack.workflow.store):
         other = Workflow(slack.workflow.store, POLICY, other_bus)
@@ -236,7 +241,7 @@ async def test_a_decision_made_through_another_gateway_updates_the_message_it_ne
         update = (await slack.fake.wait_for("chat.update"))[0]
     assert update["channel"] == "CMODELS" and update["ts"] == "1700000000.000001"
     assert "actions" not in block_types(update) and "Approved" in str(update["blocks"])
-    assert await slack.notifiers.slack.messages.find(request.id) is None  # settled: nothing to update
+    assert await messages.find(request.id) is None  # settled: nothing to update
 
 
 async def test_forged_signature_is_rejected(slack: Slackworld) -> None:
