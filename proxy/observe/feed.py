@@ -80,13 +80,13 @@ class Forwarder:
         """Keep a connection to worker 0 and send what is pending; reconnect whenever it drops."""
         while True:
             try:
-                _, writer = await asyncio.open_unix_connection(self.path)
+                reader, writer = await asyncio.open_unix_connection(self.path)
             except OSError:
                 await asyncio.sleep(RECONNECT_SECONDS)
                 continue
             try:
-                await self._send(writer)
-            except OSError as exc:  # worker 0 went away: what was in flight is lost, the rest waits
+                await self._send(reader, writer)
+            except OSError as exc:  # worker 0 went away: what was pending waits for its successor
                 log.warning("event_feed_lost", error=repr(exc))
             finally:
                 writer.close()
@@ -94,21 +94,32 @@ class Forwarder:
                     await writer.wait_closed()
             await asyncio.sleep(RECONNECT_SECONDS)
 
-    async def _send(self, writer: asyncio.StreamWriter) -> None:
+    async def _send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._pending:  # kept while there was no connection
+            self._ready.set()
         while True:
             await self._ready.wait()
             self._ready.clear()
+            if reader.at_eof():  # worker 0 closed its end (it is stopping): not a write into the void
+                raise ConnectionResetError("worker 0 closed the event feed")
             # Every event of a busy moment in one write.
             lines, self._pending = self._pending, []
-            writer.writelines(lines)
-            await writer.drain()
+            try:
+                writer.writelines(lines)
+                await writer.drain()
+            except OSError:
+                self._pending[:0] = lines  # for the next connection (a few may then arrive twice)
+                raise
 
 
 @contextlib.asynccontextmanager
 async def receiving(path: str, feed: Callable[[RequestEvent], None]) -> AsyncIterator[None]:
     """In worker 0: accept the other workers' events on `path` and hand each to `feed`."""
 
+    clients: set[asyncio.StreamWriter] = set()
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        clients.add(writer)
         try:
             while line := await reader.readline():
                 try:
@@ -120,6 +131,7 @@ async def receiving(path: str, feed: Callable[[RequestEvent], None]) -> AsyncIte
         except (OSError, asyncio.LimitOverrunError, ValueError) as exc:
             log.warning("event_feed_closed", error=repr(exc))
         finally:
+            clients.discard(writer)
             writer.close()
 
     with contextlib.suppress(FileNotFoundError):
@@ -129,5 +141,7 @@ async def receiving(path: str, feed: Callable[[RequestEvent], None]) -> AsyncIte
         yield
     finally:
         server.close()
+        for client in list(clients):  # so the workers notice at once and keep what they hold
+            client.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
