@@ -23,7 +23,7 @@ from proxy.store.sql import SqlStore
 
 log = structlog.get_logger("grantgate.state")
 
-# A change to the store reloads only the grants it stamped. Now and then everything is reloaded anyway:
+# A change to the store reloads only the grants and keys it stamped. Now and then everything is reloaded:
 # a safety net against a write that did not stamp what it changed, and the only pruning of grants that
 # expired (expiry itself is checked per request). Loading 100 000 grants costs a worker about 1.5 s of
 # CPU, so it is rare.
@@ -98,13 +98,13 @@ class LiveState:
         async with asyncio.timeout(SNAPSHOT_TIMEOUT_SECONDS):
             snapshot = await self.store.snapshot(datetime.now(UTC), since=since)
         if current is None or snapshot.since is None:
-            # Indexing many grants takes a while: off the event loop, so requests keep flowing meanwhile.
-            grants = await asyncio.to_thread(GrantIndex.build, snapshot.grants, snapshot.version)
-            keys = KeyRing.build(
-                snapshot.keys,
-                self._server_key,
-                snapshot.sessions_not_before,
-                previous=current.keys if current is not None else None,
+            # Indexing many grants and deriving every key's secret take a while: off the event loop, so
+            # requests keep flowing meanwhile.
+            grants, keys = await asyncio.to_thread(
+                lambda: (
+                    GrantIndex.build(snapshot.grants, snapshot.version),
+                    KeyRing.build(snapshot.keys, self._server_key, snapshot.sessions_not_before),
+                )
             )
             self._built_at = time.monotonic()
         else:

@@ -30,24 +30,16 @@ class KeyRing:
         keys: Iterable[tuple[AccessKey, Principal]],
         server_key: bytes,
         sessions_not_before: Mapping[str, datetime] | None = None,
-        *,
-        previous: KeyRing | None = None,
     ) -> KeyRing:
-        # Secrets are derived once here, not per request: an HMAC per request adds up. A rebuild takes
-        # them from the ring it replaces, so a store change costs no HMAC per key either.
-        known = previous.entries if previous is not None and previous.server_key == server_key else {}
-        entries = {
-            key.access_key_id: _entry(key, principal, known.get(key.access_key_id), server_key)
-            for key, principal in keys
-            if key.revoked_at is None
-        }
-        return cls(MappingProxyType(entries), server_key, MappingProxyType(dict(sessions_not_before or {})))
+        return cls(MappingProxyType({}), server_key).updated(keys, sessions_not_before or {})
 
     def updated(
         self, changed: Iterable[tuple[AccessKey, Principal]], sessions_not_before: Mapping[str, datetime]
     ) -> KeyRing:
         """A new ring with these keys changed (created, revoked, their principal's groups changed); this
-        one is left as it was, for the requests still reading it."""
+        one is left as it was, for the requests still reading it.
+
+        Secrets are derived here, once per key, not per request: an HMAC per request adds up."""
         entries = dict(self.entries)
         for key, principal in changed:
             if key.revoked_at is not None:

@@ -452,7 +452,8 @@ class SqlStore:
     # --- what gateways poll and load ---
 
     async def snapshot(self, now: datetime, *, since: int | None = None) -> Snapshot:
-        """Every grant in force at `now`; with `since`, only the grants changed after that version."""
+        """Every grant in force at `now` and every active key; with `since`, only what changed after
+        that version (see Snapshot)."""
         _require_aware(now)
         async with self._reader.connect() as conn, conn.begin():
             # Read first: every grant stamped with this version or an earlier one is committed already.
@@ -460,13 +461,12 @@ class SqlStore:
             if since is None:
                 in_force = await _load_grants(conn, _grant_active(now))
                 retired: list[Grant] = []
+                keys = await _load_keys(conn, access_keys.c.revoked_at.is_(None))
             else:
                 changed = grants.c.changed_in > since
                 in_force = await _load_grants(conn, and_(changed, _grant_active(now)))
                 retired = await _load_grants(conn, and_(changed, not_(_grant_active(now))))
-            if since is None:
-                keys = await _load_keys(conn, access_keys.c.revoked_at.is_(None))
-            else:  # revoked ones included: the gateway drops them
+                # Revoked keys included: the gateway drops them.
                 keys = await _load_keys(
                     conn, or_(access_keys.c.changed_in > since, principals.c.changed_in > since)
                 )
@@ -529,7 +529,7 @@ async def _bump(
     *,
     keys_changed: Iterable[str] = (),
     principals_changed: Iterable[str] = (),
-) -> int:
+) -> None:
     """Move the store version on; stamp what this transaction changed with it.
 
     Every write that creates a grant or changes whether one is in force must name it here, and so must
@@ -547,7 +547,6 @@ async def _bump(
     await _stamp(conn, principals.c.name, principals_changed, version)
     if conn.dialect.name == "postgresql":  # delivered at commit, so listeners never see a rolled-back change
         await conn.execute(text(NOTIFY_SQL))
-    return version
 
 
 async def _stamp(conn: AsyncConnection, key: Column[Any], ids: Iterable[str], version: int) -> None:
