@@ -18,8 +18,9 @@ MAX_KEY_BYTES = 1024
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP_SHAPED_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-# '\' counts as a separator too: some upstreams and path libraries treat it as one.
-_SEGMENT_RE = re.compile(r"[/\\]")
+# A '.' or '..' segment; '\' counts as a separator too: some upstreams and path libraries treat it as one.
+_DOT_SEGMENT_RE = re.compile(r"(?:^|[/\\])\.\.?(?=[/\\]|$)")
+_CONTROL_RE = re.compile(r"[\x00-\x1f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +64,11 @@ def validate_key(key: str) -> str:
         raise _invalid_uri() from None
     if size > MAX_KEY_BYTES:
         raise S3Error("KeyTooLongError", "Your key is too long.", 400)
-    if any(c < " " for c in key):
+    if _CONTROL_RE.search(key):
         raise S3Error.invalid_argument("Object keys containing control characters are not supported.")
     # A '.' or '..' segment could be normalised away by the upstream or an HTTP library, moving the
     # request outside the prefix its grant was checked against.
-    if any(segment in (".", "..") for segment in _SEGMENT_RE.split(key)):
+    if _DOT_SEGMENT_RE.search(key):
         raise S3Error.invalid_argument("Object keys with '.' or '..' path segments are not supported.")
     return key
 

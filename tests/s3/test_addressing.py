@@ -319,3 +319,18 @@ def test_decode_key_raises_only_s3_errors_and_returns_valid_keys(raw: str) -> No
         return
     assert validate_key(key) == key
     assert len(key.encode()) <= MAX_KEY_BYTES
+
+
+@settings(max_examples=1000)
+@given(key=st.text(st.sampled_from("./\\a\x00\x1f \x7fé"), min_size=1, max_size=12))
+def test_validate_key_refuses_exactly_control_characters_and_dot_segments(key: str) -> None:
+    """The checks, done by regular expressions, against their plain definitions."""
+    segments = key.replace("\\", "/").split("/")
+    refused = any(c < " " for c in key) or any(s in (".", "..") for s in segments)
+    try:
+        validate_key(key)
+    except S3Error as err:
+        assert refused, err
+        assert err.code == "InvalidArgument"
+    else:
+        assert not refused
