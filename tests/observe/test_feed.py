@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,33 @@ async def test_events_from_a_worker_reach_worker_0_in_order(path: str) -> None:
         forwarder(AnomalyAlert(kind="x", severity="warning", message="m", at=0.0))
         await until(lambda: len(received) == len(sent))
         assert received == sent
+
+
+async def test_events_of_one_moment_leave_in_one_write_and_none_is_lost_when_the_worker_stops(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received: list[RequestEvent] = []
+    writes: list[int] = []
+    original = asyncio.StreamWriter.writelines
+
+    def counted(self: asyncio.StreamWriter, lines: Any) -> None:
+        lines = list(lines)
+        writes.append(len(lines))
+        original(self, lines)
+
+    monkeypatch.setattr(asyncio.StreamWriter, "writelines", counted)
+    forwarder = Forwarder(path, batch_seconds=0.2)
+    async with receiving(path, received.append):
+        async with sending(forwarder):
+            for n in range(3):
+                forwarder(event(n))
+                await asyncio.sleep(0.01)
+            await until(lambda: len(received) == 3)
+            # Stopped within the batch's wait: what it held still goes out.
+            forwarder(event(3))
+        await until(lambda: len(received) == 4)
+    assert writes == [3, 1]
+    assert [e.request_id for e in received] == ["r0", "r1", "r2", "r3"]
 
 
 async def test_events_wait_while_worker_0_is_away_and_flow_once_it_is_back(path: str) -> None:
