@@ -28,6 +28,7 @@ from proxy.s3 import listener
 from proxy.s3.upstream import Upstream, new_pool
 from proxy.state import LiveState, start_change_listener
 from proxy.store.sql import SqlStore
+from proxy.written import WrittenVersion
 
 log = structlog.get_logger("grantgate")
 
@@ -61,8 +62,13 @@ def s3_app_runner(gateway: Gateway) -> web.AppRunner:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    """Open every long-lived resource in order and close them in reverse, whatever happens."""
+async def running_gateway(
+    settings: Settings, written: WrittenVersion | None = None
+) -> AsyncIterator[Gateway]:
+    """Open every long-lived resource in order and close them in reverse, whatever happens.
+
+    `written`: the counter shared with sibling workers (proxy/written.py); one of its own otherwise.
+    """
     store = await SqlStore.open(settings.store_url(), upgrade=settings.store_url().startswith("sqlite"))
     try:
         state = LiveState(
@@ -70,6 +76,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             settings.server_key(),
             interval=settings.server.refresh_interval_seconds,
             grace=settings.server.state_grace_seconds,
+            written=written,
         )
         await state.refresh(force=True)
         refresher = asyncio.create_task(state.run(), name="state-refresh")
@@ -90,9 +97,14 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await store.close()
 
 
-async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    written: WrittenVersion | None = None,
+) -> None:
     async with (
-        running_gateway(settings) as gateway,
+        running_gateway(settings, written) as gateway,
         # Observers start before the workflow, so its first events are recorded, and stop after it.
         observing(settings, gateway.state.store, gateway.state, gateway.bus) as observability,
         metrics_listener(observability),
@@ -103,7 +115,12 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
             store=gateway.state.store,
         ) as notifiers,
         running_workflow(
-            Workflow(gateway.state.store, settings.policy.build(), gateway.bus),
+            Workflow(
+                gateway.state.store,
+                settings.policy.build(),
+                gateway.bus,
+                settle=gateway.state.settle_own_write,
+            ),
             settings.policy.sweep_interval_seconds,
         ) as workflow,
     ):
@@ -181,12 +198,17 @@ def run_server(settings: Settings) -> None:
 
     from proxy.workers import serve_s3, supervise, worker_count
 
+    # Made before the workers are forked, so they all share it.
+    written = WrittenVersion()
+
     async def main(index: int = 0) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await (serve(settings, stop) if index == 0 else serve_s3(settings, stop, index))
+        await (
+            serve(settings, stop, written=written) if index == 0 else serve_s3(settings, stop, index, written)
+        )
 
     count = worker_count(settings)
     if count == 1:

@@ -27,6 +27,7 @@ from proxy.config import ConfigError, Settings
 from proxy.observe.multiprocess import shared_metrics, worker_exited
 from proxy.observe.runtime import observing
 from proxy.store.sql import StoreError
+from proxy.written import WrittenVersion
 
 log = structlog.get_logger("grantgate")
 
@@ -74,7 +75,9 @@ def worker_settings(settings: Settings, index: int) -> Settings:
     return settings.model_copy(update={"audit": audit})
 
 
-async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
+async def serve_s3(
+    settings: Settings, stop: asyncio.Event, index: int, written: WrittenVersion | None = None
+) -> None:
     """A secondary worker: the S3 listener and its observers (audit, metrics; its events go on to worker
     0's anomaly rules). The control API, the notifiers and the workflow's sweeps run in worker 0 only,
     so timers fire once and the control port has one owner."""
@@ -82,7 +85,7 @@ async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
 
     settings = worker_settings(settings, index)
     async with (
-        running_gateway(settings) as gateway,
+        running_gateway(settings, written) as gateway,
         observing(settings, gateway.state.store, gateway.state, gateway.bus, worker=index),
     ):
         runner = s3_app_runner(gateway)

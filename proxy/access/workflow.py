@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -113,12 +113,16 @@ class Workflow:
         bus: EventBus,
         *,
         clock: Callable[[], datetime] = utc_now,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.requests = WorkflowStore(store)
         self.policy = policy
         self.bus = bus
         self._clock = clock
+        # Run after a grant was created or revoked and before saying so: the gateway's S3 listener
+        # (every worker) honours the change by then (LiveState.settle_own_write).
+        self._settle = settle
 
     def now(self) -> datetime:
         return self._clock()
@@ -202,6 +206,7 @@ class Workflow:
         stored = await self.requests.insert_request(approved, NewGrant(source=source, created_by=POLICY))
         grant = await self.store.get_grant(stored.grant_id or "")
         assert grant is not None
+        await self._settled()
         self._emit(RequestCreated(now, stored.requester, stored.justification, stored))
         self._emit(RequestDecided(now, POLICY, why, stored))
         self._emit(GrantCreated(now, POLICY, why, grant))
@@ -236,6 +241,7 @@ class Workflow:
         if result.grant is None:
             remaining = verdict.required - len(stored.approvals)
             return Outcome(stored, None, (), f"approval recorded; {remaining} more needed")
+        await self._settled()
         self._emit(RequestDecided(now, approver.name, comment, stored))
         self._emit(GrantCreated(now, approver.name, comment, result.grant))
         until = format_duration(stored.duration)
@@ -364,6 +370,7 @@ class Workflow:
         now = self.now()
         revoked = await self.store.revoke_grant(grant_id, now=now, actor=actor.name, reason=reason.strip())
         assert revoked is not None
+        await self._settled()
         if revoked.revoked_at == now:
             self._emit(GrantRevoked(now, actor.name, reason.strip(), revoked))
         return revoked
@@ -452,6 +459,15 @@ class Workflow:
             return parse_duration(duration)
         except ValueError as exc:
             raise Invalid("invalid_duration", str(exc)) from None
+
+    async def _settled(self) -> None:
+        if self._settle is None:
+            return
+        try:
+            await self._settle()
+        except Exception as exc:
+            # The change is stored; every worker still sees it within the refresh interval.
+            log.warning("workflow_settle_failed", error=repr(exc))
 
     def _emit(self, event: WorkflowEvent) -> None:
         # The audit observer records events; this line is for someone debugging the workflow itself.

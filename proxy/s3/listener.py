@@ -68,6 +68,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     event = _event_for(request)
     started = time.perf_counter()
     try:
+        if gateway.state.behind:  # read-your-writes: see proxy/written.py
+            await gateway.state.catch_up()
         admission = request.get(_ADMISSION) or admit(gateway, request, event)
         return await forward(gateway, request, admission, event, started)
     except S3Error as err:
@@ -91,6 +93,8 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
         return await sts.expect_continue(request)
     gateway = request.app[GATEWAY]
     event = _event_for(request)
+    if gateway.state.behind:
+        await gateway.state.catch_up()
     try:
         request[_ADMISSION] = admit(gateway, request, event)
     except S3Error as err:
