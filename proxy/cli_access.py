@@ -109,6 +109,10 @@ def _describe_request(r: dict[str, Any]) -> str:
         f"  justification:  {r['justification'] or '-'}",
         f"  created:        {_when(r['created_at'])} UTC",
     ]
+    if r.get("ticket"):
+        lines.append(f"  ticket:         {r['ticket']}")
+    if r.get("starts_at"):
+        lines.append(f"  starts:         {_when(r['starts_at'])} UTC (scheduled)")
     if r["status"] == "pending":
         lines.append(f"  pending until:  {_when(r['pending_until'])} UTC")
     if r["approvals_required"]:
@@ -132,6 +136,8 @@ def _outcome_line(r: dict[str, Any]) -> str:
     grant = r.get("grant")
     if r["status"] == "approved" and grant:
         until = f"until {_when(grant['expires_at'])} UTC" if grant.get("expires_at") else "with no expiry"
+        if grant.get("starts_at"):
+            until = f"from {_when(grant['starts_at'])} UTC {until}"
         what = f"{','.join(grant['actions'])} on {grant['resource']}"
         head = f"Granted: {grant['id']} gives {r['requester']} {what} {until}."
     elif r["status"] == "pending":
@@ -342,6 +348,12 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--break-glass", is_flag=True, help="Emergency access without approval, if the policy allows it."
 )
+@click.option("--ticket", default="", help="A ticket reference, e.g. ML-1234 (some rules require one).")
+@click.option(
+    "--starts-at",
+    default=None,
+    help="Scheduled access from this RFC 3339 time (e.g. 2025-06-01T22:00:00Z), for --duration.",
+)
 @json_option
 @click.pass_context
 def request_access(
@@ -351,6 +363,8 @@ def request_access(
     duration: str | None,
     justification: str,
     break_glass: bool,
+    ticket: str,
+    starts_at: str | None,
     as_json: bool,
 ) -> None:
     """Ask for access to RESOURCE (s3://bucket/prefix, or a resource name such as `models`)."""
@@ -362,6 +376,10 @@ def request_access(
     }
     if duration:
         body["duration"] = duration
+    if ticket:
+        body["ticket"] = ticket
+    if starts_at:
+        body["starts_at"] = starts_at
     created = _call(ctx, "create_request", body)
     if as_json:
         _echo_json(created)

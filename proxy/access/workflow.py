@@ -147,18 +147,32 @@ class Workflow:
         justification: str = "",
         *,
         break_glass: bool = False,
+        ticket: str = "",
+        starts_at: datetime | None = None,
     ) -> Outcome:
         """Ask for access. Granted at once (instant groups, no approval needed, break-glass), pending
-        approval, or refused with a WorkflowError that says why."""
+        approval, or refused with a WorkflowError that says why.
+
+        `starts_at`: scheduled access, in force only from then for the duration (approved ahead or
+        not); a moment already past means now.
+        """
         bucket, prefix = self._locate(resource)
         prefix = self.policy.canonical_prefix(bucket, prefix)
         wanted = self._actions(actions)
         lifetime = self._duration(duration)
-        ask = Ask(requester, bucket, prefix, wanted, lifetime, justification.strip(), break_glass)
+        ask = Ask(
+            requester, bucket, prefix, wanted, lifetime, justification.strip(), break_glass, ticket.strip()
+        )
         evaluation = rules.evaluate(self.policy, ask)
         if isinstance(evaluation, Rejected):
             raise _refusal(evaluation)
         now = self.now()
+        if starts_at is not None and starts_at.tzinfo is None:
+            raise Invalid("invalid_starts_at", "starts_at needs a time zone, e.g. 2025-06-01T22:00:00Z")
+        if starts_at is not None and starts_at <= now:
+            starts_at = None
+        if starts_at is not None and break_glass:
+            raise Invalid("invalid_starts_at", "break-glass access is for now; it cannot be scheduled")
         active = await self.store.list_grants(principal=requester.name, active_at=now)
         covered = rules.covering_grants(active, requester.name, bucket, prefix, wanted, now)
         request = AccessRequest(
@@ -178,6 +192,8 @@ class Workflow:
             else 0,
             break_glass=break_glass,
             source_cidrs=evaluation.rule.source_cidrs,
+            starts_at=starts_at,
+            ticket=ask.ticket,
         )
         if isinstance(evaluation, Instant):
             return await self._grant_now(request, evaluation, covered)

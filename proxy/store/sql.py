@@ -625,4 +625,5 @@ def _grant(row: Row[Any]) -> Grant:
         source=m["source"],
         request_id=m["request_id"],
         extra={key: m[key] for key in ("created_by", "revoked_by", "revoke_reason")},
+        starts_at=m["starts_at"],
     )

@@ -446,6 +446,7 @@ def _require_pending(row: Row[Any], now: datetime) -> None:
 async def _insert_grant(
     conn: AsyncConnection, request: AccessRequest, spec: NewGrant, now: datetime
 ) -> Grant:
+    starts_at, expires_at = request.window(now)  # the clock starts when access is granted, or scheduled
     grant = Grant(
         id=new_grant_id(),
         principal=request.requester,
@@ -453,10 +454,11 @@ async def _insert_grant(
         prefix=request.prefix,
         actions=request.actions,
         created_at=now,
-        expires_at=now + request.duration,  # the clock starts when access is granted
+        expires_at=expires_at,
         source=spec.source,
         request_id=request.id,
         extra={"created_by": spec.created_by, "revoked_by": "", "revoke_reason": ""},
+        starts_at=starts_at,
     )
     await conn.execute(insert(grants).values(**_grant_values(grant, spec.created_by)))
     return grant
@@ -477,6 +479,7 @@ def _grant_values(grant: Grant, created_by: str) -> dict[str, Any]:
         "source": grant.source,
         "request_id": grant.request_id,
         "created_by": created_by,
+        "starts_at": grant.starts_at,
     }
 
 
@@ -507,6 +510,8 @@ def _request_values(request: AccessRequest) -> dict[str, Any]:
         "reviewed_by": request.reviewed_by,
         "reviewed_at": request.reviewed_at,
         "review_comment": request.review_comment,
+        "starts_at": request.starts_at,
+        "ticket": request.ticket,
     }
 
 
@@ -548,4 +553,6 @@ def _request(row: Row[Any], approvals: tuple[Approval, ...]) -> AccessRequest:
         reviewed_by=row.reviewed_by,
         reviewed_at=row.reviewed_at,
         review_comment=row.review_comment,
+        starts_at=row.starts_at,
+        ticket=row.ticket,
     )
