@@ -261,7 +261,10 @@ class Workflow:
         self._emit(RequestDecided(now, approver.name, comment, stored))
         self._emit(GrantCreated(now, approver.name, comment, result.grant))
         until = format_duration(stored.duration)
-        return Outcome(stored, result.grant, (), f"approved: {stored.requester} has access for {until}")
+        message = f"approved: {stored.requester} has access for {until}"
+        if result.grant.starts_at is not None:
+            message += f" from {result.grant.starts_at.isoformat(timespec='minutes')} (scheduled)"
+        return Outcome(stored, result.grant, (), message)
 
     async def deny(self, request_id: str, actor: Principal, comment: str = "") -> AccessRequest:
         request = await self._request(request_id)

@@ -516,3 +516,53 @@ async def test_approval_event_carries_actor_and_comment(
     [made] = [e for e in events if isinstance(e, RequestCreated)]
     assert made.as_dict()["justification"] == WHY
     assert not any(isinstance(e, GrantCreated) for e in events)
+
+
+# --- scheduled windows, and read-your-writes ---
+
+
+async def test_a_scheduled_request_approved_ahead_starts_and_ends_with_its_window(
+    flow: Workflow, people: dict[str, Principal], clock: Clock
+) -> None:
+    start = T0 + timedelta(hours=5)
+    created = await flow.request_access(
+        people["alice"], f"s3://{BUCKET}/models/", ["read"], "2h", WHY, starts_at=start
+    )
+    assert created.request.starts_at == start
+    clock.advance(hours=1)
+    approved = await flow.approve(created.request.id, people["carol"])
+    assert approved.grant is not None
+    assert (approved.grant.starts_at, approved.grant.expires_at) == (start, start + timedelta(hours=2))
+    assert "scheduled" in approved.message
+    assert not approved.grant.is_active(clock.now) and approved.grant.is_active(start)
+
+
+async def test_a_scheduled_request_cannot_be_approved_once_its_window_has_ended(
+    flow: Workflow, people: dict[str, Principal], clock: Clock
+) -> None:
+    start = T0 + timedelta(hours=1)
+    created = await flow.request_access(
+        people["alice"], f"s3://{BUCKET}/models/", ["read"], "2h", WHY, starts_at=start
+    )
+    clock.advance(hours=3)
+    with pytest.raises(Conflict, match="window"):
+        await flow.approve(created.request.id, people["carol"])
+
+
+async def test_the_workflow_settles_each_grant_change_before_it_answers(
+    store: SqlStore, clock: Clock, people: dict[str, Principal]
+) -> None:
+    settled: list[int] = []
+
+    async def settle() -> None:
+        settled.append(await store.version())
+
+    flow = Workflow(store, POLICY, EventBus(), clock=clock, settle=settle)
+    instant = await flow.request_access(people["bob"], f"s3://{BUCKET}/models/", ["read"], "1h", WHY)
+    assert settled == [await store.version()]
+    pending = await flow.request_access(people["alice"], f"s3://{BUCKET}/models/", ["read"], "1h", WHY)
+    assert len(settled) == 1  # nothing granted yet: nothing to settle
+    await flow.approve(pending.request.id, people["carol"])
+    assert instant.grant is not None
+    await flow.revoke(instant.grant.id, people["bob"])
+    assert len(settled) == 3 and settled[-1] == await store.version()
