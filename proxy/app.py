@@ -7,27 +7,25 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
-import signal
 import ssl
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
-from proxy.access.workflow import Workflow, running_workflow
+from proxy.audit.log import AuditLog
 from proxy.config import Settings
 from proxy.control.app import control_app
 from proxy.gateway import Gateway
 from proxy.identity import sts
-from proxy.notify.runtime import notifying
-from proxy.observe.audit import AuditLog
+from proxy.live_state import LiveState, start_change_listener
+from proxy.notify.notifiers import notifying
 from proxy.observe.events import EventBus
-from proxy.observe.logging import configure_logging
-from proxy.observe.runtime import metrics_listener, observing
+from proxy.observe.observers import metrics_listener, observing
 from proxy.s3 import listener
 from proxy.s3.upstream import Upstream, new_pool
-from proxy.state import LiveState, start_change_listener
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Workflow, running_workflow
 
 log = structlog.get_logger("grantgate")
 
@@ -91,19 +89,29 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
 
 
 async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    policy = settings.policy.build()
     async with (
         running_gateway(settings) as gateway,
         # Observers start before the workflow, so its first events are recorded, and stop after it.
-        observing(settings, gateway.state.store, gateway.state, gateway.bus) as observability,
+        observing(
+            settings.observe(),
+            policy,
+            gateway.state.store,
+            gateway.state,
+            gateway.bus,
+            spool_dir=settings.audit_spool_dir(),
+        ) as observability,
         metrics_listener(observability),
         notifying(
-            settings,
+            settings.webhooks,
+            settings.slack,
+            settings.server.public_url,
             gateway.bus,
             observability.metrics.registry if observability.metrics else None,
             store=gateway.state.store,
         ) as notifiers,
         running_workflow(
-            Workflow(gateway.state.store, settings.policy.build(), gateway.bus),
+            Workflow(gateway.state.store, policy, gateway.bus),
             settings.policy.sweep_interval_seconds,
         ) as workflow,
     ):
@@ -172,24 +180,3 @@ def install_event_loop() -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def run_server(settings: Settings) -> None:
-    configure_logging(settings.log.level, settings.log.format)
-    tune_malloc()
-    install_event_loop()
-
-    from proxy.workers import serve_s3, supervise, worker_count
-
-    async def main(index: int = 0) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await (serve(settings, stop) if index == 0 else serve_s3(settings, stop, index))
-
-    count = worker_count(settings)
-    if count == 1:
-        asyncio.run(main())
-    elif code := supervise(count, lambda index: asyncio.run(main(index))):
-        raise SystemExit(code)

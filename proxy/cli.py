@@ -112,7 +112,7 @@ def _s3_endpoint(settings: Settings) -> str:
 @click.pass_context
 def serve(ctx: click.Context) -> None:
     """Run the S3 gateway and the control API."""
-    from proxy.app import run_server
+    from proxy.workers import run_server
 
     run_server(_settings(ctx))
 

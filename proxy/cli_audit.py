@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 
 import click
 
+from proxy.audit.records import Anchor, iso, parse_moment
+from proxy.audit.store import AuditQuery, AuditStore, StoredEvent
 from proxy.cli_base import actor, json_option, settings, with_store
-from proxy.observe.records import Anchor, iso, parse_moment
-from proxy.store.audit import AuditQuery, AuditStore, StoredEvent
+from proxy.store.suspensions import GrantSuspensions
 
 T = TypeVar("T")
 
@@ -205,7 +206,7 @@ def audit_usage(ctx: click.Context, grant_id: str, as_json: bool) -> None:
 @click.pass_context
 def audit_suspensions(ctx: click.Context, show_all: bool) -> None:
     """Grants suspended by an anomaly rule."""
-    found = _with_audit(ctx, lambda a: a.suspensions(active_only=not show_all))
+    found = with_store(settings(ctx), lambda store: GrantSuspensions(store).list(active_only=not show_all))
     if not found:
         click.echo("no suspended grants")
     for s in found:
@@ -218,7 +219,10 @@ def audit_suspensions(ctx: click.Context, show_all: bool) -> None:
 @click.pass_context
 def audit_resume(ctx: click.Context, grant_id: str) -> None:
     """Re-confirm a grant an anomaly rule suspended; gateways honour it again within a second."""
-    lifted = _with_audit(ctx, lambda a: a.lift_suspension(grant_id, actor=actor(), now=datetime.now(UTC)))
+    lifted = with_store(
+        settings(ctx),
+        lambda store: GrantSuspensions(store).lift_suspension(grant_id, actor=actor(), now=datetime.now(UTC)),
+    )
     if not lifted:
         raise click.ClickException(f"grant {grant_id} is not suspended")
     click.echo(f"re-confirmed {grant_id}")

@@ -11,7 +11,8 @@ from typing import TypeVar
 import click
 
 from proxy.config import Settings, load_settings
-from proxy.store.sql import SqlStore, async_url
+from proxy.store.engine import async_url
+from proxy.store.sql import SqlStore
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from proxy.access.policy_config import PolicySettings
 from proxy.control.web_settings import WebSettings
 from proxy.identity.trust import StsSettings
 from proxy.notify.settings import SlackSettings, WebhookSettings
-from proxy.observe.settings import AnomalySettings, AuditSettings, MetricsSettings
+from proxy.observe.settings import AnomalySettings, AuditSettings, MetricsSettings, ObserveSettings
 
 
 class ConfigError(Exception):
@@ -128,6 +128,13 @@ class Settings(_Section):
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.base_dir / p
+
+    def observe(self) -> ObserveSettings:
+        return ObserveSettings(self.metrics, self.audit, self.anomalies)
+
+    def audit_spool_dir(self) -> Path:
+        """This gateway's audit spool: a subdirectory per S3 port of `[audit] spool_dir`."""
+        return self.resolve(self.audit.spool_dir) / f"s3-{self.server.s3_port}"
 
     def store_url(self) -> str:
         """The store URL with a relative SQLite path resolved against the config file's directory."""

@@ -23,10 +23,20 @@ from types import FrameType
 import structlog
 from aiohttp import web
 
+from proxy.app import (
+    install_event_loop,
+    running_gateway,
+    s3_app_runner,
+    serve,
+    settle_heap,
+    tls_context,
+    tune_malloc,
+)
 from proxy.config import ConfigError, Settings
+from proxy.observe.logging import configure_logging
 from proxy.observe.multiprocess import shared_metrics, worker_exited
-from proxy.observe.runtime import observing
-from proxy.store.sql import StoreError
+from proxy.observe.observers import observing
+from proxy.store.engine import StoreError
 
 log = structlog.get_logger("grantgate")
 
@@ -78,12 +88,18 @@ async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
     """A secondary worker: the S3 listener and its observers (audit, metrics; its events go on to worker
     0's anomaly rules). The control API, the notifiers and the workflow's sweeps run in worker 0 only,
     so timers fire once and the control port has one owner."""
-    from proxy.app import running_gateway, s3_app_runner, settle_heap, tls_context
-
     settings = worker_settings(settings, index)
     async with (
         running_gateway(settings) as gateway,
-        observing(settings, gateway.state.store, gateway.state, gateway.bus, worker=index),
+        observing(
+            settings.observe(),
+            settings.policy.build(),
+            gateway.state.store,
+            gateway.state,
+            gateway.bus,
+            spool_dir=settings.audit_spool_dir(),
+            worker=index,
+        ),
     ):
         runner = s3_app_runner(gateway)
         await runner.setup()
@@ -174,3 +190,22 @@ def _supervise(count: int, run_worker: Callable[[int], None]) -> int:
         if not stopping:
             spawn(index)
     return code
+
+
+def run_server(settings: Settings) -> None:
+    configure_logging(settings.log.level, settings.log.format)
+    tune_malloc()
+    install_event_loop()
+
+    async def main(index: int = 0) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await (serve(settings, stop) if index == 0 else serve_s3(settings, stop, index))
+
+    count = worker_count(settings)
+    if count == 1:
+        asyncio.run(main())
+    elif code := supervise(count, lambda index: asyncio.run(main(index))):
+        raise SystemExit(code)

@@ -270,9 +270,9 @@ def test_serve_runs_the_server_with_the_loaded_settings(
     config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[object] = []
-    fake = types.ModuleType("proxy.app")
+    fake = types.ModuleType("proxy.workers")
     fake.run_server = calls.append  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "proxy.app", fake)
+    monkeypatch.setitem(sys.modules, "proxy.workers", fake)
     ok(config, "serve")
     [settings] = calls
     assert settings.server.s3_port == 9555  # type: ignore[attr-defined]

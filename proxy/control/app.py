@@ -6,14 +6,14 @@ from html import escape
 
 from aiohttp import web
 
-from proxy.access.workflow import Workflow
 from proxy.config import Settings
 from proxy.control import audit_api
 from proxy.control import web as web_pages
 from proxy.control.api import WORKFLOW, api_app
-from proxy.notify.runtime import Notifiers, install_slack
-from proxy.observe.runtime import Observability, install_metrics
-from proxy.state import LiveState
+from proxy.live_state import LiveState
+from proxy.notify.notifiers import Notifiers, install_slack
+from proxy.observe.observers import Observability, install_metrics
+from proxy.workflow.service import Workflow
 
 STATE = web.AppKey("state", LiveState)
 

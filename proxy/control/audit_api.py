@@ -15,11 +15,12 @@ from typing import Any
 from aiohttp import web
 
 from proxy.access.policy import resource_of_grant
+from proxy.audit.records import iso, parse_moment
+from proxy.audit.store import AuditQuery
 from proxy.control.api import WORKFLOW, Problem, caller
 from proxy.identity.principals import Principal
-from proxy.observe.records import iso, parse_moment
-from proxy.observe.runtime import Observability
-from proxy.store.audit import AuditQuery, Suspension
+from proxy.observe.observers import Observability
+from proxy.store.suspensions import Suspension
 
 OBSERVABILITY = web.AppKey("observability", Observability)
 MAX_PAGE = 1000
@@ -120,7 +121,7 @@ async def grant_usage(request: web.Request) -> web.Response:
 async def list_suspensions(request: web.Request) -> web.Response:
     _require_reader(request)
     everything = request.query.get("all") in ("1", "true")
-    found = await request.app[OBSERVABILITY].audit.suspensions(active_only=not everything)
+    found = await request.app[OBSERVABILITY].suspensions.list(active_only=not everything)
     return web.json_response({"suspensions": [suspension_json(s) for s in found]})
 
 
@@ -133,7 +134,7 @@ async def lift_suspension(request: web.Request) -> web.Response:
     approver = resource is not None and workflow.policy.is_approver_of(actor, resource.name)
     if not (approver or workflow.policy.is_admin(actor)):
         raise Problem(403, "forbidden", f"{actor.name} may not re-confirm grants on {grant.resource}")
-    lifted = await request.app[OBSERVABILITY].audit.lift_suspension(
+    lifted = await request.app[OBSERVABILITY].suspensions.lift_suspension(
         grant.id, actor=actor.name, now=datetime.now(UTC)
     )
     if not lifted:

@@ -17,7 +17,6 @@ from proxy.access.durations import format_duration, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
 from proxy.access.requests import RequestStatus
-from proxy.access.workflow import Workflow, WorkflowError
 from proxy.control import signin
 from proxy.control.web_settings import WebSettings
 from proxy.control.webcore import (
@@ -32,6 +31,7 @@ from proxy.control.webcore import (
     safe_next,
 )
 from proxy.identity.principals import Principal
+from proxy.workflow.service import Workflow, WorkflowError
 
 T = TypeVar("T")
 

@@ -22,12 +22,12 @@ from aiohttp import web
 from markupsafe import Markup, escape
 from multidict import MultiDictProxy
 
-from proxy.access.workflow import Workflow
 from proxy.control import csrf, humanize
 from proxy.control.oidc import OidcClient
 from proxy.control.web_settings import TrustedHeaderSettings, WebSettings
 from proxy.control.websession import Session, decode, encode, session_key
 from proxy.identity.principals import Principal
+from proxy.workflow.service import Workflow
 
 log = structlog.get_logger("grantgate.web")
 

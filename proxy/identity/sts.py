@@ -20,6 +20,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from proxy.errors import S3Error
 from proxy.gateway import Gateway
 from proxy.identity.jwks import JwksSource
 from proxy.identity.principals import Principal
@@ -34,7 +35,6 @@ from proxy.identity.webidentity import (
     verify_token,
 )
 from proxy.observe.events import RequestEvent
-from proxy.s3.errors import S3Error
 
 log = structlog.get_logger("grantgate.sts")
 

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import orjson
 import structlog
 
-from proxy.observe.text import writable
+from proxy.audit.text import writable
 
 # Defence in depth: nothing that could carry a credential is ever rendered, whatever a caller logs.
 _SECRET_FIELD = re.compile(

@@ -25,10 +25,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.audit.records import event_kind, subject_key
+from proxy.audit.resources import ResourceCatalog
 from proxy.observe.events import AnomalyAlert, RequestEvent
 from proxy.observe.multiprocess import merged_registry, shared_directory
-from proxy.observe.records import event_kind, subject_key
-from proxy.observe.resources import ResourceCatalog
 
 ANOMALY_KINDS = (
     "exfiltration",

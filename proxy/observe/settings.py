@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,7 +44,7 @@ class AuditSettings(_Section):
     # Groups that may read the whole trail through the API, besides the policy's admin groups.
     reader_groups: list[str] = Field(default_factory=list)
     # Where batches wait on local disk (fsync'd) while the store is unreachable, to be written once it
-    # is back (proxy/observe/spool.py); relative to the config file. Give each replica its own.
+    # is back (proxy/audit/spool.py); relative to the config file. Give each replica its own.
     spool_dir: str = "audit-spool"
     # Every this many seconds worker 0 logs the chain's head as an `audit_anchor` line (when it moved; 0:
     # never). Shipped off the host with the logs, anchors let `grantgate audit verify --anchor` catch a
@@ -181,3 +182,12 @@ class AnomalySettings(_Section):
     denial_burst: DenialBurstRule = Field(default_factory=DenialBurstRule)
     break_glass: BreakGlassRule = Field(default_factory=BreakGlassRule)
     outside_hours: OutsideHoursRule = Field(default_factory=OutsideHoursRule)
+
+
+@dataclass(frozen=True, slots=True)
+class ObserveSettings:
+    """The sections the observers read: `[metrics]`, `[audit]` and `[anomalies]`."""
+
+    metrics: MetricsSettings
+    audit: AuditSettings
+    anomalies: AnomalySettings

@@ -21,11 +21,11 @@ from aiohttp import web
 from proxy.access.decide import Allow, Deny
 from proxy.access.grants import Action, Scope, Target
 from proxy.access.index import GrantIndex
+from proxy.audit.text import clean_text
 from proxy.gateway import Gateway
 from proxy.identity import sts
 from proxy.identity.principals import Caller
 from proxy.observe.events import RequestEvent
-from proxy.observe.text import clean_text
 from proxy.s3 import forwarding, passthrough, sigv4, splice
 from proxy.s3.checksums import new_checksum
 from proxy.s3.chunked import ChunkedDecoder, ChunkedSpec, chunked_spec

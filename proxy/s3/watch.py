@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 from proxy.access.decide import Allow
 from proxy.access.grants import Target
+from proxy.live_state import View
 from proxy.observe.events import RequestEvent
 from proxy.s3.errors import S3Error
-from proxy.state import View
 
 RECHECK_SECONDS = 0.25
 

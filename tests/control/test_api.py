@@ -12,13 +12,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from support.policies import MODELS_RULE
 
 from proxy.access.policy import Policy, Resource, ResourcePath
-from proxy.access.workflow import Workflow
 from proxy.control.api import ROUTES
 from proxy.control.app import control_app
 from proxy.control.openapi import openapi_document
+from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
-from proxy.state import LiveState
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Workflow
 
 BUCKET = "archive"
 WHY = "evaluate the new checkpoint"

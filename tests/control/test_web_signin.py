@@ -25,12 +25,12 @@ from joserfc.jwk import RSAKey
 
 from proxy.access.grants import Action
 from proxy.access.policy import Policy, Resource, ResourcePath, Rule
-from proxy.access.workflow import Workflow
 from proxy.config import Settings
 from proxy.control.app import control_app
+from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
-from proxy.state import LiveState
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Workflow
 
 SERVER_KEY = "k" * 48
 CLIENT_ID = "grantgate-web"

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from support.observed import audit_events, eventually, scrape
 from support.world import BUCKET, GatewayProcess, Identity, World, free_port
 
-from proxy.store.audit import StoredEvent
+from proxy.audit.store import StoredEvent
 
 WORKERS = 2
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import structlog
 
+from proxy.audit.log import AuditLog
 from proxy.observe import logging as gglog
-from proxy.observe.audit import AuditLog
 from proxy.observe.events import RequestEvent
 from proxy.observe.logging import (
     REDACTED,

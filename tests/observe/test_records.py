@@ -11,8 +11,7 @@ import pytest
 from proxy.access.events import BreakGlassUsed, GrantCreated, RequestCreated
 from proxy.access.grants import Action, Grant
 from proxy.access.requests import AccessRequest, RequestStatus
-from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.records import (
+from proxy.audit.records import (
     GENESIS,
     AuditRecord,
     ChainedRow,
@@ -26,7 +25,8 @@ from proxy.observe.records import (
     request_record,
     usage_of,
 )
-from proxy.observe.resources import ResourceCatalog
+from proxy.audit.resources import ResourceCatalog
+from proxy.observe.events import AnomalyAlert, RequestEvent
 
 NOW = datetime(2025, 3, 4, 10, 30, tzinfo=UTC)
 CATALOG = ResourceCatalog.from_patterns({"models": ["s3://archive/models/"]})

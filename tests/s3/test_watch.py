@@ -11,10 +11,10 @@ from proxy.access.index import GrantIndex
 from proxy.identity.keyring import KeyRing
 from proxy.identity.keys import AccessKey
 from proxy.identity.principals import Principal
+from proxy.live_state import View
 from proxy.observe.events import RequestEvent
 from proxy.s3.errors import S3Error
 from proxy.s3.watch import TransferCut, TransferWatch
-from proxy.state import View
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 TARGETS = [Target(Action.READ, "bucket", "models/weights.bin")]

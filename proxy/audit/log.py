@@ -6,8 +6,8 @@ from typing import Any
 
 import structlog
 
+from proxy.audit.records import event_kind, jsonable
 from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.records import event_kind, jsonable
 
 
 class AuditLog:
