@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import gc
 import signal
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -15,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from proxy.access.workflow import Workflow, running_workflow
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings, reason
 from proxy.control.app import control_app
 from proxy.gateway import Gateway
 from proxy.identity import sts
@@ -117,10 +119,10 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
         await control_runner.setup()
         try:
             server = settings.server
-            await web.TCPSite(
-                s3_runner, server.s3_host, server.s3_port, ssl_context=tls_context(settings), reuse_port=True
-            ).start()
-            await web.TCPSite(control_runner, server.control_host, server.control_port).start()
+            tls = tls_context(settings)
+            s3_site = web.TCPSite(s3_runner, server.s3_host, server.s3_port, ssl_context=tls, reuse_port=True)
+            await listen(s3_site, "S3")
+            await listen(web.TCPSite(control_runner, server.control_host, server.control_port), "control")
             log.info(
                 "gateway_started",
                 s3=f"{server.s3_host}:{server.s3_port}",
@@ -136,11 +138,52 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
             await control_runner.cleanup()
 
 
+async def listen(site: web.TCPSite, role: str) -> None:
+    """Start a listener; a port that cannot be bound is the operator's to fix, said in one line."""
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {site.name} ({role} port): {_bind_problem(exc)}") from None
+
+
+def _bind_problem(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is already in use by another process"
+    return exc.strerror or str(exc)
+
+
+def refuse_shared_s3_port(host: str, port: int) -> None:
+    """Fail unless the S3 port is free. Our listeners bind it with SO_REUSEPORT so that workers share
+    it, which would also let this gateway silently share it with another process (another gateway
+    with other grants), each answering some of the requests. A probe bound without SO_REUSEPORT
+    fails while anything listens there; called before the workers exist, so none of them is it."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} (S3 port): {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As the listener does: a port left in TIME_WAIT by a previous run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {host}:{port} (S3 port): {_bind_problem(exc)}") from None
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     if not settings.server.tls_cert:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(settings.resolve(settings.server.tls_cert), settings.resolve(settings.server.tls_key))
+    cert, key = settings.resolve(settings.server.tls_cert), settings.resolve(settings.server.tls_key)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[server] tls_cert {cert} / tls_key {key}: {reason(exc)}") from None
     return ctx
 
 
@@ -188,6 +231,10 @@ def run_server(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await (serve(settings, stop) if index == 0 else serve_s3(settings, stop, index))
 
+    # What every worker would fail on alike is checked once, before there are workers to repeat it.
+    settings.server_key()
+    tls_context(settings)
+    refuse_shared_s3_port(settings.server.s3_host, settings.server.s3_port)
     count = worker_count(settings)
     if count == 1:
         asyncio.run(main())

@@ -53,6 +53,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (ConfigError, StoreError, ValueError) as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:  # a file or port the command needs: still one line, never a traceback
+            raise click.ClickException(str(exc)) from None
 
 
 @click.group(cls=_Group)

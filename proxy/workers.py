@@ -78,7 +78,7 @@ async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
     """A secondary worker: the S3 listener and its observers (audit, metrics; its events go on to worker
     0's anomaly rules). The control API, the notifiers and the workflow's sweeps run in worker 0 only,
     so timers fire once and the control port has one owner."""
-    from proxy.app import running_gateway, s3_app_runner, settle_heap, tls_context
+    from proxy.app import listen, running_gateway, s3_app_runner, settle_heap, tls_context
 
     settings = worker_settings(settings, index)
     async with (
@@ -92,7 +92,7 @@ async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
             site = web.TCPSite(
                 runner, server.s3_host, server.s3_port, ssl_context=tls_context(settings), reuse_port=True
             )
-            await site.start()
+            await listen(site, "S3")
             settle_heap()
             log.info("worker_started", worker=index, pid=os.getpid(), s3=f"{server.s3_host}:{server.s3_port}")
             await stop.wait()
@@ -123,7 +123,7 @@ def _supervise(count: int, run_worker: Callable[[int], None]) -> int:
             code = 0
             try:
                 run_worker(index)
-            except (ConfigError, StoreError, ValueError) as exc:
+            except (ConfigError, StoreError, ValueError, OSError) as exc:
                 # What `grantgate serve` reports as a user mistake (an outdated schema, a bad
                 # setting): one line and exit code 2, which the parent does not restart.
                 print(f"Error: {exc}", file=sys.stderr, flush=True)
