@@ -261,6 +261,10 @@ def test_the_audit_api_queries_exports_verifies_and_shows_usage(observed: World,
     status, lines = api(observed, "GET", f"/audit?grant={grant.id}&format=jsonl", token)
     assert status == 200 and {e["kind"] for e in lines} == {"s3_request", "anomaly.outside_network"}
     assert [e["seq"] for e in lines if e["kind"] == "s3_request"] == [e["seq"] for e in found]
+    # `?limit=` gives the newest events, as `grantgate audit --limit` does.
+    status, newest = api(observed, "GET", f"/audit?grant={grant.id}&limit=1", token)
+    assert [e["seq"] for e in newest["events"]] == [max(e["seq"] for e in lines)]
+    assert newest["next_after"] is None
     status, report = api(observed, "GET", "/audit/verify", token)
     assert status == 200 and report["ok"] is True
     usage = eventually(
