@@ -19,7 +19,7 @@ from proxy.access.durations import format_duration, format_remaining, parse_dura
 from proxy.access.grants import Grant, parse_actions, parse_resource
 from proxy.cli_audit import audit
 from proxy.cli_base import actor as _actor
-from proxy.cli_base import group_option, json_option
+from proxy.cli_base import group_option, json_option, missing_sqlite_file
 from proxy.cli_base import settings as _settings
 from proxy.cli_base import with_store as _with_store
 from proxy.config import ConfigError, Settings
@@ -162,7 +162,9 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def db_current(ctx: click.Context) -> None:
     """Show the database's schema revision and the one this version needs."""
-    current = asyncio.run(database_revision(_settings(ctx).store_url()))
+    url = _settings(ctx).store_url()
+    missing = missing_sqlite_file(url)
+    current = None if missing is not None else asyncio.run(database_revision(url))
     head = head_revision()
     if current == head:
         click.echo(f"{current} (head)")

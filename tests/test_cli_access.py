@@ -35,6 +35,7 @@ def config(tmp_path: Path) -> Path:
         f'[server]\nsecret_key = "{SECRET}"\npublic_url = "http://gg.example:9001"\n\n'
         '[store]\nurl = "sqlite:///state/grantgate.db"\n'
     )
+    ok("--config", str(path), "db", "upgrade")
     return path
 
 
