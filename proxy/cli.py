@@ -136,7 +136,10 @@ def serve(ctx: click.Context) -> None:
     help="Also write the demo's credentials to this file (JSON).",
 )
 def demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: Path | None) -> None:
-    """Run a self-contained demo: a local bucket behind GrantGate, with a user and a grant."""
+    """Run a complete local demo: an S3 emulator as the bucket (a model and training data), the gateway
+    and its control listener (API, web pages with a development sign-in), and three people with keys
+    and API tokens: alice (ml, needs carol's approval), bob (infra, approved instantly) and carol
+    (security, approves). Prints what to paste to try it; Ctrl-C stops it and keeps --state-dir."""
     from proxy.demo import run_demo
 
     run_demo(s3_port=s3_port, api_port=api_port, state_dir=state_dir, credentials_out=credentials_out)
