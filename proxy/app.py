@@ -27,6 +27,7 @@ from proxy.observe.events import EventBus
 from proxy.observe.logging import configure_logging
 from proxy.observe.runtime import metrics_listener, observing
 from proxy.s3 import listener
+from proxy.s3.bucketprobe import BucketProbe
 from proxy.s3.upstream import Upstream, new_pool
 from proxy.state import LiveState, start_change_listener
 from proxy.store.sql import SqlStore
@@ -110,8 +111,9 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
         ) as workflow,
     ):
         s3_runner = s3_app_runner(gateway)
+        probe = BucketProbe(gateway.upstream, probe_bucket(settings))
         control_runner = web.AppRunner(
-            control_app(gateway.state, workflow, observability, notifiers, settings),
+            control_app(gateway.state, workflow, observability, notifiers, settings, probe),
             access_log=None,
             handle_signals=False,
         )
@@ -129,6 +131,7 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
                 control=f"{server.control_host}:{server.control_port}",
                 upstream=settings.upstream.endpoint_url or f"aws:{settings.upstream.region}",
             )
+            await warn_if_bucket_unusable(probe, settings)
             settle_heap()
             if ready is not None:
                 ready.set()
@@ -136,6 +139,27 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
         finally:
             await s3_runner.cleanup()
             await control_runner.cleanup()
+
+
+def probe_bucket(settings: Settings) -> str | None:
+    """The bucket readiness probes: the first the policy protects (None: list the buckets)."""
+    for resource in settings.policy.build().resources:
+        for path in resource.paths:
+            return path.bucket
+    return None
+
+
+async def warn_if_bucket_unusable(probe: BucketProbe, settings: Settings) -> None:
+    """Start anyway (the bucket may come back, and /readyz says so meanwhile), but say it loudly."""
+    health = await probe.health()
+    if not health.ok:
+        log.warning(
+            "bucket_unusable",
+            status=health.status,
+            detail=health.detail,
+            bucket=probe.bucket,
+            upstream=settings.upstream.endpoint_url or f"aws:{settings.upstream.region}",
+        )
 
 
 async def listen(site: web.TCPSite, role: str) -> None:
