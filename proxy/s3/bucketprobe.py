@@ -87,9 +87,10 @@ class BucketProbe:
             async with asyncio.timeout(TIMEOUT_SECONDS):
                 response = await self.upstream.send(request)
                 try:
-                    body = b"" if 200 <= response.status < 300 else await _bounded(response.content)
+                    body = await _bounded(response.content)
                 finally:
-                    response.close()
+                    # Frees the pool slot (and keeps the connection when the answer was read whole).
+                    response.release()
         except TimeoutError:
             return BucketHealth(False, "unreachable", f"no answer within {TIMEOUT_SECONDS:g} s")
         except Exception as exc:
