@@ -115,7 +115,14 @@ class Settings(_Section):
         """The server secret, from the environment, a file, or the config, in that order."""
         value = os.environ.get("GRANTGATE_SECRET_KEY", "")
         if not value and self.server.secret_key_file:
-            value = self.resolve(self.server.secret_key_file).read_text().strip()
+            path = self.resolve(self.server.secret_key_file)
+            try:
+                value = path.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    f"[server] secret_key_file {path}: cannot read it ({reason(exc)}); "
+                    "create it (`grantgate init` writes one) or set GRANTGATE_SECRET_KEY"
+                ) from None
         if not value:
             value = self.server.secret_key
         if len(value) < 32:
@@ -145,6 +152,11 @@ class Settings(_Section):
         return url
 
 
+def reason(exc: Exception) -> str:
+    """What went wrong with a file, without the errno and path noise of str(OSError)."""
+    return getattr(exc, "strerror", None) or str(exc)
+
+
 def load_settings(path: str | Path | None) -> Settings:
     """Read and validate a config file; `None` gives the defaults. Raises ConfigError with a clear message."""
     if path is None:
@@ -154,6 +166,8 @@ def load_settings(path: str | Path | None) -> Settings:
         raw = tomllib.loads(file.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {file}: cannot read it ({reason(exc)})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
     try:

@@ -25,6 +25,8 @@ from aiohttp import web
 
 from proxy.app import (
     install_event_loop,
+    listen,
+    refuse_shared_s3_port,
     running_gateway,
     s3_app_runner,
     serve,
@@ -108,7 +110,7 @@ async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
             site = web.TCPSite(
                 runner, server.s3_host, server.s3_port, ssl_context=tls_context(settings), reuse_port=True
             )
-            await site.start()
+            await listen(site, "S3")
             settle_heap()
             log.info("worker_started", worker=index, pid=os.getpid(), s3=f"{server.s3_host}:{server.s3_port}")
             await stop.wait()
@@ -139,7 +141,7 @@ def _supervise(count: int, run_worker: Callable[[int], None]) -> int:
             code = 0
             try:
                 run_worker(index)
-            except (ConfigError, StoreError, ValueError) as exc:
+            except (ConfigError, StoreError, ValueError, OSError) as exc:
                 # What `grantgate serve` reports as a user mistake (an outdated schema, a bad
                 # setting): one line and exit code 2, which the parent does not restart.
                 print(f"Error: {exc}", file=sys.stderr, flush=True)
@@ -204,6 +206,10 @@ def run_server(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await (serve(settings, stop) if index == 0 else serve_s3(settings, stop, index))
 
+    # What every worker would fail on alike is checked once, before there are workers to repeat it.
+    settings.server_key()
+    tls_context(settings)
+    refuse_shared_s3_port(settings.server.s3_host, settings.server.s3_port)
     count = worker_count(settings)
     if count == 1:
         asyncio.run(main())

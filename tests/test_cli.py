@@ -35,6 +35,7 @@ def config(tmp_path: Path) -> Path:
     path.write_text(
         f'[server]\nsecret_key = "{SECRET}"\ns3_port = 9555\n\n[store]\nurl = "sqlite:///state/grantgate.db"\n'
     )
+    ok(path, "db", "upgrade")  # only `db upgrade` (and `serve`) create a database
     return path
 
 
@@ -256,11 +257,32 @@ def test_unsupported_store_url_is_a_one_line_error(tmp_path: Path) -> None:
     user_error(run(path, "grants", "list"), "unsupported store URL scheme")
 
 
-def test_db_current_then_upgrade(config: Path) -> None:
+def test_db_current_then_upgrade(tmp_path: Path) -> None:
+    config = tmp_path / "fresh.toml"
+    config.write_text('[store]\nurl = "sqlite:///fresh.db"\n')
     assert "none (empty database)" in ok(config, "db", "current").stdout
+    assert not (tmp_path / "fresh.db").exists()  # looking did not create it
     head = head_revision()
     assert f"revision {head} (head)" in ok(config, "db", "upgrade").stdout
     assert ok(config, "db", "current").stdout.strip() == f"{head} (head)"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "list"],
+        ["keys", "create", "alice"],
+        ["grants", "list"],
+        ["tokens", "list"],
+        ["audit"],
+        ["audit", "verify"],
+    ],
+)
+def test_no_command_but_db_upgrade_creates_a_database(tmp_path: Path, args: list[str]) -> None:
+    config = tmp_path / "fresh.toml"
+    config.write_text(f'[server]\nsecret_key = "{SECRET}"\n[store]\nurl = "sqlite:///fresh.db"\n')
+    user_error(run(config, *args), f"no database at {tmp_path / 'fresh.db'}: create it with")
+    assert not (tmp_path / "fresh.db").exists()
 
 
 # --- serve and demo hand over to the app ---

@@ -81,6 +81,12 @@ class StoredEvent:
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, **self.body, "hash": self.hash}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoredEvent:
+        """The inverse of as_dict (an event as the API returns it)."""
+        body = {k: v for k, v in data.items() if k not in ("seq", "hash")}
+        return cls(int(data["seq"]), body, str(data.get("hash", "")))
+
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:

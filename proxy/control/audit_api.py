@@ -47,6 +47,7 @@ def audit_query(params: Any, now: datetime) -> AuditQuery:
         return parse_moment(value, now) if value else None
 
     limit = params.get("limit")
+    paging = "after" in params
     after = params.get("after", "0")
     if limit is not None and (not limit.isdigit() or not 0 < int(limit) <= MAX_PAGE):
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
@@ -63,6 +64,8 @@ def audit_query(params: Any, now: datetime) -> AuditQuery:
         until=moment("until"),
         after_seq=int(after),
         limit=None if limit is None else int(limit),
+        # `?limit=N` alone: the newest N, as `grantgate audit --limit N`; with `after`, the next page.
+        latest=limit is not None and not paging,
     )
 
 
@@ -85,7 +88,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     if query.limit is None:
         query = replace(query, limit=MAX_PAGE)
     events = await obs.audit.query(query)
-    more = len(events) == query.limit
+    more = len(events) == query.limit and not query.latest
     return web.json_response(
         {"events": [e.as_dict() for e in events], "next_after": events[-1].seq if more else None}
     )

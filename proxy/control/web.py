@@ -224,7 +224,10 @@ async def submit_request(request: web.Request, visit: Visit) -> web.StreamRespon
             "break_glass": break_glass,
         }
         action = actions[0] if actions else "read"
-        return await _request_page(ctx, visit, resource, action, values=values, error=exc.message, status=422)
+        # A resource outside the policy has no form of its own: show the one it was typed into again.
+        area = visit.field("area")[:2000]
+        shown = resource if locate(ctx.workflow.policy, resource).resource is not None or not area else area
+        return await _request_page(ctx, visit, shown, action, values=values, error=exc.message, status=422)
     made = outcome.request
     if outcome.grant is not None:
         visit.flash("success", f"Access granted: {outcome.message}.")

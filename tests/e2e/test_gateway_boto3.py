@@ -301,3 +301,32 @@ def test_sigv2_presigned_url_is_refused_with_a_hint(world: World, unique: str) -
         urllib.request.urlopen(url)
     assert http_exc.value.code in (400, 403, 501)
     assert b"s3v4" in http_exc.value.read()
+
+
+def test_request_signed_with_a_date_header_and_no_x_amz_date_is_accepted(
+    world: World, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # botocore's own SigV4 signer (the one used without awscrt) keeps a Date header the caller sets and
+    # then sends no X-Amz-Date: `Date: Fri, 04 Dec 2026 17:44:06 -0000`. S3 accepts that.
+    from botocore.auth import AUTH_TYPE_MAPS, S3SigV4Auth
+
+    monkeypatch.setitem(AUTH_TYPE_MAPS, "s3v4", S3SigV4Auth)
+    bob = world.person(f"bob-{unique}", ("infra",))
+    put_upstream(world, f"models/{unique}/dated.bin", b"dated")
+    world.grant(bob, f"s3://{BUCKET}/models/{unique}/", "read")
+    s3 = world.client(bob)
+    sent: list[dict[str, bytes]] = []
+
+    def add_date(request: object, **_: object) -> None:
+        request.headers["Date"] = "placeholder"  # type: ignore[attr-defined]
+
+    def seen(request: object, **_: object) -> None:
+        sent.append(dict(request.headers))  # type: ignore[attr-defined]
+
+    s3.meta.events.register_first("before-sign.s3", add_date)
+    s3.meta.events.register("before-send.s3", seen)
+    resp = s3.get_object(Bucket=BUCKET, Key=f"models/{unique}/dated.bin")
+    assert resp["Body"].read() == b"dated"
+    (headers,) = sent
+    assert "X-Amz-Date" not in headers
+    assert headers["Date"].endswith(b" -0000")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -145,7 +146,7 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     assert page.locator("input[name=actions][value=read]").is_checked()
     assert not page.locator("input[name=actions][value=list]").is_checked()
     assert page.locator("#duration").input_value() == "2h"
-    durations = page.locator("#duration option").evaluate_all("els => els.map(e => e.value)")
+    durations = page.locator("#duration-choices option").evaluate_all("els => els.map(e => e.value)")
     assert durations[-1] == "8h" and "12h" not in durations  # never beyond the policy's maximum
     assert "1 approval from security" in page.locator("aside").inner_text()
     page.fill("#justification", WHY)
@@ -234,13 +235,74 @@ def test_request_over_the_maximum_is_refused_with_the_reason(
     page = new_page(browser)
     page.goto(world.http.control_url + f"/request?resource=s3://{BUCKET}/models/&action=read")
     sign_in(page, "alice")
-    # A hand-edited form (the menu offers nothing longer): the workflow still refuses it.
-    page.locator("#duration").evaluate("el => { el.options[0].value = '9h'; el.selectedIndex = 0; }")
+    page.fill("#duration", "9h")
     page.fill("#justification", WHY)
     page.get_by_role("button", name="Submit request").click()
     page.wait_for_load_state()
     assert "longer than the maximum of 8h" in page.locator(".flash-error").inner_text()
     assert page.locator("#justification").input_value() == WHY  # what she typed is kept
+    assert page.locator("#duration").input_value() == "9h"  # and the duration she chose
+
+
+def test_durations_are_free_text_parsed_as_the_cli_does(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    page = new_page(browser)
+    page.goto(world.http.control_url + f"/request?resource=s3://{BUCKET}/models/free-text/&action=read")
+    sign_in(page, "alice")
+    suggestions = page.locator("#duration-choices option").evaluate_all("els => els.map(e => e.value)")
+    assert "2h" in suggestions and suggestions[-1] == "8h"
+    page.fill("#resource", f"s3://{BUCKET}/models/free-text/")
+    page.fill("#duration", "90m")
+    page.fill("#justification", WHY)
+    page.get_by_role("button", name="Submit request").click()
+    page.wait_for_load_state()
+    assert page.url.startswith(world.http.control_url + "/access"), page.locator("main").inner_text()
+    assert "1h 30m" in page.locator("table tr", has_text="free-text").inner_text()
+
+
+def test_an_unknown_resource_is_one_error_and_keeps_what_was_typed(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    page = new_page(browser)
+    page.goto(world.http.control_url + f"/request?resource=s3://{BUCKET}/models/&action=read")
+    sign_in(page, "alice")
+    page.fill("#resource", "modelz")
+    page.fill("#duration", "3h")
+    page.fill("#justification", WHY)
+    page.get_by_role("button", name="Submit request").click()
+    page.wait_for_load_state()
+    messages = page.locator(".flash-error, .flash-warning, [role=alert]")
+    assert messages.count() == 1, messages.all_inner_texts()
+    assert "modelz" in messages.inner_text()
+    assert page.locator("#resource").input_value() == "modelz"
+    assert page.locator("#justification").input_value() == WHY
+    assert page.locator("#duration").input_value() == "3h"
+
+
+def test_the_inbox_fits_a_390_pixel_phone(
+    world: World, browser: Any, people: dict[str, Identity], tmp_path: Path
+) -> None:
+    asker = new_page(browser)
+    asker.goto(
+        world.http.control_url + f"/request?resource=s3://{BUCKET}/models/phone/a/long/prefix/&action=read"
+    )
+    sign_in(asker, "alice")
+    asker.fill("#resource", f"s3://{BUCKET}/models/phone/a/long/prefix/")
+    asker.fill("#justification", WHY)
+    asker.get_by_role("button", name="Submit request").click()
+    asker.wait_for_load_state()
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1).new_page()
+    phone.goto(world.http.control_url + "/inbox")
+    sign_in(phone, "carol")
+    assert "phone/a/long/prefix" in phone.locator("main").inner_text()
+    # Deciding it puts it in the table of recent decisions, the widest thing on the page.
+    phone.locator("article", has_text="phone/a/long/prefix").get_by_role("button", name="Deny").click()
+    phone.wait_for_load_state()
+    assert phone.locator("table", has_text="phone/a/long/prefix").count() == 1
+    phone.screenshot(path=str(tmp_path / "inbox-390px.png"), full_page=True)
+    width = phone.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, f"the inbox is {width} px wide on a 390 px screen"
 
 
 def test_form_without_the_csrf_token_is_refused(

@@ -267,8 +267,9 @@ async def test_revocation_rights_and_idempotence(
 ) -> None:
     outcome = await flow.request_access(people["bob"], f"s3://{BUCKET}/models/", ["read"], "1h", WHY)
     assert outcome.grant is not None
-    with pytest.raises(NotFound):  # alice may not even see bob's grant
+    with pytest.raises(Forbidden, match="is not yours") as refused:  # it exists; it is not alice's
         await flow.revoke(outcome.grant.id, people["alice"])
+    assert refused.value.code == "not_yours"
     revoked = await flow.revoke(outcome.grant.id, people["carol"], "incident 42")
     assert revoked.revoked_at == T0 and revoked.extra["revoked_by"] == "carol"
     again = await flow.revoke(outcome.grant.id, people["root"], "again")
