@@ -189,6 +189,18 @@ def test_exfiltration_alerts_and_suspends_the_grant_until_reconfirmed(observed: 
     assert len(s3.get_object(Bucket=BUCKET, Key=f"models/{tag}/weights.bin")["Body"].read()) == size
 
 
+def test_an_admin_cannot_lift_the_suspension_of_their_own_grant(observed: World, tag: str) -> None:
+    holder = observed.person(f"sec-holder-{tag}", groups=("security",))  # an admin and an approver
+    grant = observed.grant(holder, f"s3://{BUCKET}/models/{tag}/", "read")
+    assert with_audit(observed, lambda a: a.suspend_grant(grant.id, reason="test", now=datetime.now(UTC)))
+    lift = f"/audit/suspensions/{grant.id}/lift"
+    status, problem = api(observed, "POST", lift, api_token(observed, holder))
+    assert status == 403 and "their own grant" in problem["detail"]
+    other = api_token(observed, observed.person(f"sec-other-{tag}", groups=("security",)))
+    status, lifted = api(observed, "POST", lift, other)
+    assert status == 200 and lifted["reconfirmed_by"] == f"sec-other-{tag}"
+
+
 def test_use_from_outside_the_configured_networks_alerts(observed: World, tag: str) -> None:
     eve = observed.person(f"eve-{tag}")
     observed.grant(eve, f"s3://{BUCKET}/datasets/{tag}/", "list")
