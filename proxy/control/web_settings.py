@@ -80,8 +80,29 @@ class TrustedHeaderSettings(_Section):
         return self
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a listener bound to `host` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def dev_login_refusal(settings: WebSettings, control_host: str) -> str | None:
+    """Why this set-up may not start, or None: the dev sign-in makes whoever reaches the page anyone."""
+    if settings.dev_login and not is_loopback(control_host):
+        return (
+            f"[web] dev_login lets anyone who reaches the control listener sign in as anyone, so it needs "
+            f"[server] control_host on loopback (127.0.0.1), not {control_host!r}: turn dev_login off"
+        )
+    return None
+
+
 class WebSettings(_Section):
-    # A sign-in page that lets anyone pick any principal: for `grantgate demo` and tests only.
+    # A sign-in page that lets anyone pick any principal: for `grantgate demo` and tests only. `serve`
+    # refuses it unless the control listener is bound to a loopback address.
     dev_login: bool = False
     session_hours: float = Field(8, gt=0, le=24 * 30)
     cookie_name: str = "grantgate_session"
