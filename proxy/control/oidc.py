@@ -128,6 +128,9 @@ def identity_from_claims(claims: dict[str, Any], settings: OidcSettings) -> Iden
     name = claims.get(settings.principal_claim)
     if not isinstance(name, str) or not name.strip():
         raise SignInError(f"the ID token has no {settings.principal_claim} claim to name you by")
+    if settings.principal_claim == "email" and claims.get("email_verified") is not True:
+        # An unverified address may be anyone's: some providers let users type in any email.
+        raise SignInError("the identity provider has not verified your email address")
     if not settings.groups_claim:
         return Identity(name.strip(), None)
     raw = claims.get(settings.groups_claim, [])

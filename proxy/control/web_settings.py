@@ -21,8 +21,13 @@ class OidcSettings(_Section):
     client_secret: str = ""
     client_secret_file: str = ""
     scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
-    # The ID token claim that names the principal, and the one listing its groups ("" : groups unmanaged).
-    principal_claim: str = "preferred_username"
+    # The ID token claim that names the principal. "sub" (the default) is the one the OpenID spec makes
+    # unique and stable per issuer. "email" is taken only with email_verified = true. Any other claim
+    # (e.g. "preferred_username", which the spec says is neither unique nor stable) trusts the provider
+    # never to give that value to another person. Changing it renames everyone: existing principals,
+    # grants and requests keep the old names and nobody signs in as them any more.
+    principal_claim: str = "sub"
+    # The claim listing the principal's groups ("": groups are managed in GrantGate, not by the provider).
     groups_claim: str = "groups"
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256"])
     leeway_seconds: int = Field(60, ge=0, le=600)

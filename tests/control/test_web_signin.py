@@ -59,7 +59,7 @@ class Provider:
 
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
     user: dict[str, Any] = field(
-        default_factory=lambda: {"sub": "u-123", "preferred_username": "dana", "groups": ["ml", "eng"]}
+        default_factory=lambda: {"sub": "dana", "preferred_username": "Dana", "groups": ["ml", "eng"]}
     )
     issuer: str = ""
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -222,6 +222,17 @@ async def test_oidc_sign_in_maps_claims_to_principal_and_groups(oidc_site: Site)
     # The code went back with the PKCE verifier and the client's own credentials.
     (exchange,) = oidc_site.provider.token_requests
     assert exchange["grant_type"] == "authorization_code" and len(exchange["code_verifier"]) >= 43
+
+
+async def test_oidc_sign_in_keys_people_on_sub_not_on_a_chosen_username(oidc_site: Site) -> None:
+    # A provider account whose self-chosen username is an approver's name does not become the approver.
+    oidc_site.provider.user = {"sub": "u-9f2c", "preferred_username": "carol", "groups": ["ml"]}
+    async with browser_session() as client:
+        resp, body, _ = await follow(client, oidc_site.url + "/inbox")
+        assert resp.status == 200, body
+        assert "u-9f2c" in body and "carol" not in body
+    carol = await oidc_site.store.get_principal("carol")
+    assert carol is not None and carol.groups == frozenset({"security"})
 
 
 async def test_oidc_sign_in_returns_to_the_page_that_was_asked_for(oidc_site: Site) -> None:
