@@ -250,7 +250,7 @@ def test_invalid_config_is_a_one_line_error(tmp_path: Path) -> None:
     user_error(run(path, "grants", "list"), "s3_port")
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])  # noqa: S104
 def test_serve_refuses_dev_login_off_loopback(tmp_path: Path, host: str) -> None:
     path = tmp_path / "dev.toml"
     path.write_text(

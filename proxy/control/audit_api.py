@@ -138,7 +138,7 @@ def may_lift(policy: Policy, actor: Principal, grant: Grant) -> bool:
 
 
 async def lift_suspension(request: web.Request) -> web.Response:
-    """An approver of the grant's resource (or an admin) other than its holder re-confirms a suspended grant."""
+    """An approver of the resource (or an admin), never the holder, re-confirms a suspended grant."""
     workflow = request.app[WORKFLOW]
     actor = caller(request)
     grant = await workflow.get_grant(request.match_info["grant_id"], actor)

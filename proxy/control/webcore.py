@@ -27,6 +27,7 @@ from proxy.control.oidc import OidcClient
 from proxy.control.web_settings import TrustedHeaderSettings, WebSettings
 from proxy.control.websession import Session, decode, encode, session_key
 from proxy.identity.principals import Principal
+from proxy.identity.trust import is_workload_name
 from proxy.workflow.service import Workflow
 
 log = structlog.get_logger("grantgate.web")
@@ -150,6 +151,9 @@ def header_identity(
         return None
     if not peer_is_trusted(remote, settings):
         log.warning("identity_headers_ignored", remote=remote, reason="peer is not a trusted proxy")
+        return None
+    if is_workload_name(name):
+        log.warning("identity_headers_ignored", remote=remote, reason="a workload principal's name")
         return None
     raw = headers.get(settings.groups_header)
     if raw is None:

@@ -211,6 +211,11 @@ def test_valid_id_token_names_the_principal_by_its_subject_and_groups() -> None:
     assert (identity.name, identity.groups) == ("u-1", ("ml",))
 
 
+def test_a_person_never_signs_in_under_a_workload_principals_name() -> None:
+    with pytest.raises(SignInError, match="belong to workloads"):
+        verify_id_token(id_token(sub="wl:system:serviceaccount:ml:trainer"), OIDC, KEYS, "n1", NOW)
+
+
 def test_another_principal_claim_names_the_principal_when_configured() -> None:
     settings = OIDC.model_copy(update={"principal_claim": "preferred_username"})
     assert verify_id_token(id_token(), settings, KEYS, "n1", NOW).name == "dana"

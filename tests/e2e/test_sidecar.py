@@ -27,6 +27,7 @@ from support.world import BUCKET, GatewayProcess, Identity, World
 from proxy.s3 import sigv4
 
 WORKLOAD = "system:serviceaccount:ml:trainer-sidecar"
+PRINCIPAL = "wl:" + WORKLOAD  # what the trust rules make of it
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def job_client(sidecar: SidecarProcess, **config: Any) -> Any:
 
 
 def grant(world: World, gateway: GatewayProcess, resource: str, actions: str) -> Any:
-    made = world.grant(Identity(WORKLOAD, "", ""), resource, actions)
+    made = world.grant(Identity(PRINCIPAL, "", ""), resource, actions)
     sync_gateway(world, gateway)
     return made
 
@@ -93,7 +94,7 @@ def test_job_downloads_weights_through_the_sidecar_and_audit_names_the_workload(
     assert ranged["Body"].read() == weights[10:20]
 
     event = gateway.event_for(resp["ResponseMetadata"]["HTTPHeaders"]["x-grantgate-request-id"])
-    assert event["principal"] == WORKLOAD
+    assert event["principal"] == PRINCIPAL
     assert event["access_key_id"].startswith("GGT")
     assert event["grant_ids"] == [made.id]
     assert event["bytes_out"] == len(weights)
@@ -120,7 +121,7 @@ def test_job_uploads_a_checkpoint_plain_and_multipart(
     writes = [
         e
         for e in gateway.events()
-        if e["principal"] == WORKLOAD and e["key"] and e["key"].startswith(f"checkpoints/{unique}/")
+        if e["principal"] == PRINCIPAL and e["key"] and e["key"].startswith(f"checkpoints/{unique}/")
     ]
     assert {e["operation"] for e in writes} >= {
         "PutObject",
