@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -114,10 +115,27 @@ def breakable_path(value: object) -> Markup:
     return Markup("/<wbr>").join(escape(part) for part in str(value).split("/"))
 
 
+class BadRequest(Exception):
+    """A request the page cannot serve as sent: answered 400 with this message."""
+
+
+# What a return address may hold: printable ASCII but the backslash. Browsers (the WHATWG URL parser)
+# drop tabs and newlines anywhere and read "\" as "/", so "/\t/evil.example" or "/\\evil.example" is
+# "//evil.example", another site; control characters would also break the Location header itself.
+_LOCAL_PATH = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")
+
+
 def safe_next(value: str | None) -> str:
-    """Only local paths: an open redirect after sign-in would hand phishers a trusted link."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """The local path to return to after sign-in ("/" when none is given); BadRequest for anything a
+    browser could resolve to another origin. Pure.
+
+    Only "/" followed by something other than "/" is accepted: never a scheme, an authority ("//host")
+    or a relative path, so an open redirect cannot hand phishers a trusted link.
+    """
+    if not value:
         return "/"
+    if _LOCAL_PATH.fullmatch(value) is None:
+        raise BadRequest("the address to return to after signing in is not a path on this site")
     return value
 
 
@@ -237,7 +255,12 @@ def page(
             else:
                 if request.method == "GET" and visit.principal is not None:
                     visit.inbox_count = await _inbox_count(ctx, visit.principal)
-                response = await handler(request, visit)
+                try:
+                    response = await handler(request, visit)
+                except BadRequest as exc:
+                    response = render(
+                        ctx, visit, "error.html", status=400, title="Bad request", message=str(exc)
+                    )
             save_visit(ctx, visit, response)
             return response
 
