@@ -29,6 +29,7 @@ from proxy.control.web_settings import TrustedHeaderSettings, WebSettings
 from proxy.control.websession import Session, decode, encode, session_key
 from proxy.identity.principals import Principal
 from proxy.identity.trust import is_workload_name
+from proxy.store.web_sessions import WebSessionStore
 from proxy.workflow.service import Workflow
 
 log = structlog.get_logger("grantgate.web")
@@ -36,6 +37,9 @@ log = structlog.get_logger("grantgate.web")
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 MAX_FORM = 64 * 1024
+# How long a visitor who is not signed in keeps one CSRF token: the sign-in form's token is at most this
+# old, and the sign-in page hands out a new one each time it is shown.
+SIGN_IN_WINDOW = timedelta(minutes=15)
 
 # Pages are self-contained: no scripts at all, styles from our own origin, never framed.
 SECURITY_HEADERS = {
@@ -56,6 +60,7 @@ class WebContext:
     public_url: str
     oidc: OidcClient | None
     templates: jinja2.Environment
+    sessions: WebSessionStore
 
     @property
     def secure_cookies(self) -> bool:
@@ -179,10 +184,18 @@ def header_identity(
     return name, tuple(sorted({g.strip() for g in raw.split(",") if g.strip()}))
 
 
+async def sign_in_as(ctx: WebContext, visit: Visit, principal: Principal, via: str) -> None:
+    """Start a signed-in session for `principal`, recorded in the store so it can be ended there."""
+    expires = visit.now + ctx.lifetime
+    sid = await ctx.sessions.open(principal.name, via, now=visit.now, expires=expires)
+    visit.session = visit.session.signed_in(principal.name, via, visit.now, ctx.lifetime, sid)
+    visit.principal = principal
+
+
 async def load_visit(ctx: WebContext, request: web.Request) -> Visit:
     now = ctx.workflow.now()
     loaded = decode(request.cookies.get(ctx.settings.cookie_name), ctx.key, now)
-    session = loaded or Session.fresh(now, ctx.lifetime)
+    session = loaded or Session.fresh(now, SIGN_IN_WINDOW)
     principal = None
     from_headers = header_identity(request.headers, request.remote, ctx.settings.trusted_headers)
     if from_headers is not None:
@@ -193,9 +206,10 @@ async def load_visit(ctx: WebContext, request: web.Request) -> Visit:
             log.info("web_signed_in", principal=name, via="headers", remote=request.remote)
     elif session.user is not None:
         principal = await ctx.workflow.principal(session.user)
-        if principal is None or session.via == "headers":
-            # Deleted since, or a header session arriving without its proxy: signed out.
-            session = Session.fresh(now, ctx.lifetime)
+        ended = session.via == "headers" or not await ctx.sessions.is_open(session.sid, session.user, now)
+        if principal is None or ended:
+            # Deleted since, signed out, its key revoked, or a header session arriving without its proxy.
+            session = Session.fresh(now, SIGN_IN_WINDOW)
             principal = None
     return Visit(session, loaded, principal, now)
 
@@ -326,4 +340,12 @@ def new_context(
     oidc = None
     if settings.oidc.enabled:
         oidc = OidcClient(settings.oidc, client_secret(settings, resolve), resolve)
-    return WebContext(workflow, settings, session_key(server_key), public_url, oidc, template_environment())
+    return WebContext(
+        workflow,
+        settings,
+        session_key(server_key),
+        public_url,
+        oidc,
+        template_environment(),
+        WebSessionStore(workflow.store),
+    )
