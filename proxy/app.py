@@ -103,6 +103,7 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
             gateway.state,
             gateway.bus,
             spool_dir=settings.audit_spool_dir(),
+            metrics_token=settings.metrics_token(),
         ) as observability,
         metrics_listener(observability),
         notifying(

@@ -23,6 +23,7 @@ from proxy.cli_base import group_option, json_option, missing_sqlite_file
 from proxy.cli_base import settings as _settings
 from proxy.cli_base import with_store as _with_store
 from proxy.config import ConfigError, Settings
+from proxy.control.web_settings import dev_login_refusal
 from proxy.identity.keys import AccessKey
 from proxy.identity.principals import Principal
 from proxy.identity.sessions import issue_session
@@ -116,7 +117,11 @@ def serve(ctx: click.Context) -> None:
     """Run the S3 gateway and the control API."""
     from proxy.workers import run_server
 
-    run_server(_settings(ctx))
+    settings = _settings(ctx)
+    refusal = dev_login_refusal(settings.web, settings.server.control_host)
+    if refusal is not None:
+        raise ConfigError(refusal)
+    run_server(settings)
 
 
 @main.command()

@@ -139,6 +139,19 @@ class Settings(_Section):
     def observe(self) -> ObserveSettings:
         return ObserveSettings(self.metrics, self.audit, self.anomalies)
 
+    def metrics_token(self) -> str:
+        """The bearer token /metrics asks for: GRANTGATE_METRICS_TOKEN, else `[metrics] token_file`."""
+        token = os.environ.get("GRANTGATE_METRICS_TOKEN", "").strip()
+        if not token and self.metrics.token_file:
+            path = self.resolve(self.metrics.token_file)
+            try:
+                token = path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"[metrics] token_file {path}: {exc.strerror or exc}") from None
+            if not token:
+                raise ConfigError(f"[metrics] token_file {path} is empty")
+        return token
+
     def audit_spool_dir(self) -> Path:
         """This gateway's audit spool: a subdirectory per S3 port of `[audit] spool_dir`."""
         return self.resolve(self.audit.spool_dir) / f"s3-{self.server.s3_port}"

@@ -251,6 +251,26 @@ def test_invalid_config_is_a_one_line_error(tmp_path: Path) -> None:
     user_error(run(path, "grants", "list"), "s3_port")
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])  # noqa: S104
+def test_serve_refuses_dev_login_off_loopback(tmp_path: Path, host: str) -> None:
+    path = tmp_path / "dev.toml"
+    path.write_text(
+        f'[server]\nsecret_key = "{SECRET}"\ns3_port = 0\ncontrol_host = "{host}"\ncontrol_port = 0\n'
+        '[store]\nurl = "sqlite:///gg.db"\n[web]\ndev_login = true\n'
+    )
+    # A subprocess: on a gateway that wrongly starts, the timeout ends the test (and the gateway).
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "--config", str(path), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "dev_login" in lines[0] and "loopback" in lines[0], done.stderr
+    assert not (tmp_path / "gg.db").exists()
+
+
 def test_unsupported_store_url_is_a_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "mysql.toml"
     path.write_text('[store]\nurl = "mysql://u@h/db"\n')

@@ -2,7 +2,8 @@
 
 Mounted into the /api/v1 sub-application, so its bearer-token authentication and problem+json errors
 apply. Reading the trail takes an admin group or one of `[audit] reader_groups`; a grant's usage is
-visible to whoever may see the grant; lifting a suspension takes an approver of the grant's resource.
+visible to whoever may see the grant; lifting a suspension takes an approver of the grant's resource
+(or an admin) who is not the grant's holder.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.access.policy import resource_of_grant
+from proxy.access.grants import Grant
+from proxy.access.policy import Policy, resource_of_grant
 from proxy.audit.records import iso, parse_moment
 from proxy.audit.store import AuditQuery
 from proxy.control.api import WORKFLOW, Problem, caller
@@ -128,14 +130,24 @@ async def list_suspensions(request: web.Request) -> web.Response:
     return web.json_response({"suspensions": [suspension_json(s) for s in found]})
 
 
+def may_lift(policy: Policy, actor: Principal, grant: Grant) -> bool:
+    """An approver of the grant's resource, or an admin; never the grant's own holder."""
+    if actor.name == grant.principal:
+        # The suspension is the anomaly rule's doubt about this very holder's use.
+        return False
+    resource = resource_of_grant(policy, grant)
+    approver = resource is not None and policy.is_approver_of(actor, resource.name)
+    return approver or policy.is_admin(actor)
+
+
 async def lift_suspension(request: web.Request) -> web.Response:
-    """An approver of the grant's resource (or an admin) re-confirms a suspended grant."""
+    """An approver of the resource (or an admin), never the holder, re-confirms a suspended grant."""
     workflow = request.app[WORKFLOW]
     actor = caller(request)
     grant = await workflow.get_grant(request.match_info["grant_id"], actor)
-    resource = resource_of_grant(workflow.policy, grant)
-    approver = resource is not None and workflow.policy.is_approver_of(actor, resource.name)
-    if not (approver or workflow.policy.is_admin(actor)):
+    if actor.name == grant.principal:
+        raise Problem(403, "forbidden", f"{actor.name} may not lift the suspension of their own grant")
+    if not may_lift(workflow.policy, actor, grant):
         raise Problem(403, "forbidden", f"{actor.name} may not re-confirm grants on {grant.resource}")
     lifted = await request.app[OBSERVABILITY].suspensions.lift_suspension(
         grant.id, actor=actor.name, now=datetime.now(UTC)

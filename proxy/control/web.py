@@ -287,13 +287,14 @@ def _step(
         subject_id = request.match_info["id"]
         who = visit.principal
         assert who is not None
+        target = back(visit)  # a bad return address is refused before the step is taken
         try:
             result = await pick(request.app[WEB].workflow)(subject_id, who, visit.field(note)[:2000])
         except WorkflowError as exc:
             visit.flash("error", exc.message)
         else:
             visit.flash("success", done(subject_id, result))
-        return redirect(back(visit))
+        return redirect(target)
 
     return handler
 

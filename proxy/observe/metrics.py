@@ -10,6 +10,7 @@ address or a request id; principals only when `[metrics] per_principal` is on.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -263,8 +264,24 @@ class GatewayMetrics:
         return generate_latest(merged_registry(directory, *live))
 
 
-def metrics_handler(metrics: GatewayMetrics) -> Callable[[web.Request], Any]:
-    async def serve_metrics(_request: web.Request) -> web.Response:
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """Whether an Authorization header carries `token` as a bearer token; constant time in the token."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def metrics_handler(metrics: GatewayMetrics, token: str = "") -> Callable[[web.Request], Any]:
+    """/metrics; with `token`, only for requests that carry it (the series tell who moved how much)."""
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        if token and not bearer_matches(request.headers.get("Authorization"), token):
+            return web.Response(
+                status=401,
+                text="a bearer token is required for /metrics\n",
+                headers={"WWW-Authenticate": 'Bearer realm="grantgate-metrics"'},
+            )
         response = web.Response(body=metrics.exposition())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response

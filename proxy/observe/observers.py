@@ -119,6 +119,7 @@ class Observability:
     writer: AuditWriter | None = None
     watch: AnomalyWatch | None = None
     catalog: ResourceCatalog = field(default_factory=ResourceCatalog)
+    metrics_token: str = ""  # empty: /metrics is open
 
 
 @contextlib.asynccontextmanager
@@ -132,17 +133,21 @@ async def observing(
     spool_dir: Path,
     pending_count: Callable[[], Awaitable[int]] | None = None,
     worker: int = 0,
+    metrics_token: str = "",
 ) -> AsyncIterator[Observability]:
     """Subscribe the configured observers to `bus` and run their tasks until the block ends.
 
     `policy` names the resources; `spool_dir` is where audit batches wait while the store is down
     (`Settings.audit_spool_dir()`). `pending_count` feeds the pending-requests gauge; by default the
-    store's access requests are counted.
+    store's access requests are counted. `metrics_token` (`Settings.metrics_token()`), when set, is the
+    bearer token /metrics asks for.
     Among several workers, only worker 0 runs the anomaly rules; the others feed it their events.
     """
     catalog = resource_catalog(policy, settings.metrics)
     audit = AuditStore(store)
-    obs = Observability(settings, audit, GrantSuspensions(store), catalog=catalog)
+    obs = Observability(
+        settings, audit, GrantSuspensions(store), catalog=catalog, metrics_token=metrics_token
+    )
     tasks: list[asyncio.Task[None]] = []
     if settings.metrics.enabled:
         prometheus_client.disable_created_metrics()  # halves the series; Prometheus has no use for them
@@ -212,7 +217,7 @@ async def _refresh_pending(metrics: GatewayMetrics, count: Callable[[], Awaitabl
 def install_metrics(app: web.Application, obs: Observability) -> None:
     """Serve /metrics (`[metrics] path`) on the control listener's app."""
     if obs.metrics is not None:
-        app.router.add_get(obs.settings.metrics.path, metrics_handler(obs.metrics))
+        app.router.add_get(obs.settings.metrics.path, metrics_handler(obs.metrics, obs.metrics_token))
 
 
 @contextlib.asynccontextmanager
@@ -223,7 +228,7 @@ async def metrics_listener(obs: Observability) -> AsyncIterator[None]:
         yield
         return
     app = web.Application()
-    app.router.add_get(settings.path, metrics_handler(metrics))
+    app.router.add_get(settings.path, metrics_handler(metrics, obs.metrics_token))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -58,6 +58,9 @@ class MetricsSettings(_Section):
     path: str = "/metrics"
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
+    # A file holding the bearer token scrapers must send (`Authorization: Bearer ...`) on both listeners;
+    # GRANTGATE_METRICS_TOKEN wins over it. Empty and unset: /metrics needs no token.
+    token_file: str = ""
     # Bytes per principal (one series per principal: keep off for large populations).
     per_principal: bool = False
     # Names for areas of buckets, used as the `resource` label (and in audit) until the access policy

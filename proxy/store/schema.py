@@ -225,6 +225,21 @@ session_cutoffs = Table(
     Column("not_before", UtcDateTime, nullable=False),
 )
 
+# --- web sessions (migration 0009) ---
+
+# One row per signed-in web session; the cookie names its `id`. A cookie whose row is ended (signed out,
+# or the principal's key revoked) or missing no longer signs anyone in, however long it has left.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("principal", String(200), nullable=False, index=True),
+    Column("via", String(20), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime, nullable=True),
+)
+
 # --- audit (revision 0003) ---------------------------------------------------------------------------
 
 # The tamper-evident trail: `seq` orders the chain, and each row's hash covers the previous row's hash,

@@ -46,7 +46,7 @@ from proxy.store.schema import (
     principals,
     store_state,
 )
-from proxy.store.sessions import cut_off_sessions, load_cutoffs
+from proxy.store.sessions import cut_off_sessions, end_sessions_of, load_cutoffs
 
 _ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 # Rows of a snapshot converted per turn of the event loop (about 10 ms of work).
@@ -285,6 +285,11 @@ class SqlStore:
             )
             if result.rowcount:
                 await bump_version(conn, keys_changed=[access_key_id])
+                holder = await conn.scalar(
+                    select(access_keys.c.principal).where(access_keys.c.access_key_id == access_key_id)
+                )
+                # A revoked key means the person's standing is in doubt: their web sessions end too.
+                await end_sessions_of(conn, holder, now)
                 return True
             found = await conn.scalar(
                 select(access_keys.c.access_key_id).where(access_keys.c.access_key_id == access_key_id)

@@ -33,10 +33,12 @@ from support.observed import (
     scrape,
     with_audit,
 )
-from support.world import BUCKET, ROOT, World
+from support.world import BUCKET, ROOT, World, run_sync
 
 from proxy.identity.principals import Principal
 from proxy.identity.sessions import issue_session
+from proxy.store.sql import SqlStore
+from proxy.store.suspensions import GrantSuspensions
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +226,26 @@ def test_exfiltration_alerts_and_suspends_the_grant_until_reconfirmed(observed: 
     assert api(observed, "POST", lift, admin)[0] == 409
     observed.sync()
     assert len(s3.get_object(Bucket=BUCKET, Key=f"models/{tag}/weights.bin")["Body"].read()) == size
+
+
+def test_an_admin_cannot_lift_the_suspension_of_their_own_grant(observed: World, tag: str) -> None:
+    holder = observed.person(f"sec-holder-{tag}", groups=("security",))  # an admin and an approver
+    grant = observed.grant(holder, f"s3://{BUCKET}/models/{tag}/", "read")
+
+    async def suspend() -> bool:
+        store = await SqlStore.open(observed.store_url)
+        try:
+            return await GrantSuspensions(store).suspend_grant(grant.id, reason="test", now=datetime.now(UTC))
+        finally:
+            await store.close()
+
+    assert run_sync(suspend())
+    lift = f"/audit/suspensions/{grant.id}/lift"
+    status, problem = api(observed, "POST", lift, api_token(observed, holder))
+    assert status == 403 and "their own grant" in problem["detail"]
+    other = api_token(observed, observed.person(f"sec-other-{tag}", groups=("security",)))
+    status, lifted = api(observed, "POST", lift, other)
+    assert status == 200 and lifted["reconfirmed_by"] == f"sec-other-{tag}"
 
 
 def test_use_from_outside_the_configured_networks_alerts(observed: World, tag: str) -> None:

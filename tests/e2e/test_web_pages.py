@@ -7,11 +7,13 @@ is denied. Each page is saved under docs/screenshots/ for the README.
 
 from __future__ import annotations
 
+import http.server
 import re
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from botocore.exceptions import ClientError
@@ -354,3 +356,71 @@ def test_screenshots_are_referenced_from_the_readme() -> None:
     ):
         assert f"docs/screenshots/{name}.png" in readme
         assert (SCREENSHOTS / f"{name}.png").is_file()
+
+
+EVIL = ["/%09/evil.example", "/%0d/evil.example", "/%0a/evil.example", "/%5Cevil.example", "%5C/evil.example"]
+
+
+class _Evil(http.server.BaseHTTPRequestHandler):
+    """The phisher's site: records every visit."""
+
+    visits: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.visits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<h1>evil</h1>")
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def evil_browser(browser: Any) -> Iterator[Any]:
+    """Chromium whose DNS sends evil.example to a local server, so a wrong redirect is seen, not lost."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Evil)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    rules = f"--host-resolver-rules=MAP evil.example 127.0.0.1:{server.server_address[1]}"
+    other = browser.browser_type.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, rules])
+    try:
+        yield other
+    finally:
+        other.close()
+        server.shutdown()
+        thread.join()
+
+
+def test_no_return_address_takes_the_browser_to_another_site(world: World, evil_browser: Any) -> None:
+    dora = world.person("dora-redirect", ("ml",))
+    grant = world.grant(dora, f"s3://{BUCKET}/models/", "read")
+    page = new_page(evil_browser)
+    origin = world.http.control_url
+    _Evil.visits.clear()
+
+    def lands_on_a_400_here(go: Callable[[], Any]) -> None:
+        with page.expect_navigation(timeout=15_000):
+            go()
+        assert page.url.startswith(origin + "/"), page.url
+        assert page.locator("h1").inner_text() == "Bad request", page.content()
+
+    # The dev sign-in form, its return address tampered with (the browser sends it as it is).
+    page.goto(origin + "/signin")
+    page.locator("input[name=next]").evaluate("e => e.value = '/\\t/evil.example'")
+    lands_on_a_400_here(lambda: page.locator("button.person[value='dora-redirect']").click())
+    page.goto(origin + "/access")
+    sign_in(page, "dora-redirect")
+    # Signed in, /signin?next=... sends the browser straight on: it must be refused, not followed.
+    for bad in EVIL:
+        lands_on_a_400_here(lambda bad=bad: page.goto(origin + "/signin?next=" + bad))
+    # The revoke form's return address: refused before the grant is revoked.
+    page.goto(origin + "/access")
+    page.locator(f"form[action='/grants/{grant.id}/revoke'] input[name=next]").evaluate(
+        "e => e.value = '/\\\\evil.example'"
+    )
+    lands_on_a_400_here(lambda: page.get_by_role("button", name="Revoke").click())
+    page.goto(origin + "/access")
+    assert page.get_by_role("button", name="Revoke").count() == 1  # still active
+    assert _Evil.visits == []
