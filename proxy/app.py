@@ -18,7 +18,6 @@ from proxy.access.workflow import Workflow, running_workflow
 from proxy.config import Settings
 from proxy.control.app import control_app
 from proxy.gateway import Gateway
-from proxy.identity import sts
 from proxy.notify.runtime import notifying
 from proxy.observe.audit import AuditLog
 from proxy.observe.events import EventBus
@@ -48,9 +47,7 @@ def s3_app(gateway: Gateway) -> web.Application:
     app = web.Application(
         handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_FIELD, "read_bufsize": READ_BUFSIZE}
     )
-    app[listener.GATEWAY] = gateway
-    app.router.add_route("*", "/{tail:.*}", listener.handle, expect_handler=listener.expect_continue)
-    sts.install(app, gateway)
+    listener.install(app, gateway)
     return app
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -15,9 +16,32 @@ import structlog
 log = structlog.get_logger("grantgate.events")
 
 
+class Verdict(StrEnum):
+    """A request event's `decision`: str-valued, so audit JSON and metric labels carry the plain word."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    ERROR = "error"
+
+
+class Outcome(StrEnum):
+    """How a request ended (str-valued, like Verdict)."""
+
+    OK = "ok"
+    DENIED = "denied"
+    CLIENT_ERROR = "client_error"
+    UPSTREAM_STATUS = "upstream_status"  # the bucket answered 4xx/5xx
+    UPSTREAM_ERROR = "upstream_error"  # the bucket could not be reached or fell short mid-body
+    CLIENT_DISCONNECTED = "client_disconnected"
+    REVOKED = "revoked"  # cut in flight: the grant or the access key was revoked
+    STATE_UNAVAILABLE = "state_unavailable"  # cut in flight: access state past its grace period
+    INTERNAL_ERROR = "internal_error"
+    ERROR = "error"  # STS: the gateway's own state was unavailable
+
+
 @dataclass(slots=True)
 class RequestEvent:
-    """The one outcome record of one S3 request, whatever happened to it."""
+    """The one outcome record of one S3 request, whatever happened to it: built once, as it ends."""
 
     request_id: str
     started_at: float  # unix time
@@ -31,7 +55,7 @@ class RequestEvent:
     action: str | None = None
     bucket: str | None = None
     key: str | None = None
-    decision: str = "deny"  # allow | deny | error
+    decision: Verdict = Verdict.DENY
     reason: str | None = None  # why denied or failed: an S3 error code or a short token
     grant_ids: tuple[str, ...] = ()
     status: int = 0
@@ -39,7 +63,7 @@ class RequestEvent:
     bytes_out: int = 0
     duration_ms: float = 0.0
     ttfb_ms: float | None = None
-    outcome: str = "ok"  # ok | denied | client_error | upstream_error | client_disconnected | internal_error
+    outcome: Outcome = Outcome.OK
     upstream_status: int | None = None
     keys_touched: int = 0
     prefix: str | None = None  # the prefix a listing covers (its key is None)
