@@ -18,7 +18,7 @@ def install(app: web.Application, gateway: Gateway) -> None:
             settings.server_key(),
             settings.resolve,
             lambda principal, now: gateway.state.view(now).keys.sessions_not_before.get(principal),
-            gateway.bus.emit,
+            gateway.bus.emit_later,
         )
         sts.install(app, service)
         # Only `POST /` can be STS: the other S3 requests never pass this route.

@@ -267,7 +267,7 @@ def transfer_watch(gateway: Gateway, admission: Admission) -> TransferWatch | No
 
 def record(gateway: Gateway, trace: Trace) -> None:
     """The request's one outcome event, to the observers."""
-    gateway.bus.emit(event_of(trace, trace.since_start_ms()))
+    gateway.bus.emit_later(event_of(trace, trace.since_start_ms()))
 
 
 def _refused(request: web.Request, trace: Trace, err: S3Error) -> web.Response:
