@@ -212,8 +212,8 @@ async def handle(request: web.Request) -> web.Response:
     except Exception:
         log.exception("sts_failed", request_id=request_id)
         ending = _Ending(500, None, Verdict.ERROR, Outcome.INTERNAL_ERROR)
-        err = IdentityError("InternalFailure", "The request processing has failed.", 500)
-        return error_response(err, request_id)
+        failure = IdentityError("InternalFailure", "The request processing has failed.", 500)
+        return error_response(failure, request_id)
     finally:
         principal = assumed.principal if assumed is not None else None
         service.emit(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -72,7 +72,7 @@ async def upstream_body(
         if declared is not None:
             check_sha256(b"", declared)
         return None, forwarding.plain_framing(signed.payload_hash, 0)
-    body: AsyncIterator[bytes] = counted(request, moved)
+    body: AsyncIterable[bytes] = counted(request, moved)
     verify = declared is not None and verify_sha256
     if declared is not None and verify:
         body = sha256_verified(body, declared)
@@ -86,7 +86,7 @@ async def upstream_body(
 
 def decoded(
     request: web.Request, spec: ChunkedSpec, moved: Callable[[int], None]
-) -> tuple[AsyncIterator[bytes], forwarding.Framing]:
+) -> tuple[AsyncIterable[bytes], forwarding.Framing]:
     """An aws-chunked body decoded (signatures checked); re-framed when a checksum trailer must go on."""
     decoder = ChunkedDecoder(spec)
     body = BodyStream(decode(request, decoder, moved))
@@ -116,7 +116,7 @@ async def counted(request: web.Request, moved: Callable[[int], None]) -> AsyncIt
         yield data
 
 
-async def sha256_verified(pieces: AsyncIterator[bytes], declared: str) -> AsyncIterator[bytes]:
+async def sha256_verified(pieces: AsyncIterable[bytes], declared: str) -> AsyncIterator[bytes]:
     """Pass a body through while hashing it, holding back the last piece until the hash matches, so
     a body altered in transit never completes upstream even if the bucket does not check it."""
     digest = hashlib.sha256()
@@ -138,7 +138,7 @@ class BodyStream:
     get the precise S3 error (a bad chunk signature, a wrong checksum).
     """
 
-    def __init__(self, inner: AsyncIterator[bytes], linked: BodyStream | None = None) -> None:
+    def __init__(self, inner: AsyncIterable[bytes], linked: BodyStream | None = None) -> None:
         self._inner = inner
         self._linked = linked
         self.error: S3Error | None = None

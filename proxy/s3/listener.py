@@ -34,5 +34,6 @@ async def _post_to_root(request: web.Request) -> web.StreamResponse:
 
 async def _expect_post_to_root(request: web.Request) -> web.StreamResponse | None:
     if sts.is_sts_call(request):
-        return await sts.expect_continue(request)
+        await sts.expect_continue(request)
+        return None
     return await pipeline.expect_continue(request)

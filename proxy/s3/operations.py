@@ -6,7 +6,7 @@ parameters that shape allows, the copy-source header) or it is "Unknown" with no
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -131,7 +131,7 @@ def classify(head: RequestHead, *, virtual_host_base: str = "", host: str | None
     """The S3 operation a request performs and every target a grant must cover; raises only S3Error."""
     address = resolve(head, virtual_host_base=virtual_host_base, host=host)
     params = _unique_params(head.query)
-    copy_values = head.headers.getall(COPY_SOURCE_HEADER, ())
+    copy_values: Sequence[str] = head.headers.getall(COPY_SOURCE_HEADER, ())
     if params is None or len(copy_values) > 1:
         return _unknown(address)
     rule = _only_match(_level(address), head.method, params, bool(copy_values))
