@@ -80,19 +80,26 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """Admit the request before `100 Continue`, so a refused upload never sends its body."""
     gateway = request.app[GATEWAY]
     trace = _trace_of(request, gateway)
-    admitted = False
+    handed_on = False  # to `handle`, which records the event
     try:
         request[_ADMISSION] = admit(gateway, request, trace)
-        admitted = True
+        await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
+        handed_on = True
+        return None
     except S3Error as err:
         response = _refused(request, trace, err)
-        response.force_close()  # the body the client may still send is not read
-        return response
+    except (ConnectionError, asyncio.CancelledError):
+        trace.end(Outcome.CLIENT_DISCONNECTED)
+        raise
+    except Exception:
+        log.exception("request_failed", request_id=trace.request_id)
+        trace.end(Outcome.INTERNAL_ERROR)
+        response = _refused(request, trace, S3Error.internal())
     finally:
-        if not admitted:  # the handler never runs for a refused Expect: its event is recorded here
+        if not handed_on:  # the handler never runs for a refused Expect: the event is recorded here
             record(gateway, trace)
-    await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
-    return None
+    response.force_close()  # the body the client may still send is not read
+    return response
 
 
 def admit(gateway: Gateway, request: web.Request, trace: Trace) -> Admission:
@@ -105,7 +112,9 @@ def admit(gateway: Gateway, request: web.Request, trace: Trace) -> Admission:
         head, virtual_host_base=gateway.settings.server.virtual_host_base, host=host
     )
     if not operation.body_targets:  # DeleteObjects is authorized once its body is read
-        decision = trace.decision = authorize(gateway, view, caller, operation, operation.targets, now, trace)
+        decision = trace.decision = authorize(
+            gateway, view, caller, operation, operation.targets, now, trace.source_ip
+        )
         if isinstance(decision, Deny):
             raise refusal(gateway, caller, decision, trace.source_ip)
     return Admission(head, signed, caller, signing_key, operation, view, now)
@@ -130,7 +139,7 @@ def authorize(
     operation: Operation,
     targets: tuple[Target, ...],
     now: datetime,
-    trace: Trace,
+    source: str,
 ) -> Decision:
     """Allow only under active grants usable from the caller's network (a pure decision over `view`)."""
     decision = view.grants.decide(caller.principal.name, list(targets), now)
@@ -138,7 +147,6 @@ def authorize(
         if _probes_granted_directory(view, caller, operation, now):
             return Deny(ABSENT, decision.target)
         return decision
-    source = trace.source_ip
     return within_networks(decision, lambda grant: gateway.networks.allows(grant, source))
 
 
@@ -244,7 +252,7 @@ async def authorized_key_list(
     trace.keys_touched = len(keys)
     targets = op.targets_in_body(keys)
     decision = trace.decision = authorize(
-        gateway, admission.view, admission.caller, op, targets, admission.now, trace
+        gateway, admission.view, admission.caller, op, targets, admission.now, trace.source_ip
     )
     if isinstance(decision, Deny):
         raise refusal(gateway, admission.caller, decision, trace.source_ip)
