@@ -137,7 +137,8 @@ def write_info_lines(event: str, rows: list[dict[str, Any]]) -> bool:
         row["event"], row["level"], row["timestamp"] = event, "info", stamp
         rendered.append(_json_line(redact_secrets(None, "info", row)) + b"\n")
     lines.output.write(b"".join(rendered))
-    lines.output.flush()
+    # Already a turn after the requests' answers: write now (with any other pending line), in one call.
+    lines.output.drain()
     return True
 
 
