@@ -19,7 +19,6 @@ from proxy.audit.log import AuditLog
 from proxy.config import ConfigError, Settings, reason
 from proxy.control.app import control_app
 from proxy.gateway import Gateway
-from proxy.identity import sts
 from proxy.live_state import LiveState, start_change_listener
 from proxy.notify.notifiers import notifying
 from proxy.observe.events import EventBus
@@ -49,9 +48,7 @@ def s3_app(gateway: Gateway) -> web.Application:
     app = web.Application(
         handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_FIELD, "read_bufsize": READ_BUFSIZE}
     )
-    app[listener.GATEWAY] = gateway
-    app.router.add_route("*", "/{tail:.*}", listener.handle, expect_handler=listener.expect_continue)
-    sts.install(app, gateway)
+    listener.install(app, gateway)
     return app
 
 

@@ -11,6 +11,7 @@ address or a request id; principals only when `[metrics] per_principal` is on.
 from __future__ import annotations
 
 import hmac
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -222,28 +223,38 @@ class GatewayMetrics:
         self._denials = _Children(self.denials)
 
     def __call__(self, event: Any) -> None:
-        if isinstance(event, RequestEvent):
-            self._request(event)
-        elif isinstance(event, AnomalyAlert):
-            self.alerts.labels(event.kind).inc()
-        else:
-            self.workflow.labels(event_kind(event)).inc()
+        self.observe_batch([event])
 
-    def _request(self, event: RequestEvent) -> None:
+    def observe_batch(self, events: list[Any]) -> None:
+        """Count a batch of events: each counter series is incremented once per batch, by its total."""
+        tally: dict[tuple[Any, tuple[str, ...]], float] = defaultdict(float)
+        for event in events:
+            if isinstance(event, RequestEvent):
+                self._request(event, tally)
+            elif isinstance(event, AnomalyAlert):
+                self.alerts.labels(event.kind).inc()
+            else:
+                self.workflow.labels(event_kind(event)).inc()
+        for (children, labels), amount in tally.items():
+            children(*labels).inc(amount)
+
+    def _request(self, event: RequestEvent, tally: dict[tuple[Any, tuple[str, ...]], float]) -> None:
         action = event.action or "none"
-        self._requests(event.operation or "none", action, event.decision, status_class(event.status)).inc()
+        tally[
+            self._requests, (event.operation or "none", action, event.decision, status_class(event.status))
+        ] += 1
         if event.bytes_in or event.bytes_out:
             granted = bool(event.grant_ids)
             resource = self.catalog.label_for(event.bucket, subject_key(event), granted=granted)
             if event.bytes_in:
-                self._received(resource).inc(event.bytes_in)
+                tally[self._received, (resource,)] += event.bytes_in
             if event.bytes_out:
-                self._sent(resource).inc(event.bytes_out)
+                tally[self._sent, (resource,)] += event.bytes_out
         self._duration(action).observe(event.duration_ms / 1000)
         if event.ttfb_ms is not None:
             self._ttfb(action).observe(event.ttfb_ms / 1000)
         if event.decision == "deny":
-            self._denials(event.deny_reason or event.reason or "unknown").inc()
+            tally[self._denials, (event.deny_reason or event.reason or "unknown",)] += 1
         if event.outcome == "upstream_error" and event.upstream_status is None:
             self.upstream_errors.labels("unreachable").inc()
         elif event.upstream_status is not None and event.upstream_status >= 500:

@@ -193,6 +193,7 @@ async def observing(
                 await stack.enter_async_context(receiving(socket_path(shared), obs.watch))
             yield obs
     finally:
+        bus.flush()  # the last requests' events, queued by emit_later, before the observers stop
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -244,6 +244,38 @@ def test_delete_objects_with_one_forbidden_key_deletes_nothing(world: World, uni
     assert sorted(d["Key"] for d in result["Deleted"]) == [f"models/{unique}/a", f"models/{unique}/b"]
 
 
+def test_delete_objects_bypassing_governance_needs_admin_on_every_key(world: World, unique: str) -> None:
+    ola = world.person(f"ola-{unique}")
+    keys = [f"models/{unique}/a", f"models/{unique}/b", f"training-data/{unique}/c"]
+    for key in keys:
+        put_upstream(world, key, b"x")
+    world.grant(ola, f"s3://{BUCKET}/models/{unique}/", "delete,admin")
+    world.grant(ola, f"s3://{BUCKET}/training-data/{unique}/", "delete")
+    s3 = world.client(ola)
+    # Delete but no admin on one key: the whole batch is refused, naming what is missing.
+    with pytest.raises(ClientError) as exc:
+        s3.delete_objects(
+            Bucket=BUCKET,
+            Delete={"Objects": [{"Key": keys[0]}, {"Key": keys[2]}]},
+            BypassGovernanceRetention=True,
+        )
+    assert error_code(exc) == "AccessDenied"
+    assert f"admin on s3://{BUCKET}/{keys[2]}" in exc.value.response["Error"]["Message"]
+    upstream = world.upstream()
+    for key in keys:
+        upstream.head_object(Bucket=BUCKET, Key=key)
+    # Delete and admin on every key: allowed, as for a single DeleteObject bypassing governance.
+    result = s3.delete_objects(
+        Bucket=BUCKET,
+        Delete={"Objects": [{"Key": keys[0]}, {"Key": keys[1]}]},
+        BypassGovernanceRetention=True,
+    )
+    assert sorted(d["Key"] for d in result["Deleted"]) == keys[:2]
+    request_id = result["ResponseMetadata"]["HTTPHeaders"]["x-grantgate-request-id"]
+    event = world.http.event_for(request_id)
+    assert (event["operation"], event["decision"], event["keys_touched"]) == ("DeleteObjects", "allow", 2)
+
+
 def test_range_and_conditional_reads_pass_through(world: World, unique: str) -> None:
     nia = world.person(f"nia-{unique}")
     body = bytes(range(256)) * 64

@@ -173,11 +173,12 @@ def test_subject_no_rule_trusts_is_denied(gateway: GatewayProcess, issuer: Issue
 
 def test_rule_maps_claims_to_principal_template_and_groups(gateway: GatewayProcess, issuer: Issuer) -> None:
     token = issuer.token("pipeline-nightly", extra={"groups": ["etl", "has space"]})
-    creds = assume(gateway, token)["Credentials"]
-    event = next(
-        e
-        for e in gateway.events()
-        if e["operation"] == "sts:AssumeRoleWithWebIdentity" and e["access_key_id"] == creds["AccessKeyId"]
+    response = assume(gateway, token)
+    # The audit line is written just after the answer: wait for it by the call's request id.
+    event = gateway.event_for(response["ResponseMetadata"]["RequestId"])
+    assert (event["operation"], event["access_key_id"]) == (
+        "sts:AssumeRoleWithWebIdentity",
+        response["Credentials"]["AccessKeyId"],
     )
     assert event["principal"] == "wl:ci:pipeline-nightly"
     assert event["groups"] == ["etl"]
