@@ -191,9 +191,22 @@ def init(preset: str, out: Path, bucket: str, force: bool) -> None:
     click.echo(
         f"wrote {out} ({preset} preset)" + (f" and a new server secret in {key_file}" if created_key else "")
     )
-    click.echo(
-        f"next: edit [upstream] and the policy, then\n  grantgate --config {out} db upgrade\n"
-        f"  grantgate --config {out} serve"
+    click.echo(next_steps(out))
+
+
+def next_steps(config: Path) -> str:
+    """What a fresh config from `init` still needs before people can use it."""
+    return (
+        "next:\n"
+        f"  1. [upstream] in {config}: the bucket's endpoint_url and region (credentials: botocore's\n"
+        "     usual chain, or access_key_id / secret_access_key there)\n"
+        "  2. [policy]: your group names, resources and approvers\n"
+        "  3. sign-in for the request pages: [web.oidc] issuer and client_id, plus the client secret in\n"
+        f"     {config.with_name('oidc-client-secret')} (or [web.trusted_headers] behind an SSO proxy)\n"
+        "  4. optional: [slack] for approvals in Slack\n"
+        f"  then: grantgate --config {config} db upgrade\n"
+        f"        grantgate --config {config} serve\n"
+        f"        grantgate --config {config} keys create NAME --group GROUP   (one per person or service)"
     )
 
 

@@ -85,7 +85,8 @@ class ApprovalRecorded(WorkflowEvent):
     request: AccessRequest
 
     def as_dict(self) -> dict[str, Any]:
-        return {**WorkflowEvent.as_dict(self), **request_fields(self.request)}
+        # The principal of this event is who approved (the audit trail's "who"), not who asked.
+        return {**WorkflowEvent.as_dict(self), **request_fields(self.request), "principal": self.actor}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,9 @@ from proxy.access.durations import format_duration, parse_moment
 from proxy.access.grants import Grant
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
-from proxy.access.workflow import Outcome, Workflow, WorkflowError
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
+from proxy.workflow.service import Outcome, Workflow, WorkflowError
 
 log = structlog.get_logger("grantgate.api")
 

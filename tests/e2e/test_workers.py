@@ -18,7 +18,7 @@ from support.gateways import listening_sockets
 from support.observed import audit_events, eventually, scrape
 from support.world import BUCKET, GatewayProcess, Identity, World, free_port
 
-from proxy.store.audit import StoredEvent
+from proxy.audit.store import StoredEvent
 
 WORKERS = 2
 

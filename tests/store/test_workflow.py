@@ -25,11 +25,11 @@ from proxy.access.grants import Action, Target
 from proxy.access.index import GrantIndex
 from proxy.access.policy import Policy, Resource, ResourcePath, Rule, StandingAccess
 from proxy.access.requests import RequestStatus
-from proxy.access.workflow import Conflict, Forbidden, Invalid, NotFound, Workflow
 from proxy.identity.principals import Principal
 from proxy.observe.events import EventBus
 from proxy.store.schema import api_tokens
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Conflict, Forbidden, Invalid, NotFound, Workflow
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 BUCKET = "archive"
@@ -267,8 +267,9 @@ async def test_revocation_rights_and_idempotence(
 ) -> None:
     outcome = await flow.request_access(people["bob"], f"s3://{BUCKET}/models/", ["read"], "1h", WHY)
     assert outcome.grant is not None
-    with pytest.raises(NotFound):  # alice may not even see bob's grant
+    with pytest.raises(Forbidden, match="is not yours") as refused:  # it exists; it is not alice's
         await flow.revoke(outcome.grant.id, people["alice"])
+    assert refused.value.code == "not_yours"
     revoked = await flow.revoke(outcome.grant.id, people["carol"], "incident 42")
     assert revoked.revoked_at == T0 and revoked.extra["revoked_by"] == "carol"
     again = await flow.revoke(outcome.grant.id, people["root"], "again")
@@ -484,7 +485,7 @@ async def test_api_tokens_authenticate_until_revoked_and_only_a_hash_is_stored(
     assert who == people["alice"]
     assert await flow.authenticate_token(secret[:-2] + "xx") is None
     assert await flow.authenticate_token("Bearer nonsense") is None
-    async with store._engine.connect() as conn:
+    async with store.engine.connect() as conn:
         stored = (await conn.execute(select(api_tokens))).one()
     assert secret not in str(tuple(stored)) and secret.split("_")[-1] not in str(tuple(stored))
     # Groups are read at each call: a change applies to the next API request.
@@ -496,7 +497,7 @@ async def test_api_tokens_authenticate_until_revoked_and_only_a_hash_is_stored(
 
 
 async def test_tokens_need_an_existing_principal(flow: Workflow) -> None:
-    from proxy.store.sql import StoreError
+    from proxy.store.engine import StoreError
 
     with pytest.raises(StoreError, match="unknown principal"):
         await flow.requests.create_token("nobody", now=T0)

@@ -380,10 +380,15 @@ class Workflow:
     async def revoke(self, grant_id: str, actor: Principal, reason: str = "") -> Grant:
         """Revoke a grant (its holder, an approver of its resource, or an admin). Idempotent."""
         grant = await self.store.get_grant(grant_id)
-        if grant is None or not rules.may_view_grant(self.policy, grant, actor):
+        if grant is None:
             raise NotFound("not_found", f"no grant {grant_id}")
         if not rules.may_revoke(self.policy, grant, actor):
-            raise Forbidden("not_allowed", f"{actor.name} may not revoke {grant_id}")
+            # Grant ids are unguessable, so whoever names one learns nothing by hearing whose it is not.
+            raise Forbidden(
+                "not_yours",
+                f"grant {grant_id} is not yours: only its holder, an approver of its resource or an admin "
+                "may revoke it",
+            )
         if grant.revoked_at is not None:
             return grant
         now = self.now()
@@ -446,8 +451,11 @@ class Workflow:
         if not text.startswith("s3://"):
             named = self.policy.resource(text)
             if named is None:
+                known = ", ".join(r.name for r in self.policy.resources) or "none"
                 raise Invalid(
-                    "invalid_resource", f"resource must look like s3://bucket/prefix, got {resource!r}"
+                    "invalid_resource",
+                    f"unknown resource {resource!r}: name one of the policy's resources ({known}) "
+                    "or give s3://bucket/prefix",
                 )
             if len(named.paths) != 1:
                 paths = ", ".join(str(p) for p in named.paths)

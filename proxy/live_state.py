@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import structlog
 
 from proxy.access.index import GrantIndex
+from proxy.errors import S3Error
 from proxy.identity.keyring import KeyRing
-from proxy.s3.errors import S3Error
 from proxy.store.notify import listen_for_changes
 from proxy.store.sql import SqlStore
 from proxy.written import WrittenVersion
