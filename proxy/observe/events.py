@@ -35,6 +35,7 @@ class Outcome(StrEnum):
     UPSTREAM_ERROR = "upstream_error"  # the bucket could not be reached or fell short mid-body
     CLIENT_DISCONNECTED = "client_disconnected"
     REVOKED = "revoked"  # cut in flight: the grant or the access key was revoked
+    BUDGET_SPENT = "budget_spent"  # cut in flight: the grant's byte budget ran out
     STATE_UNAVAILABLE = "state_unavailable"  # cut in flight: access state past its grace period
     INTERNAL_ERROR = "internal_error"
     ERROR = "error"  # STS: the gateway's own state was unavailable

@@ -3,11 +3,14 @@ be, else copied as it arrives), and the gateway's own S3 errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from aiohttp import web
 
 from proxy.observe.events import Outcome
 from proxy.s3 import forwarding, passthrough, splice
+from proxy.s3.budget import BudgetedRead
 from proxy.s3.errors import S3Error
 from proxy.s3.httpclient import UpstreamError, UpstreamResponse
 from proxy.s3.trace import Trace
@@ -23,8 +26,15 @@ class _Relayed(web.StreamResponse):
     _send_headers_immediately = False
 
 
-async def relay(request: web.Request, upstream: UpstreamResponse, trace: Trace) -> web.StreamResponse:
-    """Stream the bucket's answer back unchanged: status, headers, body (206/304/412/416 included)."""
+async def relay(
+    request: web.Request, upstream: UpstreamResponse, trace: Trace, budget: BudgetedRead | None = None
+) -> web.StreamResponse:
+    """Stream the bucket's answer back unchanged: status, headers, body (206/304/412/416 included).
+
+    `budget`: a read drawing on its grant's budget, refused before any header goes out when the budget
+    cannot take it, and cut at the limit (never a clean short object) when it runs out mid-body."""
+    if budget is not None:
+        await budget.open(upstream.status, upstream.headers, upstream.content_length)
     trace.upstream_status = upstream.status
     response = _Relayed(status=upstream.status, reason=upstream.reason)
     for name, value in forwarding.downstream_headers(upstream.headers):
@@ -41,7 +51,9 @@ async def relay(request: web.Request, upstream: UpstreamResponse, trace: Trace) 
         return response
     moved = trace.meter.outbound
     try:
-        if not await passthrough.download(request, response, upstream, moved):
+        if budget is not None:
+            await _budgeted_copy(response, upstream, moved, budget)
+        elif not await passthrough.download(request, response, upstream, moved):
             async for data in upstream.content.iter_any():
                 moved(len(data))
                 await response.write(data)
@@ -62,6 +74,22 @@ async def relay(request: web.Request, upstream: UpstreamResponse, trace: Trace) 
         raise ConnectionResetError("upstream body incomplete") from exc
     await response.write_eof()
     return response
+
+
+async def _budgeted_copy(
+    response: web.StreamResponse,
+    upstream: UpstreamResponse,
+    moved: Callable[[int], None],
+    budget: BudgetedRead,
+) -> None:
+    # Never spliced: every piece is counted against the budget before it is sent.
+    async for data in upstream.content.iter_any():
+        allowed = await budget.take(len(data))
+        if allowed:
+            moved(allowed)
+            await response.write(data if allowed == len(data) else data[:allowed])
+        if allowed < len(data):
+            raise budget.cut()
 
 
 def error_response(request: web.Request, err: S3Error, request_id: str) -> web.Response:

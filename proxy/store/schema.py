@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 
 # Named constraints, so later migrations can alter them by name on every backend.
@@ -109,6 +110,12 @@ grants = Table(
     Column("changed_in", BigInteger, nullable=False, server_default="0"),
     # Scheduled access (migration 0010): not in force before this moment.
     Column("starts_at", UtcDateTime, nullable=True),
+    # Budgets (migration 0011): None when the grant has no limit of that kind; `spent_at` once its
+    # byte budget is used up (stamped like a revocation, so every gateway stops its reads).
+    Column("max_bytes", BigInteger, nullable=True),
+    Column("max_objects", BigInteger, nullable=True),
+    Column("single_use", Boolean, nullable=False, server_default=false()),
+    Column("spent_at", UtcDateTime, nullable=True),
     Index("ix_grants_principal", "principal"),
     Index("ix_grants_changed_in", "changed_in"),
 )
@@ -150,6 +157,8 @@ access_requests = Table(
     # Migration 0010: when the asked-for window starts (None: at approval), and a ticket reference.
     Column("starts_at", UtcDateTime, nullable=True),
     Column("ticket", String(200), nullable=False, server_default=""),
+    # Migration 0011: the budget asked for, {"max_bytes", "max_objects", "single_use"}, or None.
+    Column("budget", JSON, nullable=True),
     Index("ix_access_requests_status", "status"),
     Index("ix_access_requests_requester", "requester"),
 )
@@ -245,6 +254,30 @@ web_sessions = Table(
     Column("ended_at", UtcDateTime, nullable=True),
 )
 
+# --- budgets (migration 0011) ---
+
+# What each budgeted grant has moved: bytes served or reserved by a transfer in flight, and distinct
+# objects read. Every gateway draws on the same row (locked per draw), so a budget holds across workers
+# and replicas.
+grant_usage = Table(
+    "grant_usage",
+    metadata,
+    Column("grant_id", String(32), primary_key=True),
+    Column("bytes", BigInteger, nullable=False),
+    Column("objects", BigInteger, nullable=False),
+)
+
+# The objects a budgeted grant has read, and for single-use grants the byte ranges served (or claimed
+# by a transfer in flight) of each, as [[start, end), ...].
+grant_objects = Table(
+    "grant_objects",
+    metadata,
+    Column("grant_id", String(32), primary_key=True),
+    Column("object", String(64), primary_key=True),  # SHA-256 of bucket and key: keys may be 1 KiB long
+    Column("ranges", JSON, nullable=False),
+    Column("first_at", UtcDateTime, nullable=False),
+)
+
 # --- audit (revision 0003) ---------------------------------------------------------------------------
 
 # The tamper-evident trail: `seq` orders the chain, and each row's hash covers the previous row's hash,
@@ -293,6 +326,30 @@ audit_grant_usage = Table(
     Column("bytes_written", BigInteger, nullable=False),
     Column("first_used_at", UtcDateTime, nullable=True),
     Column("last_used_at", UtcDateTime, nullable=True),
+)
+
+# Receipts (migration 0011): per principal, grant and object version, what was moved, summed by the
+# audit writer from the chained request events (which carry each object's identity as the bucket gave it).
+audit_receipts = Table(
+    "audit_receipts",
+    metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of principal, grant, bucket, key, version, op kind
+    Column("principal", String(200), nullable=True),
+    Column("grant_id", String(64), nullable=True),
+    Column("direction", String(8), nullable=False),  # read | write
+    Column("bucket", String(255), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("version_id", String(1024), nullable=True),
+    Column("etag", String(200), nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("checksum", String(200), nullable=True),
+    Column("bytes", BigInteger, nullable=False),
+    Column("complete", Boolean, nullable=False),
+    Column("first_at", UtcDateTime, nullable=False),
+    Column("last_at", UtcDateTime, nullable=False),
+    Index("ix_audit_receipts_principal", "principal"),
+    Index("ix_audit_receipts_grant_id", "grant_id"),
+    Index("ix_audit_receipts_last_at", "last_at"),
 )
 
 # Which groups have read each resource: the memory of the "new group reader" anomaly rule.

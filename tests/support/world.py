@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 import boto3
 from botocore.config import Config
 
+from proxy.access.budgets import Budget, Usage
 from proxy.access.grants import Grant, parse_actions, parse_resource
+from proxy.store.budgets import BudgetLedger
 from proxy.store.sql import SqlStore
 from proxy.store.workflow import WorkflowStore
 from support.rawclient import RawClient
@@ -213,7 +215,13 @@ class World:
         return Identity(name, key.access_key_id, secret, groups)
 
     def grant(
-        self, who: Identity, resource: str, actions: str, *, ttl: timedelta | None = timedelta(hours=1)
+        self,
+        who: Identity,
+        resource: str,
+        actions: str,
+        *,
+        ttl: timedelta | None = timedelta(hours=1),
+        budget: Budget | None = None,
     ) -> Grant:
         bucket, prefix = parse_resource(resource)
 
@@ -229,6 +237,7 @@ class World:
                     now=now,
                     expires_at=None if ttl is None else now + ttl,
                     created_by="test",
+                    budget=budget,
                 )
             finally:
                 await store.close()
@@ -247,6 +256,18 @@ class World:
 
         run_sync(revoke())
         self.sync()
+
+    def usage(self, grant: Grant) -> Usage:
+        """What a budgeted grant has moved, as the store's ledger holds it."""
+
+        async def read() -> Usage:
+            store = await SqlStore.open(self.store_url)
+            try:
+                return (await BudgetLedger(store).usage([grant.id])).get(grant.id, Usage())
+            finally:
+                await store.close()
+
+        return run_sync(read())
 
     def revoke_key(self, who: Identity) -> None:
         async def revoke() -> None:
