@@ -70,6 +70,12 @@ class RequestEvent:
     keys_touched: int = 0
     prefix: str | None = None  # the prefix a listing covers (its key is None)
     deny_reason: str | None = None  # why refused, machine-readable: no_grant, source_network...
+    # The object as the bucket answered for it (a receipt): reads and writes of one object only.
+    version_id: str | None = None
+    etag: str | None = None
+    object_size: int | None = None
+    checksum: str | None = None  # "crc32c:..." when the bucket gave one
+    complete: bool | None = None  # the whole object (or range asked for) moved
 
     def as_dict(self) -> dict[str, Any]:
         # Every field is an immutable scalar or tuple of str, so a shallow copy equals asdict()'s deep

@@ -13,7 +13,7 @@ from proxy.s3 import forwarding, passthrough, splice
 from proxy.s3.budget import BudgetedRead
 from proxy.s3.errors import S3Error
 from proxy.s3.httpclient import UpstreamError, UpstreamResponse
-from proxy.s3.trace import Trace
+from proxy.s3.trace import Trace, identity_of
 from proxy.s3.watch import TransferCut
 
 log = structlog.get_logger("grantgate.s3")
@@ -36,6 +36,7 @@ async def relay(
     if budget is not None:
         await budget.open(upstream.status, upstream.headers, upstream.content_length)
     trace.upstream_status = upstream.status
+    trace.identity = identity_of(trace.operation, upstream.status, upstream.headers)
     response = _Relayed(status=upstream.status, reason=upstream.reason)
     for name, value in forwarding.downstream_headers(upstream.headers):
         response.headers.add(name, value)

@@ -328,30 +328,6 @@ audit_grant_usage = Table(
     Column("last_used_at", UtcDateTime, nullable=True),
 )
 
-# Receipts (migration 0011): per principal, grant and object version, what was moved, summed by the
-# audit writer from the chained request events (which carry each object's identity as the bucket gave it).
-audit_receipts = Table(
-    "audit_receipts",
-    metadata,
-    Column("id", String(64), primary_key=True),  # SHA-256 of principal, grant, bucket, key, version, op kind
-    Column("principal", String(200), nullable=True),
-    Column("grant_id", String(64), nullable=True),
-    Column("direction", String(8), nullable=False),  # read | write
-    Column("bucket", String(255), nullable=False),
-    Column("key", Text, nullable=False),
-    Column("version_id", String(1024), nullable=True),
-    Column("etag", String(200), nullable=True),
-    Column("size", BigInteger, nullable=True),
-    Column("checksum", String(200), nullable=True),
-    Column("bytes", BigInteger, nullable=False),
-    Column("complete", Boolean, nullable=False),
-    Column("first_at", UtcDateTime, nullable=False),
-    Column("last_at", UtcDateTime, nullable=False),
-    Index("ix_audit_receipts_principal", "principal"),
-    Index("ix_audit_receipts_grant_id", "grant_id"),
-    Index("ix_audit_receipts_last_at", "last_at"),
-)
-
 # Which groups have read each resource: the memory of the "new group reader" anomaly rule.
 audit_resource_readers = Table(
     "audit_resource_readers",

@@ -4,15 +4,18 @@ and the grant JSON carrying the budget and what it has moved."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from support.access import api
-from support.world import BUCKET, World, running_world
+from support.world import BUCKET, Identity, World, running_world
 
 POLICY = f"""
 [policy]
+admin_groups = ["security"]
 [policy.resources.weights]
 paths = ["s3://{BUCKET}/weights/"]
 
@@ -80,3 +83,48 @@ def test_request_may_ask_within_the_maximum_and_is_refused_beyond_it(world: Worl
         {"resource": f"s3://{BUCKET}/weights/", "budget": {"max_bytes": -1}},
     )
     assert status == 400 and problem["type"].endswith(":invalid_budget"), problem
+
+
+def _receipts(world: World, token: str, query: str, want: int) -> list[dict[str, Any]]:
+    """The receipts API's answer once the audit writer has chained `want` rows (it writes in batches)."""
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = api(world, token, "GET", f"/audit/receipts?{query}")
+        assert status == 200, body
+        if len(body["receipts"]) >= want or time.monotonic() > deadline:
+            return list(body["receipts"])
+        time.sleep(0.1)
+
+
+def test_receipts_list_each_version_taken_from_a_versioned_bucket(world: World) -> None:
+    bucket = "releases-" + secrets.token_hex(3)
+    up = world.upstream()
+    up.create_bucket(Bucket=bucket)
+    up.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    reader: Identity = world.person("dave-receipts")
+    auditor = world.api_token(world.person("sec-receipts", ("security",)))
+    grant = world.grant(reader, f"s3://{bucket}/", "read,write")
+    s3 = world.client(reader)
+
+    v1 = s3.put_object(Bucket=bucket, Key="model.bin", Body=b"one" * 1000)
+    assert s3.get_object(Bucket=bucket, Key="model.bin")["Body"].read() == b"one" * 1000
+    v2 = s3.put_object(Bucket=bucket, Key="model.bin", Body=b"two" * 2000)
+    for start in range(0, 6000, 2000):  # one version read as three ranges: one receipt
+        s3.get_object(Bucket=bucket, Key="model.bin", Range=f"bytes={start}-{start + 1999}")["Body"].read()
+    old = s3.get_object(Bucket=bucket, Key="model.bin", VersionId=v1["VersionId"])["Body"].read()
+    assert old == b"one" * 1000
+
+    rows = _receipts(world, auditor, f"grant_id={grant.id}", want=4)
+    reads = {r["version_id"]: r for r in rows if r["direction"] == "read"}
+    writes = {r["version_id"]: r for r in rows if r["direction"] == "write"}
+    assert set(reads) == {v1["VersionId"], v2["VersionId"]} == set(writes)
+    assert reads[v1["VersionId"]]["bytes"] == 6000 and reads[v1["VersionId"]]["size"] == 3000
+    assert reads[v2["VersionId"]]["bytes"] == 6000 and reads[v2["VersionId"]]["size"] == 6000
+    assert reads[v2["VersionId"]]["etag"] == v2["ETag"].strip('"')
+    assert all(r["complete"] for r in rows)
+    assert {r["principal"] for r in rows} == {reader.name}
+    assert all({"first_at", "last_at", "key", "bucket"} <= set(r) for r in rows)
+
+    status, usage = api(world, auditor, "GET", f"/audit/usage/{grant.id}")
+    assert status == 200
+    assert usage["objects_read"] == 2  # two versions, though read five times

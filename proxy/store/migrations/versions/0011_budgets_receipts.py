@@ -1,5 +1,5 @@
-"""Budgets, read-once grants and receipts: a grant may cap the bytes and objects it serves; usage and
-the ranges served are kept per grant; receipts sum what moved per object version.
+"""Budgets and read-once grants: a grant may cap the bytes and objects it serves; usage and the ranges
+served are kept per grant. (Receipts need no table: they are read from the chained request records.)
 
 Revision ID: 0011
 Revises: 0010
@@ -40,31 +40,9 @@ def upgrade() -> None:
         sa.Column("first_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("grant_id", "object", name="pk_grant_objects"),
     )
-    op.create_table(
-        "audit_receipts",
-        sa.Column("id", sa.String(64), nullable=False),
-        sa.Column("principal", sa.String(200), nullable=True),
-        sa.Column("grant_id", sa.String(64), nullable=True),
-        sa.Column("direction", sa.String(8), nullable=False),
-        sa.Column("bucket", sa.String(255), nullable=False),
-        sa.Column("key", sa.Text, nullable=False),
-        sa.Column("version_id", sa.String(1024), nullable=True),
-        sa.Column("etag", sa.String(200), nullable=True),
-        sa.Column("size", sa.BigInteger, nullable=True),
-        sa.Column("checksum", sa.String(200), nullable=True),
-        sa.Column("bytes", sa.BigInteger, nullable=False),
-        sa.Column("complete", sa.Boolean, nullable=False),
-        sa.Column("first_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_audit_receipts"),
-    )
-    op.create_index("ix_audit_receipts_principal", "audit_receipts", ["principal"])
-    op.create_index("ix_audit_receipts_grant_id", "audit_receipts", ["grant_id"])
-    op.create_index("ix_audit_receipts_last_at", "audit_receipts", ["last_at"])
 
 
 def downgrade() -> None:
-    op.drop_table("audit_receipts")
     op.drop_table("grant_objects")
     op.drop_table("grant_usage")
     with op.batch_alter_table("access_requests") as batch:
