@@ -62,7 +62,12 @@ async def relay(
         # Headers are out, so no error can be sent: cut the client off, as for a short upstream body.
         trace.end(cut.outcome)
         log.warning("transfer_cut", request_id=trace.request_id, outcome=cut.outcome.value)
-        _abort(request)
+        if cut.outcome is Outcome.BUDGET_SPENT and request.transport is not None:
+            # What the budget paid for still reaches the client; then the connection ends short of
+            # the promised length, which every client reports as an incomplete body.
+            request.transport.close()
+        else:
+            _abort(request)
         raise ConnectionResetError(cut.code) from None
     except ConnectionResetError:
         raise  # the client went away: the pipeline records it
