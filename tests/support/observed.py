@@ -81,8 +81,8 @@ actions = ["read"]
 
 
 @contextlib.contextmanager
-def observed_world(directory: Path) -> Iterator[World]:
-    with running_world(directory, extra_config=CONFIG) as world:
+def observed_world(directory: Path, workers: int = 1) -> Iterator[World]:
+    with running_world(directory, extra_config=CONFIG, workers=workers) as world:
         yield world
 
 
