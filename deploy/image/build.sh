@@ -42,5 +42,6 @@ mkdir -p "$out/rootfs"
 ( mount=$(bah mount "$container") && tar -C "$mount" -cf - . | tar -C "$out/rootfs" -xf - )
 bah umount "$container" >/dev/null
 bah rm "$container" >/dev/null
+bah rmi --prune >/dev/null 2>&1 || true  # the previous build's image, now untagged
 echo "export: $(seconds "$t")"
 du -sh --apparent-size "$out/rootfs" | sed 's/\t.*/ uncompressed/'

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import time
@@ -110,23 +111,24 @@ class Container:
     mounts: dict[str, tuple[Path, bool]]  # path in the container -> (host directory, read-only)
 
     def command(self, argv: list[str]) -> list[str]:
-        """unshare + chroot, through `sudo -n` when not root; shlex-free: paths and values are arguments."""
-        root = str(self.rootfs)
+        """unshare + chroot (through `sudo -n` when not root); the environment and argv go as arguments."""
+        root = shlex.quote(str(self.rootfs))
         uid, gid = self.user.split(":")
-        steps = ["set -e", "mount --make-rprivate /", f"mount --bind '{root}' '{root}'"]
+        steps = ["set -e", "mount --make-rprivate /", f"mount --bind {root} {root}"]
         for target, (source, read_only) in self.mounts.items():
             # As a runtime does: the mount point is made, and fsGroup owns the writable volumes.
-            steps.append(f"mkdir -p '{root}{target}'")
+            inside, outside = shlex.quote(str(self.rootfs) + target), shlex.quote(str(source))
+            steps.append(f"mkdir -p {inside}")
             if not read_only:
-                steps.append(f"chown {uid}:{gid} '{source}'")
-            steps.append(f"mount --bind '{source}' '{root}{target}'")
+                steps.append(f"chown {uid}:{gid} {outside}")
+            steps.append(f"mount --bind {outside} {inside}")
             if read_only:
-                steps.append(f"mount -o remount,bind,ro '{root}{target}'")
+                steps.append(f"mount -o remount,bind,ro {inside}")
         steps += [
-            f"mount -t proc proc '{root}/proc'",
-            f"mount --rbind /dev '{root}/dev'",
-            f"mount -o remount,bind,ro '{root}'",
-            f"exec chroot --userspec={uid}:{gid} '{root}' /usr/bin/env -i \"$@\"",
+            f"mount -t proc proc {root}/proc",
+            f"mount --rbind /dev {root}/dev",
+            f"mount -o remount,bind,ro {root}",
+            f'exec chroot --userspec={uid}:{gid} {root} /usr/bin/env -i "$@"',
         ]
         env = [f"{k}={v}" for k, v in self.env.items()]
         sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
