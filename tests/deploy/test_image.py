@@ -9,7 +9,6 @@ root, which is what a runtime does minus the cgroups. CI builds the image, so th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -131,8 +130,7 @@ class Container:
             f'exec chroot --userspec={uid}:{gid} {root} /usr/bin/env -i "$@"',
         ]
         env = [f"{k}={v}" for k, v in self.env.items()]
-        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        return [*sudo, "unshare", "--mount", "--pid", "--fork", "--kill-child", "--", "/bin/sh", "-c",
+        return [*self._sudo(), "unshare", "--mount", "--pid", "--fork", "--kill-child", "--", "/bin/sh", "-c",
                 "; ".join(steps), "container", *env, *argv]  # fmt: skip
 
     def run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -142,6 +140,33 @@ class Container:
     def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
             return subprocess.Popen(self.command(argv), stdout=out, stderr=subprocess.STDOUT)
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to the container's first process, as a runtime does. Not through unshare: it ignores
+        SIGTERM while it waits, and its child, having changed user, no longer gets a parent-death signal."""
+        first = proc.pid
+        while _command_name(first) in ("sudo", "unshare"):
+            children = Path(f"/proc/{first}/task/{first}/children").read_text().split()
+            if not children:
+                break
+            first = int(children[0])
+        subprocess.run([*self._sudo(), "kill", "-TERM", str(first)], capture_output=True, check=False)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            subprocess.run([*self._sudo(), "kill", "-KILL", str(first)], capture_output=True, check=False)
+            proc.wait(10)
+
+    @staticmethod
+    def _sudo() -> list[str]:
+        return [] if os.geteuid() == 0 else ["sudo", "-n"]
+
+
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def container_for(pod: Pod, image: Path, directory: Path, secrets_: dict[str, str]) -> Container:
@@ -232,12 +257,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         took = time.monotonic() - started
         yield Deployed(pod, container, f"http://127.0.0.1:{s3_port}", control_url, upstream_url, took)
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(15)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        container.stop(proc)
         moto.stop()
 
 

@@ -170,7 +170,9 @@ def test_sign_in_with_code_and_pkce_names_the_person_by_the_claim_and_takes_grou
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.url) if r.url.startswith(provider.issuer + "/auth") else None)
     sign_in(page, world, provider, "dana", "/request?resource=s3://anything/x&action=read")
+    # Back on the page that was asked for, with its query, signed in.
     assert urlsplit(page.url).path == "/request"
+    assert parse_qs(urlsplit(page.url).query)["resource"] == ["s3://anything/x"]
     assert "dana" in page.content()
     query = parse_qs(urlsplit(asked[0]).query)
     assert query["response_type"] == ["code"] and query["code_challenge_method"] == ["S256"]
