@@ -25,11 +25,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from proxy.audit.records import AuditRecord, bodies_of, request_record
+from proxy.audit.resources import ResourceCatalog
+from proxy.audit.store import AuditStore
 from proxy.observe.events import RequestEvent
-from proxy.observe.records import AuditRecord, bodies_of, request_record
-from proxy.observe.resources import ResourceCatalog
 from proxy.observe.settings import AuditSettings
-from proxy.store.audit import AuditStore
 from proxy.store.sql import SqlStore
 
 POSTGRES_ENV = "GRANTGATE_BENCH_POSTGRES"

@@ -511,13 +511,14 @@ async def set_grant_count(store_url: str, total: int) -> None:
     so `filler/{i}/` (lengths growing with the digits of i) measured that, not the number of grants."""
     from sqlalchemy import func, insert, select
 
+    from proxy.store.engine import write_engine
     from proxy.store.schema import grants
-    from proxy.store.sql import SqlStore, _bump
+    from proxy.store.sql import SqlStore, bump_version
 
     store = await SqlStore.open(store_url)
     try:
         # Bulk insert: 100 000 add_grant calls would take minutes; one transaction, one version bump.
-        async with store._writer.begin() as conn:
+        async with write_engine(store.engine).begin() as conn:
             have = int(await conn.scalar(select(func.count()).select_from(grants)) or 0)
             now = datetime.now(UTC)
             rows = [
@@ -537,7 +538,7 @@ async def set_grant_count(store_url: str, total: int) -> None:
             ]
             for start in range(0, len(rows), 5000):
                 await conn.execute(insert(grants), rows[start : start + 5000])
-            await _bump(conn)
+            await bump_version(conn)
     finally:
         await store.close()
 

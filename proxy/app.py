@@ -6,28 +6,29 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import gc
-import signal
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
-from proxy.access.workflow import Workflow, running_workflow
-from proxy.config import Settings
+from proxy.audit.log import AuditLog
+from proxy.config import ConfigError, Settings, reason
 from proxy.control.app import control_app
 from proxy.gateway import Gateway
-from proxy.identity import sts
-from proxy.notify.runtime import notifying
-from proxy.observe.audit import AuditLog
+from proxy.live_state import LiveState, start_change_listener
+from proxy.notify.notifiers import notifying
 from proxy.observe.events import EventBus
-from proxy.observe.logging import configure_logging
-from proxy.observe.runtime import metrics_listener, observing
+from proxy.observe.observers import metrics_listener, observing
 from proxy.s3 import listener
+from proxy.s3.bucketprobe import BucketProbe
 from proxy.s3.upstream import Upstream, new_pool
-from proxy.state import LiveState, start_change_listener
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Workflow, running_workflow
+from proxy.written import WrittenVersion
 
 log = structlog.get_logger("grantgate")
 
@@ -48,9 +49,7 @@ def s3_app(gateway: Gateway) -> web.Application:
     app = web.Application(
         handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_FIELD, "read_bufsize": READ_BUFSIZE}
     )
-    app[listener.GATEWAY] = gateway
-    app.router.add_route("*", "/{tail:.*}", listener.handle, expect_handler=listener.expect_continue)
-    sts.install(app, gateway)
+    listener.install(app, gateway)
     return app
 
 
@@ -61,8 +60,13 @@ def s3_app_runner(gateway: Gateway) -> web.AppRunner:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    """Open every long-lived resource in order and close them in reverse, whatever happens."""
+async def running_gateway(
+    settings: Settings, written: WrittenVersion | None = None
+) -> AsyncIterator[Gateway]:
+    """Open every long-lived resource in order and close them in reverse, whatever happens.
+
+    `written`: the counter shared with sibling workers (proxy/written.py); one of its own otherwise.
+    """
     store = await SqlStore.open(settings.store_url(), upgrade=settings.store_url().startswith("sqlite"))
     try:
         state = LiveState(
@@ -70,6 +74,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
             settings.server_key(),
             interval=settings.server.refresh_interval_seconds,
             grace=settings.server.state_grace_seconds,
+            written=written,
         )
         await state.refresh(force=True)
         refresher = asyncio.create_task(state.run(), name="state-refresh")
@@ -90,26 +95,43 @@ async def running_gateway(settings: Settings) -> AsyncIterator[Gateway]:
         await store.close()
 
 
-async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    written: WrittenVersion | None = None,
+) -> None:
+    policy = settings.policy.build()
     async with (
-        running_gateway(settings) as gateway,
+        running_gateway(settings, written) as gateway,
         # Observers start before the workflow, so its first events are recorded, and stop after it.
-        observing(settings, gateway.state.store, gateway.state, gateway.bus) as observability,
+        observing(
+            settings.observe(),
+            policy,
+            gateway.state.store,
+            gateway.state,
+            gateway.bus,
+            spool_dir=settings.audit_spool_dir(),
+            metrics_token=settings.metrics_token(),
+        ) as observability,
         metrics_listener(observability),
         notifying(
-            settings,
+            settings.webhooks,
+            settings.slack,
+            settings.server.public_url,
             gateway.bus,
             observability.metrics.registry if observability.metrics else None,
             store=gateway.state.store,
         ) as notifiers,
         running_workflow(
-            Workflow(gateway.state.store, settings.policy.build(), gateway.bus),
+            Workflow(gateway.state.store, policy, gateway.bus, settle=gateway.state.settle_own_write),
             settings.policy.sweep_interval_seconds,
         ) as workflow,
     ):
         s3_runner = s3_app_runner(gateway)
+        probe = BucketProbe(gateway.upstream, probe_bucket(settings))
         control_runner = web.AppRunner(
-            control_app(gateway.state, workflow, observability, notifiers, settings),
+            control_app(gateway.state, workflow, observability, notifiers, settings, probe),
             access_log=None,
             handle_signals=False,
         )
@@ -117,16 +139,17 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
         await control_runner.setup()
         try:
             server = settings.server
-            await web.TCPSite(
-                s3_runner, server.s3_host, server.s3_port, ssl_context=tls_context(settings), reuse_port=True
-            ).start()
-            await web.TCPSite(control_runner, server.control_host, server.control_port).start()
+            tls = tls_context(settings)
+            s3_site = web.TCPSite(s3_runner, server.s3_host, server.s3_port, ssl_context=tls, reuse_port=True)
+            await listen(s3_site, "S3")
+            await listen(web.TCPSite(control_runner, server.control_host, server.control_port), "control")
             log.info(
                 "gateway_started",
                 s3=f"{server.s3_host}:{server.s3_port}",
                 control=f"{server.control_host}:{server.control_port}",
                 upstream=settings.upstream.endpoint_url or f"aws:{settings.upstream.region}",
             )
+            await warn_if_bucket_unusable(probe, settings)
             settle_heap()
             if ready is not None:
                 ready.set()
@@ -136,11 +159,73 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
             await control_runner.cleanup()
 
 
+def probe_bucket(settings: Settings) -> str | None:
+    """The bucket readiness probes: the first the policy protects (None: list the buckets)."""
+    for resource in settings.policy.build().resources:
+        for path in resource.paths:
+            return path.bucket
+    return None
+
+
+async def warn_if_bucket_unusable(probe: BucketProbe, settings: Settings) -> None:
+    """Start anyway (the bucket may come back, and /readyz says so meanwhile), but say it loudly."""
+    health = await probe.health()
+    if not health.ok:
+        log.warning(
+            "bucket_unusable",
+            status=health.status,
+            detail=health.detail,
+            bucket=probe.bucket,
+            upstream=settings.upstream.endpoint_url or f"aws:{settings.upstream.region}",
+        )
+
+
+async def listen(site: web.TCPSite, role: str) -> None:
+    """Start a listener; a port that cannot be bound is the operator's to fix, said in one line."""
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {site.name} ({role} port): {_bind_problem(exc)}") from None
+
+
+def _bind_problem(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is already in use by another process"
+    return exc.strerror or str(exc)
+
+
+def refuse_shared_s3_port(host: str, port: int) -> None:
+    """Fail unless the S3 port is free. Our listeners bind it with SO_REUSEPORT so that workers share
+    it, which would also let this gateway silently share it with another process (another gateway
+    with other grants), each answering some of the requests. A probe bound without SO_REUSEPORT
+    fails while anything listens there; called before the workers exist, so none of them is it."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} (S3 port): {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As the listener does: a port left in TIME_WAIT by a previous run is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {host}:{port} (S3 port): {_bind_problem(exc)}") from None
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     if not settings.server.tls_cert:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(settings.resolve(settings.server.tls_cert), settings.resolve(settings.server.tls_key))
+    cert, key = settings.resolve(settings.server.tls_cert), settings.resolve(settings.server.tls_key)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[server] tls_cert {cert} / tls_key {key}: {reason(exc)}") from None
     return ctx
 
 
@@ -172,24 +257,3 @@ def install_event_loop() -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def run_server(settings: Settings) -> None:
-    configure_logging(settings.log.level, settings.log.format)
-    tune_malloc()
-    install_event_loop()
-
-    from proxy.workers import serve_s3, supervise, worker_count
-
-    async def main(index: int = 0) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await (serve(settings, stop) if index == 0 else serve_s3(settings, stop, index))
-
-    count = worker_count(settings)
-    if count == 1:
-        asyncio.run(main())
-    elif code := supervise(count, lambda index: asyncio.run(main(index))):
-        raise SystemExit(code)

@@ -19,10 +19,11 @@ from proxy.access.durations import format_duration, format_remaining, parse_dura
 from proxy.access.grants import Grant, parse_actions, parse_resource
 from proxy.cli_audit import audit
 from proxy.cli_base import actor as _actor
-from proxy.cli_base import group_option, json_option
+from proxy.cli_base import group_option, json_option, missing_sqlite_file
 from proxy.cli_base import settings as _settings
 from proxy.cli_base import with_store as _with_store
 from proxy.config import ConfigError, Settings
+from proxy.control.web_settings import dev_login_refusal
 from proxy.identity.keys import AccessKey
 from proxy.identity.principals import Principal
 from proxy.identity.sessions import issue_session
@@ -53,6 +54,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (ConfigError, StoreError, ValueError) as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:  # a file or port the command needs: still one line, never a traceback
+            raise click.ClickException(str(exc)) from None
 
 
 @click.group(cls=_Group)
@@ -112,9 +115,13 @@ def _s3_endpoint(settings: Settings) -> str:
 @click.pass_context
 def serve(ctx: click.Context) -> None:
     """Run the S3 gateway and the control API."""
-    from proxy.app import run_server
+    from proxy.workers import run_server
 
-    run_server(_settings(ctx))
+    settings = _settings(ctx)
+    refusal = dev_login_refusal(settings.web, settings.server.control_host)
+    if refusal is not None:
+        raise ConfigError(refusal)
+    run_server(settings)
 
 
 @main.command()
@@ -134,7 +141,10 @@ def serve(ctx: click.Context) -> None:
     help="Also write the demo's credentials to this file (JSON).",
 )
 def demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: Path | None) -> None:
-    """Run a self-contained demo: a local bucket behind GrantGate, with a user and a grant."""
+    """Run a complete local demo: an S3 emulator as the bucket (a model and training data), the gateway
+    and its control listener (API, web pages with a development sign-in), and three people with keys
+    and API tokens: alice (ml, needs carol's approval), bob (infra, approved instantly) and carol
+    (security, approves). Prints what to paste to try it; Ctrl-C stops it and keeps --state-dir."""
     from proxy.demo import run_demo
 
     run_demo(s3_port=s3_port, api_port=api_port, state_dir=state_dir, credentials_out=credentials_out)
@@ -160,7 +170,9 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def db_current(ctx: click.Context) -> None:
     """Show the database's schema revision and the one this version needs."""
-    current = asyncio.run(database_revision(_settings(ctx).store_url()))
+    url = _settings(ctx).store_url()
+    missing = missing_sqlite_file(url)
+    current = None if missing is not None else asyncio.run(database_revision(url))
     head = head_revision()
     if current == head:
         click.echo(f"{current} (head)")

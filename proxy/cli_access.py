@@ -109,6 +109,10 @@ def _describe_request(r: dict[str, Any]) -> str:
         f"  justification:  {r['justification'] or '-'}",
         f"  created:        {_when(r['created_at'])} UTC",
     ]
+    if r.get("ticket"):
+        lines.append(f"  ticket:         {r['ticket']}")
+    if r.get("starts_at"):
+        lines.append(f"  starts:         {_when(r['starts_at'])} UTC (scheduled)")
     if r["status"] == "pending":
         lines.append(f"  pending until:  {_when(r['pending_until'])} UTC")
     if r["approvals_required"]:
@@ -132,6 +136,8 @@ def _outcome_line(r: dict[str, Any]) -> str:
     grant = r.get("grant")
     if r["status"] == "approved" and grant:
         until = f"until {_when(grant['expires_at'])} UTC" if grant.get("expires_at") else "with no expiry"
+        if grant.get("starts_at"):
+            until = f"from {_when(grant['starts_at'])} UTC {until}"
         what = f"{','.join(grant['actions'])} on {grant['resource']}"
         head = f"Granted: {grant['id']} gives {r['requester']} {what} {until}."
     elif r["status"] == "pending":
@@ -185,9 +191,22 @@ def init(preset: str, out: Path, bucket: str, force: bool) -> None:
     click.echo(
         f"wrote {out} ({preset} preset)" + (f" and a new server secret in {key_file}" if created_key else "")
     )
-    click.echo(
-        f"next: edit [upstream] and the policy, then\n  grantgate --config {out} db upgrade\n"
-        f"  grantgate --config {out} serve"
+    click.echo(next_steps(out))
+
+
+def next_steps(config: Path) -> str:
+    """What a fresh config from `init` still needs before people can use it."""
+    return (
+        "next:\n"
+        f"  1. [upstream] in {config}: the bucket's endpoint_url and region (credentials: botocore's\n"
+        "     usual chain, or access_key_id / secret_access_key there)\n"
+        "  2. [policy]: your group names, resources and approvers\n"
+        "  3. sign-in for the request pages: [web.oidc] issuer and client_id, plus the client secret in\n"
+        f"     {config.with_name('oidc-client-secret')} (or [web.trusted_headers] behind an SSO proxy)\n"
+        "  4. optional: [slack] for approvals in Slack\n"
+        f"  then: grantgate --config {config} db upgrade\n"
+        f"        grantgate --config {config} serve\n"
+        f"        grantgate --config {config} keys create NAME --group GROUP   (one per person or service)"
     )
 
 
@@ -342,6 +361,12 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
 @click.option(
     "--break-glass", is_flag=True, help="Emergency access without approval, if the policy allows it."
 )
+@click.option("--ticket", default="", help="A ticket reference, e.g. ML-1234 (some rules require one).")
+@click.option(
+    "--starts-at",
+    default=None,
+    help="Scheduled access from this RFC 3339 time (e.g. 2025-06-01T22:00:00Z), for --duration.",
+)
 @json_option
 @click.pass_context
 def request_access(
@@ -351,6 +376,8 @@ def request_access(
     duration: str | None,
     justification: str,
     break_glass: bool,
+    ticket: str,
+    starts_at: str | None,
     as_json: bool,
 ) -> None:
     """Ask for access to RESOURCE (s3://bucket/prefix, or a resource name such as `models`)."""
@@ -362,6 +389,10 @@ def request_access(
     }
     if duration:
         body["duration"] = duration
+    if ticket:
+        body["ticket"] = ticket
+    if starts_at:
+        body["starts_at"] = starts_at
     created = _call(ctx, "create_request", body)
     if as_json:
         _echo_json(created)

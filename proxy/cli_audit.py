@@ -1,28 +1,59 @@
 """`grantgate audit`: query and export the audit trail, verify its hash chain, show grant usage.
 
-Works on the store directly, like the other admin commands: whoever runs it holds the database.
+With `--config` (or GRANTGATE_CONFIG) it works on the store directly, like the other admin commands:
+whoever runs it holds the database. Without, it asks the JSON API (GRANTGATE_API_URL and
+GRANTGATE_TOKEN, or `grantgate login`) with the caller's token and rights.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import click
 
+from proxy.audit.records import Anchor, iso, parse_moment
+from proxy.audit.store import AuditQuery, AuditStore, StoredEvent
 from proxy.cli_base import actor, json_option, settings, with_store
-from proxy.observe.records import Anchor, iso, parse_moment
-from proxy.store.audit import AuditQuery, AuditStore, StoredEvent
+from proxy.client import ApiClient, ApiError, load_client_config
+from proxy.store.suspensions import GrantSuspensions
 
 T = TypeVar("T")
 
 
 def _with_audit(ctx: click.Context, action: Callable[[AuditStore], Awaitable[T]]) -> T:
     return with_store(settings(ctx), lambda store: action(AuditStore(store)))
+
+
+def _api(ctx: click.Context) -> ApiClient | None:
+    """The API client when neither a server config nor a store was given (the database is not this
+    caller's), else None."""
+    if ctx.find_root().obj is not None or os.environ.get("GRANTGATE_STORE_URL"):
+        return None
+    try:
+        return ApiClient(load_client_config())
+    except ApiError as exc:
+        raise click.ClickException(
+            f"{exc}; or, on the gateway's host, give --config FILE to read its database"
+        ) from None
+
+
+def _ask(client: ApiClient, path: str, **query: Any) -> Any:
+    try:
+        return client.call("GET", path, **query)
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _api_filters(options: dict[str, Any]) -> dict[str, Any]:
+    names = ("principal", "resource", "grant", "decision", "kind", "since", "until")
+    return {name: options.get(name) or None for name in names}
 
 
 def _query(options: dict[str, Any]) -> AuditQuery:
@@ -97,8 +128,13 @@ def audit(ctx: click.Context, as_json: bool, **options: Any) -> None:
     """The audit trail: list events (filtered), or see the subcommands."""
     if ctx.invoked_subcommand is not None:
         return
-    query = _query(options)
-    events = _with_audit(ctx, lambda a: a.query(query))
+    client = _api(ctx)
+    if client is not None:
+        found = _ask(client, "/audit", **_api_filters(options), limit=options.get("limit"))["events"]
+        events = [StoredEvent.from_dict(e) for e in found]
+    else:
+        query = _query(options)
+        events = _with_audit(ctx, lambda a: a.query(query))
     if as_json:
         for event in events:
             click.echo(json.dumps(event.as_dict()))
@@ -120,6 +156,16 @@ def audit(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @click.pass_context
 def audit_export(ctx: click.Context, output: Path | None, **options: Any) -> None:
     """Export matching events as JSON lines (for a SIEM), oldest first."""
+    client = _api(ctx)
+    if client is not None:
+        lines = _ask(client, "/audit", **_api_filters(options), format="jsonl")
+        text = "".join(json.dumps(e) + "\n" for e in lines)
+        if output:
+            output.write_text(text, encoding="utf-8")
+            click.echo(f"exported {len(lines)} events to {output}", err=True)
+        else:
+            click.echo(text, nl=False)
+        return
     query = _query({**options, "limit": None})
 
     async def export(store: AuditStore) -> int:
@@ -158,18 +204,25 @@ def audit_verify(ctx: click.Context, anchors: tuple[str, ...], as_json: bool) ->
         parsed = [Anchor.parse(a) for a in anchors]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--anchor") from None
-    report = _with_audit(ctx, lambda a: a.verify(parsed))
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    elif report.ok:
-        click.echo(f"audit trail intact: {report.checked} events, chain head at event {report.head_seq}")
+    client = _api(ctx)
+    if client is not None:
+        if parsed:
+            raise click.UsageError("--anchor needs --config: the API checks the chain without anchors")
+        report = _ask(client, "/audit/verify")
     else:
-        assert report.broken is not None
+        report = _with_audit(ctx, lambda a: a.verify(parsed)).as_dict()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif report["ok"]:
+        checked, head = report["checked"], report["head_seq"]
+        click.echo(f"audit trail intact: {checked} events, chain head at event {head}")
+    else:
+        broken = report["first_broken"]
         click.echo(
-            f"audit trail BROKEN at event {report.broken.seq}: {report.broken.problem} "
-            f"({report.checked} events verified before it)"
+            f"audit trail BROKEN at event {broken['seq']}: {broken['problem']} "
+            f"({report['checked']} events verified before it)"
         )
-    if not report.ok:
+    if not report["ok"]:
         ctx.exit(1)
 
 
@@ -179,23 +232,27 @@ def audit_verify(ctx: click.Context, anchors: tuple[str, ...], as_json: bool) ->
 @click.pass_context
 def audit_usage(ctx: click.Context, grant_id: str, as_json: bool) -> None:
     """What was done under GRANT_ID: objects and bytes read and written, first and last use."""
-    usage = _with_audit(ctx, lambda a: a.usage(grant_id))
-    data = (
-        usage.as_dict()
-        if usage is not None
-        else {"grant_id": grant_id, "requests": 0, "objects_read": 0, "bytes_read": 0}
-        | {"objects_written": 0, "bytes_written": 0, "first_used_at": None, "last_used_at": None}
-    )
+    client = _api(ctx)
+    if client is not None:
+        data = _ask(client, f"/audit/usage/{quote(grant_id, safe='')}")
+    else:
+        usage = _with_audit(ctx, lambda a: a.usage(grant_id))
+        data = (
+            usage.as_dict()
+            if usage is not None
+            else {"grant_id": grant_id, "requests": 0, "objects_read": 0, "bytes_read": 0}
+            | {"objects_written": 0, "bytes_written": 0, "first_used_at": None, "last_used_at": None}
+        )
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    if usage is None:
+    if not data["requests"]:
         click.echo(f"grant {grant_id}: no recorded use")
         return
     click.echo(
-        f"grant {grant_id} ({usage.principal}): {usage.requests} requests\n"
-        f"  read:    {usage.objects_read} objects, {usage.bytes_read} bytes\n"
-        f"  written: {usage.objects_written} objects, {usage.bytes_written} bytes\n"
+        f"grant {grant_id} ({data['principal']}): {data['requests']} requests\n"
+        f"  read:    {data['objects_read']} objects, {data['bytes_read']} bytes\n"
+        f"  written: {data['objects_written']} objects, {data['bytes_written']} bytes\n"
         f"  first used {data['first_used_at']}, last used {data['last_used_at']}"
     )
 
@@ -205,7 +262,7 @@ def audit_usage(ctx: click.Context, grant_id: str, as_json: bool) -> None:
 @click.pass_context
 def audit_suspensions(ctx: click.Context, show_all: bool) -> None:
     """Grants suspended by an anomaly rule."""
-    found = _with_audit(ctx, lambda a: a.suspensions(active_only=not show_all))
+    found = with_store(settings(ctx), lambda store: GrantSuspensions(store).list(active_only=not show_all))
     if not found:
         click.echo("no suspended grants")
     for s in found:
@@ -218,7 +275,10 @@ def audit_suspensions(ctx: click.Context, show_all: bool) -> None:
 @click.pass_context
 def audit_resume(ctx: click.Context, grant_id: str) -> None:
     """Re-confirm a grant an anomaly rule suspended; gateways honour it again within a second."""
-    lifted = _with_audit(ctx, lambda a: a.lift_suspension(grant_id, actor=actor(), now=datetime.now(UTC)))
+    lifted = with_store(
+        settings(ctx),
+        lambda store: GrantSuspensions(store).lift_suspension(grant_id, actor=actor(), now=datetime.now(UTC)),
+    )
     if not lifted:
         raise click.ClickException(f"grant {grant_id} is not suspended")
     click.echo(f"re-confirmed {grant_id}")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import getpass
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import click
 
 from proxy.config import Settings, load_settings
-from proxy.store.sql import SqlStore, async_url
+from proxy.store.engine import StoreError, async_url
+from proxy.store.sql import SqlStore
 
 T = TypeVar("T")
 
@@ -32,10 +34,26 @@ def settings(ctx: click.Context) -> Settings:
     return cached
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL that does not exist yet (opening it would create it), else None."""
+    if async_url(url).get_backend_name() != "sqlite":
+        return None
+    database = async_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    return None if path.exists() else path
+
+
 def with_store(settings: Settings, action: Callable[[SqlStore], Awaitable[T]]) -> T:
-    """Open the store, run `action`, close. SQLite is migrated on the spot: the embedded default needs no
-    set-up. PostgreSQL is shared by several gateways, so its schema changes only with `db upgrade`."""
+    """Open the store, run `action`, close. An existing SQLite file is migrated on the spot; none is
+    created here (a typo'd --config or a forgotten one would leave an empty database behind): only
+    `db upgrade` and `serve` create one. PostgreSQL is shared by several gateways, so its schema
+    changes only with `db upgrade`."""
     url = settings.store_url()
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        raise StoreError(f"no database at {missing}: create it with `grantgate --config FILE db upgrade`")
     embedded = async_url(url).get_backend_name() == "sqlite"
 
     async def run() -> T:

@@ -95,11 +95,14 @@ class ApiClient:
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
                 raw = response.read()
+                lines = response.headers.get_content_type() == "application/x-ndjson"
         except urllib.error.HTTPError as exc:
             raise _problem(exc) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiError(f"cannot reach the GrantGate API at {self.base}: {reason}") from None
+        if lines:  # an export: one JSON document per line
+            return [json.loads(line) for line in raw.splitlines() if line.strip()]
         return json.loads(raw) if raw else None
 
     # One method per route, so the CLI reads as what it does.

@@ -13,7 +13,7 @@ from proxy.access.policy_config import PolicySettings
 from proxy.control.web_settings import WebSettings
 from proxy.identity.trust import StsSettings
 from proxy.notify.settings import SlackSettings, WebhookSettings
-from proxy.observe.settings import AnomalySettings, AuditSettings, MetricsSettings
+from proxy.observe.settings import AnomalySettings, AuditSettings, MetricsSettings, ObserveSettings
 
 
 class ConfigError(Exception):
@@ -115,7 +115,14 @@ class Settings(_Section):
         """The server secret, from the environment, a file, or the config, in that order."""
         value = os.environ.get("GRANTGATE_SECRET_KEY", "")
         if not value and self.server.secret_key_file:
-            value = self.resolve(self.server.secret_key_file).read_text().strip()
+            path = self.resolve(self.server.secret_key_file)
+            try:
+                value = path.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    f"[server] secret_key_file {path}: cannot read it ({reason(exc)}); "
+                    "create it (`grantgate init` writes one) or set GRANTGATE_SECRET_KEY"
+                ) from None
         if not value:
             value = self.server.secret_key
         if len(value) < 32:
@@ -129,6 +136,26 @@ class Settings(_Section):
         p = Path(path).expanduser()
         return p if p.is_absolute() else self.base_dir / p
 
+    def observe(self) -> ObserveSettings:
+        return ObserveSettings(self.metrics, self.audit, self.anomalies)
+
+    def metrics_token(self) -> str:
+        """The bearer token /metrics asks for: GRANTGATE_METRICS_TOKEN, else `[metrics] token_file`."""
+        token = os.environ.get("GRANTGATE_METRICS_TOKEN", "").strip()
+        if not token and self.metrics.token_file:
+            path = self.resolve(self.metrics.token_file)
+            try:
+                token = path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"[metrics] token_file {path}: {exc.strerror or exc}") from None
+            if not token:
+                raise ConfigError(f"[metrics] token_file {path} is empty")
+        return token
+
+    def audit_spool_dir(self) -> Path:
+        """This gateway's audit spool: a subdirectory per S3 port of `[audit] spool_dir`."""
+        return self.resolve(self.audit.spool_dir) / f"s3-{self.server.s3_port}"
+
     def store_url(self) -> str:
         """The store URL with a relative SQLite path resolved against the config file's directory."""
         url = os.environ.get("GRANTGATE_STORE_URL") or self.store.url
@@ -136,6 +163,11 @@ class Settings(_Section):
         if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
             return prefix + str(self.resolve(url[len(prefix) :]))
         return url
+
+
+def reason(exc: Exception) -> str:
+    """What went wrong with a file, without the errno and path noise of str(OSError)."""
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def load_settings(path: str | Path | None) -> Settings:
@@ -147,6 +179,8 @@ def load_settings(path: str | Path | None) -> Settings:
         raw = tomllib.loads(file.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {file}: cannot read it ({reason(exc)})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
     try:

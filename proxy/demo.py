@@ -10,8 +10,11 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import socket
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -202,11 +205,27 @@ async def _seed_people(store_url: str, server_key: bytes) -> dict[str, Any]:
         await store.close()
 
 
+def installed_command(name: str, cwd: Path | None = None) -> str:
+    """How to run a command this Python's environment installed (grantgate, aws): `make demo` puts
+    neither on PATH, so the printed commands name the virtualenv's own, relative when it is below `cwd`."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if found is None:
+        return name
+    path = Path(found).absolute()
+    try:
+        relative = path.relative_to((cwd or Path.cwd()).absolute())
+    except ValueError:
+        return shlex.quote(str(path))
+    return shlex.quote(f"./{relative}" if len(relative.parts) == 1 else str(relative))
+
+
 def _instructions(info: dict[str, Any]) -> str:
     alice = info["principals"]["alice"]
     bob = info["principals"]["bob"]
     carol = info["principals"]["carol"]
     api = info["api_endpoint"]
+    grantgate, aws = installed_command("grantgate"), installed_command("aws")
     return f"""
 GrantGate demo is running.
   S3 endpoint : {info["s3_endpoint"]}      (bucket: {info["bucket"]})
@@ -221,20 +240,26 @@ alice (ml) has no grant yet, so she is refused with a link to request access:
                     aws_secret_access_key="{alice["secret_access_key"]}")
   s3.get_object(Bucket="{info["bucket"]}", Key="{MODEL_KEY}")
 
-She asks for it; reading models/ needs one approval from security (carol):
+She asks to read and list models/ (listing is its own action); carol (security) approves:
 
   export GRANTGATE_API_URL={api}
   GRANTGATE_TOKEN={alice["api_token"]} \\
-    grantgate request s3://{info["bucket"]}/models/ --duration 2h -j "evaluate the new quantisation"
-  GRANTGATE_TOKEN={carol["api_token"]} grantgate requests --inbox
-  GRANTGATE_TOKEN={carol["api_token"]} grantgate approve REQUEST_ID -c "ok for the eval"
+    {grantgate} request s3://{info["bucket"]}/models/ --actions read,list --duration 2h \\
+    -j "evaluate the new quantisation"
+  GRANTGATE_TOKEN={carol["api_token"]} {grantgate} requests --inbox
+  GRANTGATE_TOKEN={carol["api_token"]} {grantgate} approve REQUEST_ID -c "ok for the eval"
 
-bob (infra) is approved instantly (listing a prefix is its own action, so he asks for it too):
+Once carol approved, alice's code above reads the model, and she can list models/:
+
+  AWS_ACCESS_KEY_ID={alice["access_key_id"]} AWS_SECRET_ACCESS_KEY={alice["secret_access_key"]} \\
+    {aws} --endpoint-url {info["s3_endpoint"]} s3 ls s3://{info["bucket"]}/models/
+
+bob (infra) is approved instantly:
 
   GRANTGATE_TOKEN={bob["api_token"]} \\
-    grantgate request models --actions read,list -j "debug inference start-up"
+    {grantgate} request models --actions read,list -j "debug inference start-up"
   AWS_ACCESS_KEY_ID={bob["access_key_id"]} AWS_SECRET_ACCESS_KEY={bob["secret_access_key"]} \\
-    aws --endpoint-url {info["s3_endpoint"]} s3 ls s3://{info["bucket"]}/models/
+    {aws} --endpoint-url {info["s3_endpoint"]} s3 ls s3://{info["bucket"]}/models/
 
 Press Ctrl-C to stop.
 """

@@ -10,9 +10,9 @@ from aiohttp import web
 
 from proxy.access.networks import NetworkRules
 from proxy.config import Settings
+from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
 from proxy.s3.upstream import Upstream
-from proxy.state import LiveState
 
 
 @dataclass

@@ -23,10 +23,23 @@ from types import FrameType
 import structlog
 from aiohttp import web
 
+from proxy.app import (
+    install_event_loop,
+    listen,
+    refuse_shared_s3_port,
+    running_gateway,
+    s3_app_runner,
+    serve,
+    settle_heap,
+    tls_context,
+    tune_malloc,
+)
 from proxy.config import ConfigError, Settings
+from proxy.observe.logging import configure_logging
 from proxy.observe.multiprocess import shared_metrics, worker_exited
-from proxy.observe.runtime import observing
-from proxy.store.sql import StoreError
+from proxy.observe.observers import observing
+from proxy.store.engine import StoreError
+from proxy.written import WrittenVersion
 
 log = structlog.get_logger("grantgate")
 
@@ -74,16 +87,24 @@ def worker_settings(settings: Settings, index: int) -> Settings:
     return settings.model_copy(update={"audit": audit})
 
 
-async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
+async def serve_s3(
+    settings: Settings, stop: asyncio.Event, index: int, written: WrittenVersion | None = None
+) -> None:
     """A secondary worker: the S3 listener and its observers (audit, metrics; its events go on to worker
     0's anomaly rules). The control API, the notifiers and the workflow's sweeps run in worker 0 only,
     so timers fire once and the control port has one owner."""
-    from proxy.app import running_gateway, s3_app_runner, settle_heap, tls_context
-
     settings = worker_settings(settings, index)
     async with (
-        running_gateway(settings) as gateway,
-        observing(settings, gateway.state.store, gateway.state, gateway.bus, worker=index),
+        running_gateway(settings, written) as gateway,
+        observing(
+            settings.observe(),
+            settings.policy.build(),
+            gateway.state.store,
+            gateway.state,
+            gateway.bus,
+            spool_dir=settings.audit_spool_dir(),
+            worker=index,
+        ),
     ):
         runner = s3_app_runner(gateway)
         await runner.setup()
@@ -92,7 +113,7 @@ async def serve_s3(settings: Settings, stop: asyncio.Event, index: int) -> None:
             site = web.TCPSite(
                 runner, server.s3_host, server.s3_port, ssl_context=tls_context(settings), reuse_port=True
             )
-            await site.start()
+            await listen(site, "S3")
             settle_heap()
             log.info("worker_started", worker=index, pid=os.getpid(), s3=f"{server.s3_host}:{server.s3_port}")
             await stop.wait()
@@ -123,7 +144,7 @@ def _supervise(count: int, run_worker: Callable[[int], None]) -> int:
             code = 0
             try:
                 run_worker(index)
-            except (ConfigError, StoreError, ValueError) as exc:
+            except (ConfigError, StoreError, ValueError, OSError) as exc:
                 # What `grantgate serve` reports as a user mistake (an outdated schema, a bad
                 # setting): one line and exit code 2, which the parent does not restart.
                 print(f"Error: {exc}", file=sys.stderr, flush=True)
@@ -174,3 +195,31 @@ def _supervise(count: int, run_worker: Callable[[int], None]) -> int:
         if not stopping:
             spawn(index)
     return code
+
+
+def run_server(settings: Settings) -> None:
+    configure_logging(settings.log.level, settings.log.format)
+    tune_malloc()
+    install_event_loop()
+
+    # Made before the workers are forked, so they all share it.
+    written = WrittenVersion()
+
+    async def main(index: int = 0) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await (
+            serve(settings, stop, written=written) if index == 0 else serve_s3(settings, stop, index, written)
+        )
+
+    # What every worker would fail on alike is checked once, before there are workers to repeat it.
+    settings.server_key()
+    tls_context(settings)
+    refuse_shared_s3_port(settings.server.s3_host, settings.server.s3_port)
+    count = worker_count(settings)
+    if count == 1:
+        asyncio.run(main())
+    elif code := supervise(count, lambda index: asyncio.run(main(index))):
+        raise SystemExit(code)

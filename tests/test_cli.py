@@ -35,6 +35,7 @@ def config(tmp_path: Path) -> Path:
     path.write_text(
         f'[server]\nsecret_key = "{SECRET}"\ns3_port = 9555\n\n[store]\nurl = "sqlite:///state/grantgate.db"\n'
     )
+    ok(path, "db", "upgrade")  # only `db upgrade` (and `serve`) create a database
     return path
 
 
@@ -250,17 +251,58 @@ def test_invalid_config_is_a_one_line_error(tmp_path: Path) -> None:
     user_error(run(path, "grants", "list"), "s3_port")
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::"])  # noqa: S104
+def test_serve_refuses_dev_login_off_loopback(tmp_path: Path, host: str) -> None:
+    path = tmp_path / "dev.toml"
+    path.write_text(
+        f'[server]\nsecret_key = "{SECRET}"\ns3_port = 0\ncontrol_host = "{host}"\ncontrol_port = 0\n'
+        '[store]\nurl = "sqlite:///gg.db"\n[web]\ndev_login = true\n'
+    )
+    # A subprocess: on a gateway that wrongly starts, the timeout ends the test (and the gateway).
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "--config", str(path), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "dev_login" in lines[0] and "loopback" in lines[0], done.stderr
+    assert not (tmp_path / "gg.db").exists()
+
+
 def test_unsupported_store_url_is_a_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "mysql.toml"
     path.write_text('[store]\nurl = "mysql://u@h/db"\n')
     user_error(run(path, "grants", "list"), "unsupported store URL scheme")
 
 
-def test_db_current_then_upgrade(config: Path) -> None:
+def test_db_current_then_upgrade(tmp_path: Path) -> None:
+    config = tmp_path / "fresh.toml"
+    config.write_text('[store]\nurl = "sqlite:///fresh.db"\n')
     assert "none (empty database)" in ok(config, "db", "current").stdout
+    assert not (tmp_path / "fresh.db").exists()  # looking did not create it
     head = head_revision()
     assert f"revision {head} (head)" in ok(config, "db", "upgrade").stdout
     assert ok(config, "db", "current").stdout.strip() == f"{head} (head)"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "list"],
+        ["keys", "create", "alice"],
+        ["grants", "list"],
+        ["tokens", "list"],
+        ["audit"],
+        ["audit", "verify"],
+    ],
+)
+def test_no_command_but_db_upgrade_creates_a_database(tmp_path: Path, args: list[str]) -> None:
+    config = tmp_path / "fresh.toml"
+    config.write_text(f'[server]\nsecret_key = "{SECRET}"\n[store]\nurl = "sqlite:///fresh.db"\n')
+    user_error(run(config, *args), f"no database at {tmp_path / 'fresh.db'}: create it with")
+    assert not (tmp_path / "fresh.db").exists()
 
 
 # --- serve and demo hand over to the app ---
@@ -270,9 +312,9 @@ def test_serve_runs_the_server_with_the_loaded_settings(
     config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[object] = []
-    fake = types.ModuleType("proxy.app")
+    fake = types.ModuleType("proxy.workers")
     fake.run_server = calls.append  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "proxy.app", fake)
+    monkeypatch.setitem(sys.modules, "proxy.workers", fake)
     ok(config, "serve")
     [settings] = calls
     assert settings.server.s3_port == 9555  # type: ignore[attr-defined]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import tomllib
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ def config(tmp_path: Path) -> Path:
         f'[server]\nsecret_key = "{SECRET}"\npublic_url = "http://gg.example:9001"\n\n'
         '[store]\nurl = "sqlite:///state/grantgate.db"\n'
     )
+    ok("--config", str(path), "db", "upgrade")
     return path
 
 
@@ -62,6 +65,46 @@ def test_init_writes_a_config_that_loads_and_a_private_key_file(tmp_path: Path, 
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert len(settings.server_key()) >= 32
     assert "s3://acme-models/" in out.read_text()
+
+
+@pytest.mark.parametrize("preset", ["small", "growing", "large"])
+def test_init_writes_sign_in_slack_audit_and_metrics_and_says_what_is_left(
+    tmp_path: Path, preset: str
+) -> None:
+    out = tmp_path / "gg.toml"
+    result = ok("init", "--preset", preset, "--out", str(out), "--bucket", "acme-models")
+    text = out.read_text()
+    for section in ("[web]", "[web.oidc]", "[web.trusted_headers]", "[slack]", "[audit]", "[metrics]"):
+        assert f"\n{section}\n" in text, section
+    settings = load_settings(out)
+    assert settings.audit.enabled and settings.metrics.enabled and not settings.slack.enabled
+    assert "/signin/oidc/callback" in text
+    hint = result.stdout.split("next:", 1)[1]
+    for left in (
+        "[upstream]",
+        "[policy]",
+        "[web.oidc] issuer and client_id",
+        "[slack]",
+        "db upgrade",
+        "serve",
+    ):
+        assert left in hint, left
+
+
+@pytest.mark.parametrize("preset", ["small", "growing", "large"])
+def test_no_preset_hands_out_weights_or_data_without_a_second_person(preset: str) -> None:
+    """A product that stops leaks: outside the named instant groups (infra, ml-platform), every rule
+    needs an approval, and nothing is held instantly for longer than a working day."""
+    from proxy.access.policy_config import PolicySettings
+    from proxy.access.presets import render_preset
+
+    raw = tomllib.loads(render_preset(preset, bucket="acme-models"))
+    for rule in PolicySettings.model_validate(raw["policy"]).build().rules:
+        assert "*" not in rule.instant_groups, rule
+        if "*" in rule.requester_groups:
+            assert rule.approvals_required >= 1, rule
+        if rule.instant_groups or rule.approvals_required == 0:
+            assert rule.max_duration <= timedelta(hours=8), rule
 
 
 def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:

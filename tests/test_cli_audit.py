@@ -12,10 +12,11 @@ from click.testing import CliRunner, Result
 from support.world import run_sync
 
 from proxy.access.grants import Action
+from proxy.audit.records import AuditRecord, Usage
+from proxy.audit.store import AuditStore
 from proxy.cli import main
-from proxy.observe.records import AuditRecord, Usage
-from proxy.store.audit import AuditStore
 from proxy.store.sql import SqlStore
+from proxy.store.suspensions import GrantSuspensions
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -150,7 +151,7 @@ def test_a_suspended_grant_is_listed_and_resumed(config: Path) -> None:
     async def suspend() -> None:
         store = await SqlStore.open(f"sqlite:///{database(config)}")
         try:
-            await AuditStore(store).suspend_grant(grant_id, reason="anomaly exfiltration", now=NOW)
+            await GrantSuspensions(store).suspend_grant(grant_id, reason="anomaly exfiltration", now=NOW)
         finally:
             await store.close()
 

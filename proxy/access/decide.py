@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,13 +18,31 @@ class Allow:
         return tuple(dict.fromkeys(g.id for g in self.grants))
 
 
+# Why a request is denied, machine-readable (the audit event's `deny_reason`, a metrics label).
+NO_TARGET = "no_target"  # nothing the gateway could authorize: an unsupported operation
+NO_GRANT = "no_grant"
+SOURCE_NETWORK = "source_network"  # a grant covers it, but not from the caller's network
+# A HEAD on a "directory" the caller holds grants below: answered as S3 answers a missing key.
+ABSENT = "absent"
+
+
 @dataclass(frozen=True, slots=True)
 class Deny:
-    reason: str  # machine-readable: "no_grant", "no_target", ...
+    reason: str  # one of the reasons above
     target: Target | None = None  # the first target nothing covered
+    grant: Grant | None = None  # SOURCE_NETWORK: the grant that may not be used from there
 
 
 Decision = Allow | Deny
+
+
+def within_networks(decision: Decision, usable: Callable[[Grant], bool]) -> Decision:
+    """The decision once every chosen grant is checked against the caller's source network."""
+    if isinstance(decision, Allow):
+        for grant in decision.grants:
+            if not usable(grant):
+                return Deny(SOURCE_NETWORK, grant=grant)
+    return decision
 
 
 def authorize(targets: Iterable[Target], grants: Iterable[Grant], now: datetime) -> Decision:
@@ -37,11 +55,11 @@ def authorize(targets: Iterable[Target], grants: Iterable[Grant], now: datetime)
     chosen: list[Grant] = []
     targets = list(targets)
     if not targets:
-        return Deny("no_target")
+        return Deny(NO_TARGET)
     for target in targets:
         covering = [g for g in active if g.covers(target)]
         if not covering:
-            return Deny("no_grant", target)
+            return Deny(NO_GRANT, target)
         chosen.append(max(covering, key=lasting))
     return Allow(tuple(chosen))
 

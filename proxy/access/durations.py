@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 _UNITS: dict[str, int] = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _PART = re.compile(r"([0-9]+)([wdhms])")
@@ -53,3 +53,17 @@ def format_remaining(delta: timedelta) -> str:
         return full
     parts = _PART.findall(full)
     return "".join(f"{n}{u}" for n, u in parts[:2])
+
+
+def parse_moment(text: str) -> datetime:
+    """An RFC 3339 timestamp with its offset (`2025-06-01T22:00:00Z`, `...+02:00`) -> an aware datetime.
+
+    A time without an offset is refused rather than guessed at: the server's zone is nobody's business.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 time, e.g. 2025-06-01T22:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone; add Z or an offset such as +02:00")
+    return moment.astimezone(UTC)

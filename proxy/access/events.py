@@ -34,6 +34,8 @@ def request_fields(request: AccessRequest) -> dict[str, Any]:
         "approvals": [a.approver for a in request.approvals],
         "approvals_required": request.approvals_required,
         "grant_id": request.grant_id,
+        "ticket": request.ticket or None,
+        "starts_at": iso(request.starts_at),
     }
 
 
@@ -47,6 +49,7 @@ def grant_fields(grant: Grant) -> dict[str, Any]:
         "revoked_at": iso(grant.revoked_at),
         "source": grant.source,
         "request_id": grant.request_id,
+        "starts_at": iso(grant.starts_at),
     }
 
 
@@ -82,7 +85,8 @@ class ApprovalRecorded(WorkflowEvent):
     request: AccessRequest
 
     def as_dict(self) -> dict[str, Any]:
-        return {**WorkflowEvent.as_dict(self), **request_fields(self.request)}
+        # The principal of this event is who approved (the audit trail's "who"), not who asked.
+        return {**WorkflowEvent.as_dict(self), **request_fields(self.request), "principal": self.actor}
 
 
 @dataclass(frozen=True, slots=True)

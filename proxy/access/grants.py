@@ -60,6 +60,7 @@ class Grant:
     source: str = "cli"
     request_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    starts_at: datetime | None = None  # scheduled access: not in force before this moment
 
     @property
     def resource(self) -> str:
@@ -68,7 +69,13 @@ class Grant:
     def is_active(self, now: datetime) -> bool:
         if self.revoked_at is not None and self.revoked_at <= now:
             return False
+        if self.starts_at is not None and now < self.starts_at:
+            return False
         return self.expires_at is None or now < self.expires_at
+
+    def is_scheduled(self, now: datetime) -> bool:
+        """Approved for a window that has not begun yet."""
+        return self.starts_at is not None and now < self.starts_at and self.revoked_at is None
 
     def covers(self, target: Target) -> bool:
         if target.bucket != self.bucket:

@@ -6,6 +6,7 @@ workflow service applies the decisions; the config module builds the `Policy`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from proxy.identity.principals import Principal
 
 ANYONE = "*"  # in a group list: every authenticated principal
 MAX_JUSTIFICATION = 2000
+MAX_TICKET = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,10 @@ class Rule:
     approvals_required: int = 1
     source_cidrs: tuple[str, ...] = ()
     break_glass: bool = False
+    # A reference in the team's tracker: asked for (shown to approvers, kept in the audit), required,
+    # and checked against `ticket_pattern` (a regular expression the whole reference must match).
+    ticket_required: bool = False
+    ticket_pattern: str = ""
 
     def admits(self, principal: Principal) -> bool:
         return in_groups(principal, self.requester_groups)
@@ -160,6 +166,7 @@ class Ask:
     duration: timedelta | None  # None: the rule's default
     justification: str
     break_glass: bool = False
+    ticket: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +255,7 @@ def evaluate(policy: Policy, ask: Ask) -> Evaluation:
             f"{format_duration(rule.max_duration)} for {resource.name}; ask for less, and ask again later "
             "to extend",
         )
-    problem = _justification_problem(rule, ask)
+    problem = _justification_problem(rule, ask) or ticket_problem(rule, ask.ticket)
     if problem is not None:
         return problem
     if ask.break_glass:
@@ -284,6 +291,24 @@ def _justification_problem(rule: Rule, ask: Ask) -> Rejected | None:
     return None
 
 
+def ticket_problem(rule: Rule, ticket: str) -> Rejected | None:
+    """A ticket reference the rule requires, or one that does not match its pattern."""
+    text = ticket.strip()
+    if len(text) > MAX_TICKET:
+        return Rejected("invalid_ticket", f"keep the ticket reference under {MAX_TICKET} characters")
+    if not text:
+        if rule.ticket_required:
+            example = f" matching {rule.ticket_pattern}" if rule.ticket_pattern else ""
+            return Rejected("ticket_missing", f"{rule.resource} requires a ticket reference{example}")
+        return None
+    if rule.ticket_pattern and re.fullmatch(rule.ticket_pattern, text) is None:
+        return Rejected(
+            "invalid_ticket",
+            f"ticket {text!r} does not match {rule.ticket_pattern} (required for {rule.resource})",
+        )
+    return None
+
+
 # --- approvals, denials, revocations --------------------------------------------------------------
 
 
@@ -304,6 +329,8 @@ def _pending_problem(request: AccessRequest, now: datetime) -> Rejected | None:
         return Rejected("not_pending", f"request {request.id} is already {request.status.value}")
     if now >= request.expires_at:
         return Rejected("not_pending", f"request {request.id} has expired without enough approvals")
+    if request.starts_at is not None and now >= request.starts_at + request.duration:
+        return Rejected("not_pending", f"the window request {request.id} asked for has already ended")
     return None
 
 

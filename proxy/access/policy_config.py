@@ -64,6 +64,17 @@ class RuleSettings(_Section):
     approvals_required: int = Field(1, ge=0, le=20)
     source_cidrs: list[str] = Field(default_factory=list)
     break_glass: bool = False
+    ticket_required: bool = False
+    ticket_pattern: str = ""  # e.g. "^ML-[0-9]+$": the whole reference must match
+
+    @field_validator("ticket_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"ticket_pattern is not a valid regular expression: {exc}") from None
+        return value
 
     @field_validator("default_duration", "max_duration")
     @classmethod
@@ -122,6 +133,8 @@ class RuleSettings(_Section):
             approvals_required=self.approvals_required,
             source_cidrs=tuple(self.source_cidrs),
             break_glass=self.break_glass,
+            ticket_required=self.ticket_required,
+            ticket_pattern=self.ticket_pattern,
         )
 
 

@@ -1,7 +1,7 @@
 """`grantgate init --preset`: complete, commented configs for the three team sizes GrantGate is built for.
 
 small (under 10 people): anyone may ask, with a justification; one admin approves.
-growing (10-100): infra is approved instantly; others give a reason, sensitive data needs an approval.
+growing (10-100): infra is approved instantly; others give a reason and need one approval.
 large (100+): only the owning teams may ask; two approvals from two groups; networks; break-glass.
 """
 
@@ -39,6 +39,55 @@ url = "{store_url}"
 [log]
 level = "info"
 format = "json"
+
+[web]
+# Sign-in for the pages the link in every 403 opens (the request form, My access, the approvers'
+# inbox). Until one method below is filled in, that link ends at "No sign-in method is configured".
+session_hours = 8
+
+[web.oidc]
+# OpenID Connect (Okta, Entra ID, Google, Keycloak, Dex...): register a web client whose redirect URI
+# is public_url + "/signin/oidc/callback", then fill in the two lines below. Empty issuer: off.
+issuer = ""
+client_id = ""
+# The client secret, one line (or GRANTGATE_OIDC_CLIENT_SECRET in the environment).
+client_secret_file = "oidc-client-secret"
+# The ID token claim listing the person's groups (the policy's group names).
+groups_claim = "groups"
+
+[web.trusted_headers]
+# Or an SSO proxy (oauth2-proxy...) in front of the control listener that sets X-Forwarded-User and
+# X-Forwarded-Groups: enable it and list the proxy's addresses (headers from anyone else are ignored).
+enabled = false
+proxies = []
+
+[slack]
+# Approve / Deny buttons in Slack, DMs to requesters, alerts to security (docs/slack.md). Prefer
+# GRANTGATE_SLACK_BOT_TOKEN and GRANTGATE_SLACK_SIGNING_SECRET in the environment to writing them here.
+enabled = false
+# Where new requests for each resource are posted (resource name -> channel); the others go to
+# default_channel. Break-glass use and anomaly alerts go to security_channel.
+channels = {{}}
+default_channel = ""
+security_channel = ""
+
+[audit]
+# The tamper-evident trail in the store: one hash-chained record per S3 request and per workflow
+# event (`grantgate audit`, `grantgate audit verify`). Who may read all of it through the API,
+# besides admin_groups:
+enabled = true
+data_plane = "requests"
+reader_groups = {audit_readers}
+# Batches wait here (fsync'd) while the store is unreachable; relative to this file.
+spool_dir = "audit-spool"
+
+[metrics]
+# Prometheus text at /metrics on the control listener (and on a port of its own with `port`).
+enabled = true
+path = "/metrics"
+port = 0
+# One series per principal: keep off for large populations.
+per_principal = false
 
 # ---------------------------------------------------------------------------------------------------
 # Access policy. A request names an s3://bucket/prefix inside one of the resources below; the first
@@ -103,18 +152,20 @@ paths = ["s3://{bucket}/models/"]
 description = "Fine-tuning and RLHF data (sensitive)"
 paths = ["s3://{bucket}/training-data/"]
 
-# Reading models: the infra team is approved instantly; everyone else gets access at once too,
-# but only with a written reason (audited, and visible to the security team).
+# Reading models: the infra team is approved instantly, for a working day at most; everyone else
+# gives a written reason and waits for one approval from infra or security. Weights are what leaks:
+# nobody outside infra holds them without someone else having looked.
 [[policy.rules]]
 resource = "models"
 requester_groups = ["*"]
 actions = ["read", "list"]
-default_duration = "8h"
-max_duration = "3d"
+default_duration = "4h"
+max_duration = "8h"
 justification_required = true
-justification_min_length = 15
+justification_min_length = 20
 instant_groups = ["infra"]
-approvals_required = 0
+approver_groups = ["infra", "security"]
+approvals_required = 1
 
 # Publishing models: infra instantly, ML engineers with one approval from infra.
 [[policy.rules]]
@@ -173,7 +224,7 @@ resource = "models"
 requester_groups = ["ml-platform", "applied-ml", "eval"]
 actions = ["read", "list"]
 default_duration = "4h"
-max_duration = "1d"
+max_duration = "8h"
 justification_required = true
 justification_min_length = 30
 instant_groups = ["ml-platform"]
@@ -221,6 +272,7 @@ actions = ["read", "list", "write"]
 """
 
 _POLICIES = {"small": _SMALL, "growing": _GROWING, "large": _LARGE}
+_AUDIT_READERS = {"small": "[]", "growing": '["security"]', "large": '["security", "audit"]'}
 _AUDIENCE = {"small": "under 10 people", "growing": "10 to 100 people", "large": "100 people and more"}
 _STORE = {
     "small": "sqlite:///grantgate.db",
@@ -234,6 +286,10 @@ def render_preset(preset: str, *, bucket: str = "my-ml-bucket", key_file: str = 
     if preset not in _POLICIES:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     header = _HEADER.format(
-        preset=preset, audience=_AUDIENCE[preset], key_file=key_file, store_url=_STORE[preset]
+        preset=preset,
+        audience=_AUDIENCE[preset],
+        key_file=key_file,
+        store_url=_STORE[preset],
+        audit_readers=_AUDIT_READERS[preset],
     )
     return header + "\n" + _POLICIES[preset].format(bucket=bucket)

@@ -54,6 +54,9 @@ class AccessRequest:
     reviewed_by: str | None = None
     reviewed_at: datetime | None = None
     review_comment: str = ""
+    # Scheduled access: the window starts here rather than at approval (None: at approval).
+    starts_at: datetime | None = None
+    ticket: str = ""  # a reference in the team's tracker, e.g. ML-1234, when the rule asks for one
 
     @property
     def resource(self) -> str:
@@ -66,6 +69,15 @@ class AccessRequest:
     @property
     def needs_review(self) -> bool:
         return self.break_glass and self.reviewed_at is None
+
+    def window(self, approved_at: datetime) -> tuple[datetime | None, datetime]:
+        """(starts_at, expires_at) of the grant an approval at `approved_at` creates: a scheduled window
+        keeps its end whenever it is approved; otherwise the clock starts at the approval."""
+        if self.starts_at is not None and self.starts_at > approved_at:
+            return self.starts_at, self.starts_at + self.duration
+        if self.starts_at is not None:
+            return None, self.starts_at + self.duration
+        return None, approved_at + self.duration
 
     def is_open(self, now: datetime) -> bool:
         """Still waiting for decisions: pending and not yet past its pending deadline."""

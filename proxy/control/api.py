@@ -15,13 +15,13 @@ import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.access.durations import format_duration
+from proxy.access.durations import format_duration, parse_moment
 from proxy.access.grants import Grant
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
-from proxy.access.workflow import Outcome, Workflow, WorkflowError
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
+from proxy.workflow.service import Outcome, Workflow, WorkflowError
 
 log = structlog.get_logger("grantgate.api")
 
@@ -160,6 +160,7 @@ def grant_to_json(grant: Grant, now: datetime | None = None) -> dict[str, Any]:
         "created_by": grant.extra.get("created_by", ""),
         "revoked_by": grant.extra.get("revoked_by") or None,
         "revoke_reason": grant.extra.get("revoke_reason") or None,
+        "starts_at": iso(grant.starts_at),
     }
     if now is not None:
         body["active"] = grant.is_active(now)
@@ -195,6 +196,8 @@ def request_to_json(request: AccessRequest) -> dict[str, Any]:
         "reviewed_at": iso(request.reviewed_at),
         "review_comment": request.review_comment,
         "source_cidrs": list(request.source_cidrs),
+        "starts_at": iso(request.starts_at),
+        "ticket": request.ticket or None,
     }
 
 
@@ -222,6 +225,8 @@ def rule_to_json(resource: Resource, rule: Rule, principal: Principal) -> dict[s
         "approver_groups": sorted(rule.approver_groups),
         "break_glass": rule.break_glass,
         "source_cidrs": list(rule.source_cidrs),
+        "ticket_required": rule.ticket_required,
+        "ticket_pattern": rule.ticket_pattern or None,
     }
 
 
@@ -251,6 +256,17 @@ def text_field(body: dict[str, Any], name: str, *, default: str = "") -> str:
     if len(value) > MAX_TEXT:
         raise Problem(400, "invalid_body", f"{name!r} is longer than {MAX_TEXT} characters")
     return value
+
+
+def moment_field(body: dict[str, Any], name: str) -> datetime | None:
+    """An optional RFC 3339 time, e.g. "2025-06-01T22:00:00Z"."""
+    text = text_field(body, name)
+    if not text:
+        return None
+    try:
+        return parse_moment(text)
+    except ValueError as exc:
+        raise Problem(400, "invalid_body", f"{name!r}: {exc}") from None
 
 
 def _bool_query(request: web.Request, name: str) -> bool | None:
@@ -337,6 +353,8 @@ async def create_request(request: web.Request) -> web.Response:
         text_field(body, "duration") or None,
         text_field(body, "justification"),
         break_glass=break_glass,
+        ticket=text_field(body, "ticket"),
+        starts_at=moment_field(body, "starts_at"),
     )
     return web.json_response(
         outcome_to_json(outcome, workflow.now()),

@@ -6,16 +6,18 @@ from html import escape
 
 from aiohttp import web
 
-from proxy.access.workflow import Workflow
 from proxy.config import Settings
 from proxy.control import audit_api
 from proxy.control import web as web_pages
 from proxy.control.api import WORKFLOW, api_app
-from proxy.notify.runtime import Notifiers, install_slack
-from proxy.observe.runtime import Observability, install_metrics
-from proxy.state import LiveState
+from proxy.live_state import LiveState
+from proxy.notify.notifiers import Notifiers, install_slack
+from proxy.observe.observers import Observability, install_metrics
+from proxy.s3.bucketprobe import BucketProbe
+from proxy.workflow.service import Workflow
 
 STATE = web.AppKey("state", LiveState)
+BUCKET_PROBE = web.AppKey("bucket_probe", BucketProbe)
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -27,11 +29,21 @@ async def readyz(request: web.Request) -> web.Response:
     # Out of the load balancer as soon as the store is unreachable: a replica that still reaches it serves
     # fresh state, while this one may only ride out its grace period.
     ready = state.ready and state.store_healthy
-    body = {
+    body: dict[str, object] = {
         "status": "ready" if ready else "unavailable",
         "state_version": state.version,
         "store": "reachable" if state.store_healthy else "unreachable",
     }
+    # And as soon as the bucket is unreachable or refuses the gateway's credentials: every request
+    # this replica admitted would fail. Cached, so probes cost the bucket little.
+    probe = request.app.get(BUCKET_PROBE)
+    if probe is not None:
+        bucket = await probe.health()
+        body["bucket"] = bucket.status
+        if bucket.detail and not bucket.ok:
+            body["bucket_detail"] = bucket.detail
+        ready = ready and bucket.ok
+        body["status"] = "ready" if ready else "unavailable"
     return web.json_response(body, status=200 if ready else 503)
 
 
@@ -57,9 +69,12 @@ def control_app(
     observability: Observability | None = None,
     notifiers: Notifiers | None = None,
     settings: Settings | None = None,
+    bucket_probe: BucketProbe | None = None,
 ) -> web.Application:
     app = web.Application()
     app[STATE] = state
+    if bucket_probe is not None:
+        app[BUCKET_PROBE] = bucket_probe
     if workflow is not None:
         app[WORKFLOW] = workflow
         api = api_app(workflow)

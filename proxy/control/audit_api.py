@@ -2,7 +2,8 @@
 
 Mounted into the /api/v1 sub-application, so its bearer-token authentication and problem+json errors
 apply. Reading the trail takes an admin group or one of `[audit] reader_groups`; a grant's usage is
-visible to whoever may see the grant; lifting a suspension takes an approver of the grant's resource.
+visible to whoever may see the grant; lifting a suspension takes an approver of the grant's resource
+(or an admin) who is not the grant's holder.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.access.policy import resource_of_grant
+from proxy.access.grants import Grant
+from proxy.access.policy import Policy, resource_of_grant
+from proxy.audit.records import iso, parse_moment
+from proxy.audit.store import AuditQuery
 from proxy.control.api import WORKFLOW, Problem, caller
 from proxy.identity.principals import Principal
-from proxy.observe.records import iso, parse_moment
-from proxy.observe.runtime import Observability
-from proxy.store.audit import AuditQuery, Suspension
+from proxy.observe.observers import Observability
+from proxy.store.suspensions import Suspension
 
 OBSERVABILITY = web.AppKey("observability", Observability)
 MAX_PAGE = 1000
@@ -46,6 +49,7 @@ def audit_query(params: Any, now: datetime) -> AuditQuery:
         return parse_moment(value, now) if value else None
 
     limit = params.get("limit")
+    paging = "after" in params
     after = params.get("after", "0")
     if limit is not None and (not limit.isdigit() or not 0 < int(limit) <= MAX_PAGE):
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
@@ -62,6 +66,8 @@ def audit_query(params: Any, now: datetime) -> AuditQuery:
         until=moment("until"),
         after_seq=int(after),
         limit=None if limit is None else int(limit),
+        # `?limit=N` alone: the newest N, as `grantgate audit --limit N`; with `after`, the next page.
+        latest=limit is not None and not paging,
     )
 
 
@@ -84,7 +90,7 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     if query.limit is None:
         query = replace(query, limit=MAX_PAGE)
     events = await obs.audit.query(query)
-    more = len(events) == query.limit
+    more = len(events) == query.limit and not query.latest
     return web.json_response(
         {"events": [e.as_dict() for e in events], "next_after": events[-1].seq if more else None}
     )
@@ -120,20 +126,30 @@ async def grant_usage(request: web.Request) -> web.Response:
 async def list_suspensions(request: web.Request) -> web.Response:
     _require_reader(request)
     everything = request.query.get("all") in ("1", "true")
-    found = await request.app[OBSERVABILITY].audit.suspensions(active_only=not everything)
+    found = await request.app[OBSERVABILITY].suspensions.list(active_only=not everything)
     return web.json_response({"suspensions": [suspension_json(s) for s in found]})
 
 
+def may_lift(policy: Policy, actor: Principal, grant: Grant) -> bool:
+    """An approver of the grant's resource, or an admin; never the grant's own holder."""
+    if actor.name == grant.principal:
+        # The suspension is the anomaly rule's doubt about this very holder's use.
+        return False
+    resource = resource_of_grant(policy, grant)
+    approver = resource is not None and policy.is_approver_of(actor, resource.name)
+    return approver or policy.is_admin(actor)
+
+
 async def lift_suspension(request: web.Request) -> web.Response:
-    """An approver of the grant's resource (or an admin) re-confirms a suspended grant."""
+    """An approver of the resource (or an admin), never the holder, re-confirms a suspended grant."""
     workflow = request.app[WORKFLOW]
     actor = caller(request)
     grant = await workflow.get_grant(request.match_info["grant_id"], actor)
-    resource = resource_of_grant(workflow.policy, grant)
-    approver = resource is not None and workflow.policy.is_approver_of(actor, resource.name)
-    if not (approver or workflow.policy.is_admin(actor)):
+    if actor.name == grant.principal:
+        raise Problem(403, "forbidden", f"{actor.name} may not lift the suspension of their own grant")
+    if not may_lift(workflow.policy, actor, grant):
         raise Problem(403, "forbidden", f"{actor.name} may not re-confirm grants on {grant.resource}")
-    lifted = await request.app[OBSERVABILITY].audit.lift_suspension(
+    lifted = await request.app[OBSERVABILITY].suspensions.lift_suspension(
         grant.id, actor=actor.name, now=datetime.now(UTC)
     )
     if not lifted:

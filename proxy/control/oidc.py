@@ -29,6 +29,7 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from proxy.control.web_settings import OidcSettings
 from proxy.identity.jwks import parse_key_set
+from proxy.identity.trust import WORKLOAD_PREFIX, is_workload_name
 
 log = structlog.get_logger("grantgate.oidc")
 
@@ -128,6 +129,11 @@ def identity_from_claims(claims: dict[str, Any], settings: OidcSettings) -> Iden
     name = claims.get(settings.principal_claim)
     if not isinstance(name, str) or not name.strip():
         raise SignInError(f"the ID token has no {settings.principal_claim} claim to name you by")
+    if is_workload_name(name.strip()):
+        raise SignInError(f"names starting with {WORKLOAD_PREFIX} belong to workloads, not people")
+    if settings.principal_claim == "email" and claims.get("email_verified") is not True:
+        # An unverified address may be anyone's: some providers let users type in any email.
+        raise SignInError("the identity provider has not verified your email address")
     if not settings.groups_claim:
         return Identity(name.strip(), None)
     raw = claims.get(settings.groups_claim, [])

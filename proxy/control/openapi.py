@@ -105,6 +105,18 @@ def _schemas() -> dict[str, Any]:
                     "description": "Emergency access without approval where the policy allows it; always "
                     "alerted and reviewed afterwards. Needs a justification.",
                 },
+                "starts_at": {
+                    **_TIME,
+                    "description": "Scheduled access (RFC 3339): the grant is in force only from then, for "
+                    "`duration`; it may be approved ahead. Omitted or past: from the approval.",
+                    "example": "2025-06-01T22:00:00Z",
+                },
+                "ticket": {
+                    "type": "string",
+                    "maxLength": 200,
+                    "description": "A ticket reference, e.g. ML-1234; required by some rules, which may "
+                    "also give the pattern it must match. Shown to approvers and kept in the audit.",
+                },
             },
             "required": ["resource"],
         },
@@ -140,6 +152,8 @@ def _schemas() -> dict[str, Any]:
                 "reviewed_at": _TIME,
                 "review_comment": {"type": "string"},
                 "source_cidrs": {"type": "array", "items": {"type": "string"}},
+                "starts_at": {**_TIME, "description": "Scheduled access: when the window starts."},
+                "ticket": {"type": ["string", "null"]},
             },
             "required": ["id", "status", "requester", "resource", "actions", "grant_id"],
         },
@@ -177,6 +191,7 @@ def _schemas() -> dict[str, Any]:
                 "created_by": {"type": "string"},
                 "revoked_by": {"type": ["string", "null"]},
                 "revoke_reason": {"type": ["string", "null"]},
+                "starts_at": {**_TIME, "description": "Scheduled access: not in force before this."},
                 "active": {"type": "boolean"},
             },
             "required": ["id", "principal", "resource", "actions", "expires_at"],
@@ -198,6 +213,8 @@ def _schemas() -> dict[str, Any]:
                 "approver_groups": {"type": "array", "items": {"type": "string"}},
                 "break_glass": {"type": "boolean"},
                 "source_cidrs": {"type": "array", "items": {"type": "string"}},
+                "ticket_required": {"type": "boolean"},
+                "ticket_pattern": {"type": ["string", "null"]},
             },
         },
         "WhoAmI": {

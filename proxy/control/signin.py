@@ -6,13 +6,24 @@ The dev sign-in lets anyone become anyone; it exists only when `[web] dev_login 
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 from urllib.parse import quote
 
 import structlog
 from aiohttp import web
 
 from proxy.control.oidc import SignInError
-from proxy.control.webcore import WEB, Visit, WebContext, page, redirect, render, safe_next
+from proxy.control.webcore import (
+    SIGN_IN_WINDOW,
+    WEB,
+    Visit,
+    WebContext,
+    page,
+    redirect,
+    render,
+    safe_next,
+    sign_in_as,
+)
 from proxy.control.websession import Session
 from proxy.identity.principals import Principal
 
@@ -30,6 +41,9 @@ async def _sign_in_page(
     ctx: WebContext, visit: Visit, next_path: str, *, error: str = "", status: int = 200
 ) -> web.Response:
     people: list[Principal] = []
+    if visit.principal is None:
+        # A new token for each sign-in form shown, so one from an older page or session is worthless.
+        visit.session = replace(Session.fresh(visit.now, SIGN_IN_WINDOW), flashes=visit.session.flashes)
     if ctx.settings.dev_login:
         people = await ctx.workflow.store.list_principals()
     return render(
@@ -68,8 +82,7 @@ async def dev_sign_in(request: web.Request, visit: Visit) -> web.StreamResponse:
     principal = await ctx.workflow.principal(name) if name else None
     if principal is None:
         return await _sign_in_page(ctx, visit, next_path, error=f"no principal named {name!r}", status=422)
-    visit.session = visit.session.signed_in(principal.name, "dev", visit.now, ctx.lifetime)
-    visit.principal = principal
+    await sign_in_as(ctx, visit, principal, "dev")
     visit.flash("info", f"Signed in as {principal.name} (development sign-in).")
     log.info("web_signed_in", principal=principal.name, via="dev", remote=request.remote)
     return redirect(next_path)
@@ -87,7 +100,7 @@ async def oidc_start(request: web.Request, visit: Visit) -> web.StreamResponse:
         return await _sign_in_page(ctx, visit, next_path, error=str(exc), status=502)
     visit.session = Session(
         csrf=visit.session.csrf,
-        expires=visit.session.expires,
+        expires=int((visit.now + SIGN_IN_WINDOW).timestamp()),
         flashes=visit.session.flashes,
         pending={
             "state": start.state,
@@ -144,16 +157,17 @@ async def oidc_callback(request: web.Request, visit: Visit) -> web.StreamRespons
         return await _sign_in_page(
             ctx, visit, next_path, error=f"that identity cannot be used: {exc}", status=400
         )
-    visit.session = visit.session.signed_in(principal.name, "oidc", visit.now, ctx.lifetime)
+    await sign_in_as(ctx, visit, principal, "oidc")
     log.info("web_signed_in", principal=principal.name, via="oidc", remote=request.remote)
-    visit.principal = principal
     return redirect(next_path)
 
 
 @page(signed_in=False)
 async def sign_out(request: web.Request, visit: Visit) -> web.StreamResponse:
     ctx = request.app[WEB]
-    visit.session = Session.fresh(visit.now, ctx.lifetime).flash("info", "You are signed out.")
+    if visit.session.sid:
+        await ctx.sessions.end(visit.session.sid, visit.now)
+    visit.session = Session.fresh(visit.now, SIGN_IN_WINDOW).flash("info", "You are signed out.")
     visit.principal = None
     # Not straight back to the provider: its own session would sign the browser in again at once.
     return redirect("/signin?retry=1")

@@ -17,7 +17,6 @@ from proxy.access.durations import format_duration, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
 from proxy.access.requests import RequestStatus
-from proxy.access.workflow import Workflow, WorkflowError
 from proxy.control import signin
 from proxy.control.web_settings import WebSettings
 from proxy.control.webcore import (
@@ -32,6 +31,7 @@ from proxy.control.webcore import (
     safe_next,
 )
 from proxy.identity.principals import Principal
+from proxy.workflow.service import Workflow, WorkflowError
 
 T = TypeVar("T")
 
@@ -224,7 +224,10 @@ async def submit_request(request: web.Request, visit: Visit) -> web.StreamRespon
             "break_glass": break_glass,
         }
         action = actions[0] if actions else "read"
-        return await _request_page(ctx, visit, resource, action, values=values, error=exc.message, status=422)
+        # A resource outside the policy has no form of its own: show the one it was typed into again.
+        area = visit.field("area")[:2000]
+        shown = resource if locate(ctx.workflow.policy, resource).resource is not None or not area else area
+        return await _request_page(ctx, visit, shown, action, values=values, error=exc.message, status=422)
     made = outcome.request
     if outcome.grant is not None:
         visit.flash("success", f"Access granted: {outcome.message}.")
@@ -284,13 +287,14 @@ def _step(
         subject_id = request.match_info["id"]
         who = visit.principal
         assert who is not None
+        target = back(visit)  # a bad return address is refused before the step is taken
         try:
             result = await pick(request.app[WEB].workflow)(subject_id, who, visit.field(note)[:2000])
         except WorkflowError as exc:
             visit.flash("error", exc.message)
         else:
             visit.flash("success", done(subject_id, result))
-        return redirect(back(visit))
+        return redirect(target)
 
     return handler
 

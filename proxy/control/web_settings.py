@@ -21,8 +21,13 @@ class OidcSettings(_Section):
     client_secret: str = ""
     client_secret_file: str = ""
     scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
-    # The ID token claim that names the principal, and the one listing its groups ("" : groups unmanaged).
-    principal_claim: str = "preferred_username"
+    # The ID token claim that names the principal. "sub" (the default) is the one the OpenID spec makes
+    # unique and stable per issuer. "email" is taken only with email_verified = true. Any other claim
+    # (e.g. "preferred_username", which the spec says is neither unique nor stable) trusts the provider
+    # never to give that value to another person. Changing it renames everyone: existing principals,
+    # grants and requests keep the old names and nobody signs in as them any more.
+    principal_claim: str = "sub"
+    # The claim listing the principal's groups ("": groups are managed in GrantGate, not by the provider).
     groups_claim: str = "groups"
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256"])
     leeway_seconds: int = Field(60, ge=0, le=600)
@@ -80,8 +85,29 @@ class TrustedHeaderSettings(_Section):
         return self
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a listener bound to `host` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def dev_login_refusal(settings: WebSettings, control_host: str) -> str | None:
+    """Why this set-up may not start, or None: the dev sign-in makes whoever reaches the page anyone."""
+    if settings.dev_login and not is_loopback(control_host):
+        return (
+            f"[web] dev_login lets anyone who reaches the control listener sign in as anyone, so it needs "
+            f"[server] control_host on loopback (127.0.0.1), not {control_host!r}: turn dev_login off"
+        )
+    return None
+
+
 class WebSettings(_Section):
-    # A sign-in page that lets anyone pick any principal: for `grantgate demo` and tests only.
+    # A sign-in page that lets anyone pick any principal: for `grantgate demo` and tests only. `serve`
+    # refuses it unless the control listener is bound to a loopback address.
     dev_login: bool = False
     session_hours: float = Field(8, gt=0, le=24 * 30)
     cookie_name: str = "grantgate_session"

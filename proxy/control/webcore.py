@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,18 +23,23 @@ from aiohttp import web
 from markupsafe import Markup, escape
 from multidict import MultiDictProxy
 
-from proxy.access.workflow import Workflow
 from proxy.control import csrf, humanize
 from proxy.control.oidc import OidcClient
 from proxy.control.web_settings import TrustedHeaderSettings, WebSettings
 from proxy.control.websession import Session, decode, encode, session_key
 from proxy.identity.principals import Principal
+from proxy.identity.trust import is_workload_name
+from proxy.store.web_sessions import WebSessionStore
+from proxy.workflow.service import Workflow
 
 log = structlog.get_logger("grantgate.web")
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 MAX_FORM = 64 * 1024
+# How long a visitor who is not signed in keeps one CSRF token: the sign-in form's token is at most this
+# old, and the sign-in page hands out a new one each time it is shown.
+SIGN_IN_WINDOW = timedelta(minutes=15)
 
 # Pages are self-contained: no scripts at all, styles from our own origin, never framed.
 SECURITY_HEADERS = {
@@ -54,6 +60,7 @@ class WebContext:
     public_url: str
     oidc: OidcClient | None
     templates: jinja2.Environment
+    sessions: WebSessionStore
 
     @property
     def secure_cookies(self) -> bool:
@@ -113,10 +120,27 @@ def breakable_path(value: object) -> Markup:
     return Markup("/<wbr>").join(escape(part) for part in str(value).split("/"))
 
 
+class BadRequest(Exception):
+    """A request the page cannot serve as sent: answered 400 with this message."""
+
+
+# What a return address may hold: printable ASCII but the backslash. Browsers (the WHATWG URL parser)
+# drop tabs and newlines anywhere and read "\" as "/", so "/\t/evil.example" or "/\\evil.example" is
+# "//evil.example", another site; control characters would also break the Location header itself.
+_LOCAL_PATH = re.compile(r"/(?![/\\])[\x21-\x5b\x5d-\x7e]*")
+
+
 def safe_next(value: str | None) -> str:
-    """Only local paths: an open redirect after sign-in would hand phishers a trusted link."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """The local path to return to after sign-in ("/" when none is given); BadRequest for anything a
+    browser could resolve to another origin. Pure.
+
+    Only "/" followed by something other than "/" is accepted: never a scheme, an authority ("//host")
+    or a relative path, so an open redirect cannot hand phishers a trusted link.
+    """
+    if not value:
         return "/"
+    if _LOCAL_PATH.fullmatch(value) is None:
+        raise BadRequest("the address to return to after signing in is not a path on this site")
     return value
 
 
@@ -151,16 +175,27 @@ def header_identity(
     if not peer_is_trusted(remote, settings):
         log.warning("identity_headers_ignored", remote=remote, reason="peer is not a trusted proxy")
         return None
+    if is_workload_name(name):
+        log.warning("identity_headers_ignored", remote=remote, reason="a workload principal's name")
+        return None
     raw = headers.get(settings.groups_header)
     if raw is None:
         return name, None
     return name, tuple(sorted({g.strip() for g in raw.split(",") if g.strip()}))
 
 
+async def sign_in_as(ctx: WebContext, visit: Visit, principal: Principal, via: str) -> None:
+    """Start a signed-in session for `principal`, recorded in the store so it can be ended there."""
+    expires = visit.now + ctx.lifetime
+    sid = await ctx.sessions.open(principal.name, via, now=visit.now, expires=expires)
+    visit.session = visit.session.signed_in(principal.name, via, visit.now, ctx.lifetime, sid)
+    visit.principal = principal
+
+
 async def load_visit(ctx: WebContext, request: web.Request) -> Visit:
     now = ctx.workflow.now()
     loaded = decode(request.cookies.get(ctx.settings.cookie_name), ctx.key, now)
-    session = loaded or Session.fresh(now, ctx.lifetime)
+    session = loaded or Session.fresh(now, SIGN_IN_WINDOW)
     principal = None
     from_headers = header_identity(request.headers, request.remote, ctx.settings.trusted_headers)
     if from_headers is not None:
@@ -171,9 +206,10 @@ async def load_visit(ctx: WebContext, request: web.Request) -> Visit:
             log.info("web_signed_in", principal=name, via="headers", remote=request.remote)
     elif session.user is not None:
         principal = await ctx.workflow.principal(session.user)
-        if principal is None or session.via == "headers":
-            # Deleted since, or a header session arriving without its proxy: signed out.
-            session = Session.fresh(now, ctx.lifetime)
+        ended = session.via == "headers" or not await ctx.sessions.is_open(session.sid, session.user, now)
+        if principal is None or ended:
+            # Deleted since, signed out, its key revoked, or a header session arriving without its proxy.
+            session = Session.fresh(now, SIGN_IN_WINDOW)
             principal = None
     return Visit(session, loaded, principal, now)
 
@@ -233,7 +269,12 @@ def page(
             else:
                 if request.method == "GET" and visit.principal is not None:
                     visit.inbox_count = await _inbox_count(ctx, visit.principal)
-                response = await handler(request, visit)
+                try:
+                    response = await handler(request, visit)
+                except BadRequest as exc:
+                    response = render(
+                        ctx, visit, "error.html", status=400, title="Bad request", message=str(exc)
+                    )
             save_visit(ctx, visit, response)
             return response
 
@@ -299,4 +340,12 @@ def new_context(
     oidc = None
     if settings.oidc.enabled:
         oidc = OidcClient(settings.oidc, client_secret(settings, resolve), resolve)
-    return WebContext(workflow, settings, session_key(server_key), public_url, oidc, template_environment())
+    return WebContext(
+        workflow,
+        settings,
+        session_key(server_key),
+        public_url,
+        oidc,
+        template_environment(),
+        WebSessionStore(workflow.store),
+    )

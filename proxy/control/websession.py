@@ -35,12 +35,13 @@ class Session:
     via: str = ""  # how the user signed in: dev, oidc, headers
     flashes: tuple[tuple[str, str], ...] = ()  # (kind, text) shown once on the next page
     pending: dict[str, str] = field(default_factory=dict)  # an OpenID sign-in in progress
+    sid: str = ""  # the store's record of a signed-in session (proxy/store/web_sessions.py)
 
     @classmethod
     def fresh(cls, now: datetime, lifetime: timedelta) -> Session:
         return cls(csrf=new_token(), expires=int((now + lifetime).timestamp()))
 
-    def signed_in(self, user: str, via: str, now: datetime, lifetime: timedelta) -> Session:
+    def signed_in(self, user: str, via: str, now: datetime, lifetime: timedelta, sid: str = "") -> Session:
         """A new session for `user`: a new CSRF token too, so one taken before sign-in is worthless."""
         return Session(
             csrf=new_token(),
@@ -48,6 +49,7 @@ class Session:
             user=user,
             via=via,
             flashes=self.flashes,
+            sid=sid,
         )
 
     def flash(self, kind: str, text: str) -> Session:
@@ -64,6 +66,7 @@ class Session:
             "v": self.via,
             "f": [list(f) for f in self.flashes],
             "p": self.pending,
+            "s": self.sid,
         }
 
 
@@ -89,6 +92,7 @@ def decode(cookie: str | None, key: bytes, now: datetime) -> Session | None:
             via=str(data.get("v", "")),
             flashes=tuple((str(k), str(t)) for k, t in data.get("f", [])),
             pending={str(k): str(v) for k, v in dict(data.get("p") or {}).items()},
+            sid=str(data.get("s") or ""),
         )
     except (ValueError, KeyError, TypeError, binascii.Error):
         return None

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from proxy.errors import S3Error
 from proxy.identity.keys import AccessKey, derive_secret, is_temporary_key_id
 from proxy.identity.principals import Caller, Principal
 from proxy.identity.sessions import derive_session_secret, open_session
-from proxy.s3.errors import S3Error
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from proxy.errors import S3Error
 from proxy.identity.keys import hmac_secret, is_temporary_key_id, new_access_key_id
 from proxy.identity.principals import Principal
-from proxy.s3.errors import S3Error
 
 TOKEN_PREFIX = "ggs1."  # noqa: S105 - a format marker, not a secret
 _CLAIMS_VERSION = 1

@@ -10,9 +10,10 @@ import math
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
@@ -20,11 +21,17 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from proxy.gateway import Gateway
+from proxy.errors import S3Error
 from proxy.identity.jwks import JwksSource
 from proxy.identity.principals import Principal
 from proxy.identity.sessions import TemporaryCredentials, issue_session
-from proxy.identity.trust import MAX_SESSION_SECONDS, MIN_SESSION_SECONDS, map_identity, session_seconds
+from proxy.identity.trust import (
+    MAX_SESSION_SECONDS,
+    MIN_SESSION_SECONDS,
+    StsSettings,
+    map_identity,
+    session_seconds,
+)
 from proxy.identity.webidentity import (
     IdentityError,
     UnknownKeyId,
@@ -33,8 +40,7 @@ from proxy.identity.webidentity import (
     unverified_issuer,
     verify_token,
 )
-from proxy.observe.events import RequestEvent
-from proxy.s3.errors import S3Error
+from proxy.observe.events import Outcome, RequestEvent, Verdict
 
 log = structlog.get_logger("grantgate.sts")
 
@@ -67,17 +73,29 @@ class Assumed:
     session_name: str
 
 
+# A principal's session cut-off at `now` (sessions issued before it are refused), from the key ring.
+SessionCutoff = Callable[[str, datetime], datetime | None]
+
+
 class StsService:
     """Verifies tokens against each configured issuer's keys and issues sealed session credentials."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.settings = gateway.settings.sts
-        self._server_key = gateway.settings.server_key()
+    def __init__(
+        self,
+        settings: StsSettings,
+        server_key: bytes,
+        resolve: Callable[[str], Path],
+        session_cutoff: SessionCutoff,
+        emit: Callable[[RequestEvent], None],
+    ) -> None:
+        """`resolve`: a configured file path made absolute; `emit`: where each call's event goes."""
+        self.settings = settings
+        self._server_key = server_key
+        self._session_cutoff = session_cutoff
+        self.emit = emit
         self._session: aiohttp.ClientSession | None = None
         self.sources = {
-            issuer.issuer: JwksSource(issuer, gateway.settings.resolve, self._http)
-            for issuer in self.settings.issuers
+            issuer.issuer: JwksSource(issuer, resolve, self._http) for issuer in self.settings.issuers
         }
 
     def _http(self) -> aiohttp.ClientSession:
@@ -128,7 +146,7 @@ class StsService:
     def _issue_time(self, principal: Principal, now: datetime) -> datetime:
         # Sessions carry whole seconds: one issued in the second of a revocation would otherwise be
         # refused at once. Start it at the next whole second after the principal's cut-off instead.
-        cutoff = self.gateway.state.view(now).keys.sessions_not_before.get(principal.name)
+        cutoff = self._session_cutoff(principal.name, now)
         if cutoff is None or cutoff <= now.replace(microsecond=0):
             return now
         return datetime.fromtimestamp(math.ceil(cutoff.timestamp()), UTC)
@@ -137,27 +155,19 @@ class StsService:
 STS = web.AppKey("sts", StsService)
 
 
-def install(app: web.Application, gateway: Gateway) -> None:
-    """Answer STS on this S3 listener if `[sts]` is enabled; otherwise leave it purely S3."""
-    if not gateway.settings.sts.enabled:
-        return
-    service = StsService(gateway)
+def install(app: web.Application, service: StsService) -> None:
+    """Keep `service` on the S3 listener's app (proxy/s3/listener.py routes STS's calls to it)."""
     app[STS] = service
     app.cleanup_ctx.append(service.context)
 
 
-def routes_here(request: web.Request) -> bool:
-    """An STS query-API call: a form POST to `/` with no query, on a listener with STS enabled.
+def is_sts_call(request: web.Request) -> bool:
+    """An STS query-API call: a form POST to `/` with no query (the route is `POST /`).
 
     No S3 operation has that shape (POST Object is multipart/form-data to a bucket), so taking these
     requests away from the S3 pipeline cannot hide an S3 request from authorization.
     """
-    return (
-        request.method == "POST"
-        and request.raw_path == "/"
-        and request.content_type == FORM_TYPE
-        and request.app.get(STS) is not None
-    )
+    return request.raw_path == "/" and request.content_type == FORM_TYPE
 
 
 async def expect_continue(request: web.Request) -> None:
@@ -165,50 +175,65 @@ async def expect_continue(request: web.Request) -> None:
     await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
 
 
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How an STS call ended, for its event: status, S3-style code, decision and outcome."""
+
+    status: int = 0
+    reason: str | None = None
+    decision: Verdict = Verdict.DENY
+    outcome: Outcome = Outcome.OK
+
+
 async def handle(request: web.Request) -> web.Response:
     service = request.app[STS]
-    event = RequestEvent(
-        request_id=secrets.token_hex(8).upper(),
-        started_at=time.time(),
-        source_ip=request.remote or "",
-        user_agent=request.headers.get("User-Agent", "")[:256],
-        method=request.method,
-        operation=OPERATION,
-    )
-    started = time.perf_counter()
+    request_id = secrets.token_hex(8).upper()
+    started_at, started = time.time(), time.perf_counter()
+    assumed: Assumed | None = None
+    ending = _Ending()  # the client went away before an answer
     try:
         form = await read_form(request)
         assumed = await service.assume(parse_request(form), datetime.now(UTC))
-        _describe(event, assumed)
+        ending = _Ending(200, None, Verdict.ALLOW)
         return web.Response(
-            body=success_xml(assumed, event.request_id),
+            body=success_xml(assumed, request_id),
             content_type="text/xml",
-            headers={"x-amzn-RequestId": event.request_id},
+            headers={"x-amzn-RequestId": request_id},
         )
     except IdentityError as err:
-        event.status, event.reason = err.status, err.code
-        event.decision, event.outcome = "deny", "denied" if err.status == 403 else "client_error"
-        log.info("sts_refused", request_id=event.request_id, code=err.code, message=err.message)
-        return error_response(err, event.request_id)
+        outcome = Outcome.DENIED if err.status == 403 else Outcome.CLIENT_ERROR
+        ending = _Ending(err.status, err.code, Verdict.DENY, outcome)
+        log.info("sts_refused", request_id=request_id, code=err.code, message=err.message)
+        return error_response(err, request_id)
     except S3Error as err:
         # The gateway's own state is unavailable (store unreachable past the grace period): fail closed.
-        event.status, event.reason, event.decision, event.outcome = err.status, err.code, "error", "error"
-        return error_response(IdentityError(err.code, err.message, err.status), event.request_id)
+        ending = _Ending(err.status, err.code, Verdict.ERROR, Outcome.ERROR)
+        return error_response(IdentityError(err.code, err.message, err.status), request_id)
     except Exception:
-        log.exception("sts_failed", request_id=event.request_id)
-        event.status, event.decision, event.outcome = 500, "error", "internal_error"
-        err = IdentityError("InternalFailure", "The request processing has failed.", 500)
-        return error_response(err, event.request_id)
+        log.exception("sts_failed", request_id=request_id)
+        ending = _Ending(500, None, Verdict.ERROR, Outcome.INTERNAL_ERROR)
+        failure = IdentityError("InternalFailure", "The request processing has failed.", 500)
+        return error_response(failure, request_id)
     finally:
-        event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        service.gateway.bus.emit(event)
-
-
-def _describe(event: RequestEvent, assumed: Assumed) -> None:
-    event.principal = assumed.principal.name
-    event.groups = tuple(sorted(assumed.principal.groups))
-    event.access_key_id = assumed.credentials.access_key_id
-    event.status, event.decision = 200, "allow"
+        principal = assumed.principal if assumed is not None else None
+        service.emit(
+            RequestEvent(
+                request_id=request_id,
+                started_at=started_at,
+                source_ip=request.remote or "",
+                user_agent=request.headers.get("User-Agent", "")[:256],
+                method=request.method,
+                operation=OPERATION,
+                principal=principal.name if principal else None,
+                groups=tuple(sorted(principal.groups)) if principal else (),
+                access_key_id=assumed.credentials.access_key_id if assumed is not None else None,
+                status=ending.status,
+                reason=ending.reason,
+                decision=ending.decision,
+                outcome=ending.outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        )
 
 
 # ---------------------------------------------------------------- the form

@@ -24,6 +24,13 @@ MAX_SESSION_SECONDS = 43200
 # The same rule as the store's principal and group names.
 _NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+# Every principal a trust rule names lives under this prefix, which people's sign-in refuses: whatever a
+# token's claims say, and however a rule's template is edited, a workload never becomes a person.
+WORKLOAD_PREFIX = "wl:"
+
+
+def is_workload_name(name: str) -> bool:
+    return name.startswith(WORKLOAD_PREFIX)
 
 
 class _Section(BaseModel):
@@ -67,7 +74,8 @@ class TrustRule(_Section):
     """Tokens from `issuer` whose subject and claims match become `principal` with `groups`.
 
     `subject` and claim values are globs (`*`, `?`, `[...]`) or exact strings; a list-valued claim
-    matches when any element does. `principal` may name claims in braces, e.g. "{sub}".
+    matches when any element does. `principal` may name claims in braces, e.g. "{sub}"; the name it
+    makes always gets the workload prefix "wl:" (a rule cannot leave the workload namespace).
     """
 
     issuer: str
@@ -189,15 +197,19 @@ def _claim_groups(claims: Mapping[str, Any], path: str) -> Iterable[str]:
 
 
 def map_identity(rules: Sequence[TrustRule], issuer: str, claims: Mapping[str, Any]) -> Principal | None:
-    """The principal the first matching rule names, or None if no rule trusts this token.
+    """The workload principal ("wl:" + the name) the first matching rule names, or None if no rule
+    trusts this token.
 
     A rule whose principal would not be a valid name is skipped.
     """
     for rule in rules:
         if not rule_matches(rule, issuer, claims):
             continue
-        name = render_principal(rule.principal, claims)
-        if name is None or not _NAME.fullmatch(name):
+        rendered = render_principal(rule.principal, claims)
+        if rendered is None:
+            continue
+        name = rendered if is_workload_name(rendered) else WORKLOAD_PREFIX + rendered
+        if not _NAME.fullmatch(name):
             continue
         groups = {*rule.groups, *_claim_groups(claims, rule.groups_claim)}
         return Principal(name, frozenset(groups))

@@ -80,6 +80,10 @@ def _request_body(request: AccessRequest) -> list[Block]:
         MarkdownTextObject(text=f"*Actions*\n{actions_text(request.actions)}"),
         MarkdownTextObject(text=f"*Duration*\n{format_duration(request.duration)}"),
     ]
+    if request.starts_at is not None:
+        fields.append(MarkdownTextObject(text=f"*Scheduled from*\n{_when(request.starts_at)}"))
+    if request.ticket:
+        fields.append(MarkdownTextObject(text=f"*Ticket*\n{esc(request.ticket)}"))
     justification = esc(request.justification) or "_none given_"
     blocks: list[Block] = [
         HeaderBlock(text=f"Access request: {request.resource_name}"[:150]),

@@ -22,10 +22,10 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from proxy.access import policy as rules
 from proxy.access.requests import RequestStatus
-from proxy.access.workflow import Conflict, Outcome, Workflow, WorkflowError
 from proxy.identity.principals import Principal
 from proxy.notify import blocks
 from proxy.notify.slack import SlackNotifier
+from proxy.workflow.service import Conflict, Outcome, Workflow, WorkflowError
 
 log = structlog.get_logger("grantgate.slack")
 

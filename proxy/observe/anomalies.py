@@ -14,9 +14,9 @@ from datetime import UTC, datetime, time
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from proxy.audit.records import control_record, event_kind, subject_key
+from proxy.audit.resources import ResourceCatalog
 from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.records import control_record, event_kind, subject_key
-from proxy.observe.resources import ResourceCatalog
 from proxy.observe.settings import DAYS, AnomalySettings
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -6,8 +6,10 @@ addon idea). An observer that fails is logged and counted, never allowed to fail
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -15,9 +17,32 @@ import structlog
 log = structlog.get_logger("grantgate.events")
 
 
+class Verdict(StrEnum):
+    """A request event's `decision`: str-valued, so audit JSON and metric labels carry the plain word."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    ERROR = "error"
+
+
+class Outcome(StrEnum):
+    """How a request ended (str-valued, like Verdict)."""
+
+    OK = "ok"
+    DENIED = "denied"
+    CLIENT_ERROR = "client_error"
+    UPSTREAM_STATUS = "upstream_status"  # the bucket answered 4xx/5xx
+    UPSTREAM_ERROR = "upstream_error"  # the bucket could not be reached or fell short mid-body
+    CLIENT_DISCONNECTED = "client_disconnected"
+    REVOKED = "revoked"  # cut in flight: the grant or the access key was revoked
+    STATE_UNAVAILABLE = "state_unavailable"  # cut in flight: access state past its grace period
+    INTERNAL_ERROR = "internal_error"
+    ERROR = "error"  # STS: the gateway's own state was unavailable
+
+
 @dataclass(slots=True)
 class RequestEvent:
-    """The one outcome record of one S3 request, whatever happened to it."""
+    """The one outcome record of one S3 request, whatever happened to it: built once, as it ends."""
 
     request_id: str
     started_at: float  # unix time
@@ -31,7 +56,7 @@ class RequestEvent:
     action: str | None = None
     bucket: str | None = None
     key: str | None = None
-    decision: str = "deny"  # allow | deny | error
+    decision: Verdict = Verdict.DENY
     reason: str | None = None  # why denied or failed: an S3 error code or a short token
     grant_ids: tuple[str, ...] = ()
     status: int = 0
@@ -39,7 +64,7 @@ class RequestEvent:
     bytes_out: int = 0
     duration_ms: float = 0.0
     ttfb_ms: float | None = None
-    outcome: str = "ok"  # ok | denied | client_error | upstream_error | client_disconnected | internal_error
+    outcome: Outcome = Outcome.OK
     upstream_status: int | None = None
     keys_touched: int = 0
     prefix: str | None = None  # the prefix a listing covers (its key is None)
@@ -86,19 +111,60 @@ Observer = Callable[[Any], None]
 
 @dataclass
 class EventBus:
-    """Synchronous fan-out. Observers must be quick; slow work belongs on their own queue."""
+    """Fan-out to observers. Observers must be quick; slow work belongs on their own queue.
+
+    `emit` delivers at once. `emit_later`, for the data plane, only appends to a list: the observers get
+    the events of one turn of the event loop together, after that turn's responses are written, and an
+    observer with an `observe_batch(events)` method gets them as one list, to render them in one go.
+    """
 
     observers: list[Observer] = field(default_factory=list)
     failures: int = 0
+    _later: list[Any] = field(default_factory=list, repr=False)
+    _flush_on: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     def subscribe(self, observer: Observer) -> None:
         self.observers.append(observer)
 
     def emit(self, event: Any) -> None:
         for observer in self.observers:
+            self._deliver(observer, event)
+
+    def emit_later(self, event: Any) -> None:
+        self._later.append(event)
+        if self._flush_on is None:
             try:
-                observer(event)
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a CLI command, a test): deliver now
+                self.flush()
+                return
+            self._flush_on = loop
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Deliver what `emit_later` queued (also called as the observers stop, so nothing is lost)."""
+        self._flush_on = None
+        batch, self._later = self._later, []
+        if not batch:
+            return
+        for observer in self.observers:
+            observe_batch = getattr(observer, "observe_batch", None)
+            if observe_batch is None:
+                for event in batch:
+                    self._deliver(observer, event)
+                continue
+            try:
+                observe_batch(batch)
             except Exception as exc:
-                self.failures += 1
-                name = getattr(observer, "__qualname__", type(observer).__name__)
-                log.error("observer_failed", observer=name, error=repr(exc))
+                self._failed(observer, exc)
+
+    def _deliver(self, observer: Observer, event: Any) -> None:
+        try:
+            observer(event)
+        except Exception as exc:
+            self._failed(observer, exc)
+
+    def _failed(self, observer: Observer, exc: Exception) -> None:
+        self.failures += 1
+        name = getattr(observer, "__qualname__", type(observer).__name__)
+        log.error("observer_failed", observer=name, error=repr(exc))

@@ -72,7 +72,7 @@ class Forwarder:
         self.batch_seconds = batch_seconds
         self.dropped = 0
         self._on_drop = on_drop
-        self._pending: list[bytes] = []
+        self._pending: list[RequestEvent] = []  # encoded as they leave, in the sending task
         self._ready = asyncio.Event()
 
     def __call__(self, event: Any) -> None:
@@ -83,7 +83,7 @@ class Forwarder:
             if self._on_drop is not None:
                 self._on_drop()
             return
-        self._pending.append(encode(event))
+        self._pending.append(event)
         self._ready.set()
 
     async def run(self) -> None:
@@ -114,17 +114,17 @@ class Forwarder:
                 self._ready.clear()
                 if reader.at_eof():  # worker 0 closed its end (it is stopping): not a write into the void
                     raise ConnectionResetError("worker 0 closed the event feed")
-                lines, self._pending = self._pending, []
+                events, self._pending = self._pending, []
                 try:
-                    writer.writelines(lines)
+                    writer.writelines([encode(event) for event in events])
                     await writer.drain()
                 except OSError:
-                    self._pending[:0] = lines  # for the next connection (a few may then arrive twice)
+                    self._pending[:0] = events  # for the next connection (a few may then arrive twice)
                     raise
         except asyncio.CancelledError:
             # This worker is stopping: hand the transport what is pending, which it sends as it closes.
             if self._pending and not reader.at_eof() and not writer.is_closing():
-                writer.writelines(self._pending)
+                writer.writelines([encode(event) for event in self._pending])
                 self._pending = []
             raise
 

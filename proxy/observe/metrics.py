@@ -10,6 +10,8 @@ address or a request id; principals only when `[metrics] per_principal` is on.
 
 from __future__ import annotations
 
+import hmac
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,10 +27,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.audit.records import event_kind, subject_key
+from proxy.audit.resources import ResourceCatalog
 from proxy.observe.events import AnomalyAlert, RequestEvent
 from proxy.observe.multiprocess import merged_registry, shared_directory
-from proxy.observe.records import event_kind, subject_key
-from proxy.observe.resources import ResourceCatalog
 
 ANOMALY_KINDS = (
     "exfiltration",
@@ -221,28 +223,38 @@ class GatewayMetrics:
         self._denials = _Children(self.denials)
 
     def __call__(self, event: Any) -> None:
-        if isinstance(event, RequestEvent):
-            self._request(event)
-        elif isinstance(event, AnomalyAlert):
-            self.alerts.labels(event.kind).inc()
-        else:
-            self.workflow.labels(event_kind(event)).inc()
+        self.observe_batch([event])
 
-    def _request(self, event: RequestEvent) -> None:
+    def observe_batch(self, events: list[Any]) -> None:
+        """Count a batch of events: each counter series is incremented once per batch, by its total."""
+        tally: dict[tuple[Any, tuple[str, ...]], float] = defaultdict(float)
+        for event in events:
+            if isinstance(event, RequestEvent):
+                self._request(event, tally)
+            elif isinstance(event, AnomalyAlert):
+                self.alerts.labels(event.kind).inc()
+            else:
+                self.workflow.labels(event_kind(event)).inc()
+        for (children, labels), amount in tally.items():
+            children(*labels).inc(amount)
+
+    def _request(self, event: RequestEvent, tally: dict[tuple[Any, tuple[str, ...]], float]) -> None:
         action = event.action or "none"
-        self._requests(event.operation or "none", action, event.decision, status_class(event.status)).inc()
+        tally[
+            self._requests, (event.operation or "none", action, event.decision, status_class(event.status))
+        ] += 1
         if event.bytes_in or event.bytes_out:
             granted = bool(event.grant_ids)
             resource = self.catalog.label_for(event.bucket, subject_key(event), granted=granted)
             if event.bytes_in:
-                self._received(resource).inc(event.bytes_in)
+                tally[self._received, (resource,)] += event.bytes_in
             if event.bytes_out:
-                self._sent(resource).inc(event.bytes_out)
+                tally[self._sent, (resource,)] += event.bytes_out
         self._duration(action).observe(event.duration_ms / 1000)
         if event.ttfb_ms is not None:
             self._ttfb(action).observe(event.ttfb_ms / 1000)
         if event.decision == "deny":
-            self._denials(event.deny_reason or event.reason or "unknown").inc()
+            tally[self._denials, (event.deny_reason or event.reason or "unknown",)] += 1
         if event.outcome == "upstream_error" and event.upstream_status is None:
             self.upstream_errors.labels("unreachable").inc()
         elif event.upstream_status is not None and event.upstream_status >= 500:
@@ -263,8 +275,24 @@ class GatewayMetrics:
         return generate_latest(merged_registry(directory, *live))
 
 
-def metrics_handler(metrics: GatewayMetrics) -> Callable[[web.Request], Any]:
-    async def serve_metrics(_request: web.Request) -> web.Response:
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """Whether an Authorization header carries `token` as a bearer token; constant time in the token."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def metrics_handler(metrics: GatewayMetrics, token: str = "") -> Callable[[web.Request], Any]:
+    """/metrics; with `token`, only for requests that carry it (the series tell who moved how much)."""
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        if token and not bearer_matches(request.headers.get("Authorization"), token):
+            return web.Response(
+                status=401,
+                text="a bearer token is required for /metrics\n",
+                headers={"WWW-Authenticate": 'Bearer realm="grantgate-metrics"'},
+            )
         response = web.Response(body=metrics.exposition())
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,7 +44,7 @@ class AuditSettings(_Section):
     # Groups that may read the whole trail through the API, besides the policy's admin groups.
     reader_groups: list[str] = Field(default_factory=list)
     # Where batches wait on local disk (fsync'd) while the store is unreachable, to be written once it
-    # is back (proxy/observe/spool.py); relative to the config file. Give each replica its own.
+    # is back (proxy/audit/spool.py); relative to the config file. Give each replica its own.
     spool_dir: str = "audit-spool"
     # Every this many seconds worker 0 logs the chain's head as an `audit_anchor` line (when it moved; 0:
     # never). Shipped off the host with the logs, anchors let `grantgate audit verify --anchor` catch a
@@ -57,6 +58,9 @@ class MetricsSettings(_Section):
     path: str = "/metrics"
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
+    # A file holding the bearer token scrapers must send (`Authorization: Bearer ...`) on both listeners;
+    # GRANTGATE_METRICS_TOKEN wins over it. Empty and unset: /metrics needs no token.
+    token_file: str = ""
     # Bytes per principal (one series per principal: keep off for large populations).
     per_principal: bool = False
     # Names for areas of buckets, used as the `resource` label (and in audit) until the access policy
@@ -181,3 +185,12 @@ class AnomalySettings(_Section):
     denial_burst: DenialBurstRule = Field(default_factory=DenialBurstRule)
     break_glass: BreakGlassRule = Field(default_factory=BreakGlassRule)
     outside_hours: OutsideHoursRule = Field(default_factory=OutsideHoursRule)
+
+
+@dataclass(frozen=True, slots=True)
+class ObserveSettings:
+    """The sections the observers read: `[metrics]`, `[audit]` and `[anomalies]`."""
+
+    metrics: MetricsSettings
+    audit: AuditSettings
+    anomalies: AnomalySettings

@@ -6,6 +6,7 @@ parameters that shape allows, the copy-source header) or it is "Unknown" with no
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -105,22 +106,32 @@ class Operation:
     bucket: str | None
     key: str | None
     targets: tuple[Target, ...]  # what must be covered; () => denied
-    body_targets: bool = False  # DeleteObjects: the per-key targets come from the XML body
+    # DeleteObjects: the per-key targets come from the XML body, each key needing every one of these.
+    body_actions: tuple[Action, ...] = ()
     copy_source: tuple[str, str] | None = None  # (bucket, key) for CopyObject / UploadPartCopy
+
+    @property
+    def body_targets(self) -> bool:
+        return bool(self.body_actions)
 
     @property
     def action(self) -> Action | None:
         """The primary action, for logs and metrics."""
         if self.targets:
             return self.targets[0].action
-        return Action.DELETE if self.body_targets else None
+        return self.body_actions[0] if self.body_actions else None
+
+    def targets_in_body(self, keys: Iterable[str]) -> tuple[Target, ...]:
+        """The targets of a body-keyed operation once its keys are read: every action on every key."""
+        bucket = self.bucket or ""
+        return tuple(Target(action, bucket, key) for key in keys for action in self.body_actions)
 
 
 def classify(head: RequestHead, *, virtual_host_base: str = "", host: str | None = None) -> Operation:
     """The S3 operation a request performs and every target a grant must cover; raises only S3Error."""
     address = resolve(head, virtual_host_base=virtual_host_base, host=host)
     params = _unique_params(head.query)
-    copy_values = head.headers.getall(COPY_SOURCE_HEADER, ())
+    copy_values: Sequence[str] = head.headers.getall(COPY_SOURCE_HEADER, ())
     if params is None or len(copy_values) > 1:
         return _unknown(address)
     rule = _only_match(_level(address), head.method, params, bool(copy_values))
@@ -189,11 +200,11 @@ def _operation(
         if BYPASS_GOVERNANCE_HEADER in head.headers:
             targets += (Target(Action.ADMIN, bucket, key, Scope.OBJECT),)
     elif kind is _Kind.DELETE_MANY:
-        # Per-key delete targets come from the body; bypassing retention for a whole batch has no
-        # target that could carry it, so it is refused outright.
-        if BYPASS_GOVERNANCE_HEADER in head.headers:
-            return Operation(UNKNOWN, address.bucket, address.key, ())
-        return Operation(rule.name, bucket, None, (), body_targets=True)
+        # Per-key targets come from the body: delete on each key and, when bypassing governance
+        # retention (as for a single DeleteObject), admin on each key too.
+        bypass = BYPASS_GOVERNANCE_HEADER in head.headers
+        actions = (Action.DELETE, Action.ADMIN) if bypass else (Action.DELETE,)
+        return Operation(rule.name, bucket, None, (), body_actions=actions)
     elif kind is _Kind.BUCKET_META:
         targets = (Target(Action.LIST, bucket, "", Scope.BUCKET),)
     elif kind is _Kind.BUCKET_ADMIN:

@@ -9,7 +9,7 @@ Bodies that cannot be spliced (TLS on either leg, unknown length) take the ordin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 import aiohttp
@@ -65,7 +65,7 @@ class Upload:
         self,
         request: web.Request,
         length: int,
-        fallback: AsyncIterator[bytes],
+        fallback: AsyncIterable[bytes],
         on_moved: Callable[[int], None],
         idle_timeout: float,
     ) -> None:

@@ -10,6 +10,7 @@ import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -152,7 +153,9 @@ def _parse_header_auth(head: RequestHead, auth_values: Sequence[str]) -> SignedR
         )
 
     akid, scope_date, region, service = _parse_credential(credential, _header_malformed)
-    amz_date, request_time = _parse_request_date(_single_header(head.headers, "x-amz-date"))
+    amz_date, request_time = header_request_date(
+        _single_header(head.headers, "x-amz-date"), _single_header(head.headers, "date")
+    )
     payload_hash = _single_header(head.headers, "x-amz-content-sha256")
     if payload_hash is None:
         raise S3Error.invalid_request("Missing required header for this request: x-amz-content-sha256")
@@ -283,10 +286,42 @@ def _check_payload_hash(value: str) -> str:
     raise S3Error.invalid_argument(_BAD_PAYLOAD_HASH)
 
 
+_NO_VALID_DATE = "AWS authentication requires a valid Date or x-amz-date header"
+
+
 def _parse_request_date(text: str | None) -> tuple[str, datetime]:
     if text is None:
-        raise S3Error.access_denied("AWS authentication requires a valid Date or x-amz-date header")
+        raise S3Error.access_denied(_NO_VALID_DATE)
     return text, _request_time(text)
+
+
+def header_request_date(amz_date: str | None, date: str | None) -> tuple[str, datetime]:
+    """The signing timestamp of a header-signed request: X-Amz-Date, else the HTTP Date header.
+
+    With a Date header and no X-Amz-Date (botocore does this when the caller sets Date), the client
+    signs the Date header's text as a header but puts the same moment in the string to sign in SigV4's
+    basic ISO 8601 form, as S3 does when it checks it: so the Date is parsed and re-formatted here.
+    """
+    if amz_date is not None or date is None:
+        return _parse_request_date(amz_date)
+    moment = _http_date(date)
+    return (
+        f"{moment.year:04d}{moment.month:02d}{moment.day:02d}T{moment.hour:02d}{moment.minute:02d}"
+        f"{moment.second:02d}Z",
+        moment,
+    )
+
+
+@lru_cache(maxsize=64)
+def _http_date(text: str) -> datetime:
+    """An RFC 1123 / RFC 2822 date (`Fri, 04 Dec 2026 17:44:06 GMT`, or a numeric zone such as `-0000`
+    or `+0100`), as an aware UTC datetime."""
+    try:
+        moment = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        raise S3Error.access_denied(_NO_VALID_DATE) from None
+    # `-0000` means "UTC, zone not known" and parses naive: it is still UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @lru_cache(maxsize=256)
@@ -300,7 +335,7 @@ def _request_time(text: str) -> datetime:
         or not text.isascii()
         or not (text[:8] + text[9:15]).isdigit()
     ):
-        raise S3Error.access_denied("AWS authentication requires a valid Date or x-amz-date header")
+        raise S3Error.access_denied(_NO_VALID_DATE)
     try:
         return datetime(
             int(text[0:4]),
@@ -312,7 +347,7 @@ def _request_time(text: str) -> datetime:
             tzinfo=UTC,
         )
     except ValueError:
-        raise S3Error.access_denied("AWS authentication requires a valid Date or x-amz-date header") from None
+        raise S3Error.access_denied(_NO_VALID_DATE) from None
 
 
 # --- canonical forms ----------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 from proxy.access.decide import Allow
 from proxy.access.grants import Target
-from proxy.observe.events import RequestEvent
+from proxy.live_state import View
+from proxy.observe.events import Outcome
 from proxy.s3.errors import S3Error
-from proxy.state import View
 
 RECHECK_SECONDS = 0.25
 
@@ -25,16 +25,17 @@ RECHECK_SECONDS = 0.25
 class TransferCut(S3Error):
     """A transfer no longer allowed: an upload answers with it; a download's connection is aborted."""
 
+    outcome: Outcome = Outcome.REVOKED
+
 
 class TransferWatch:
-    __slots__ = ("_access_key_id", "_clock", "_event", "_next", "_period", "_principal", "_targets", "_view")
+    __slots__ = ("_access_key_id", "_clock", "_next", "_period", "_principal", "_targets", "_view")
 
     def __init__(
         self,
         view: Callable[[datetime], View],
         principal: str,
         targets: list[Target],
-        event: RequestEvent,
         *,
         access_key_id: str | None = None,
         period: float = RECHECK_SECONDS,
@@ -46,7 +47,6 @@ class TransferWatch:
         self._access_key_id = access_key_id
         self._principal = principal
         self._targets = targets
-        self._event = event
         self._period = period
         self._clock = clock
         self._next = clock() + period
@@ -63,17 +63,17 @@ class TransferWatch:
         try:
             view = self._view(now)
         except S3Error:  # the state is past its grace period: nothing may go on
-            self._event.outcome = "state_unavailable"
             raise TransferCut(
-                "ServiceUnavailable", "Access state is unavailable; try again shortly.", 503
+                "ServiceUnavailable",
+                "Access state is unavailable; try again shortly.",
+                503,
+                outcome=Outcome.STATE_UNAVAILABLE,
             ) from None
         if self._access_key_id is not None and self._access_key_id not in view.keys.entries:
-            self._event.outcome = "revoked"
             raise TransferCut(
                 "AccessDenied", "Access Denied: the access key for this transfer was revoked.", 403
             )
         if not isinstance(view.grants.decide(self._principal, self._targets, now), Allow):
-            self._event.outcome = "revoked"
             raise TransferCut(
                 "AccessDenied", "Access Denied: the grant for this transfer was revoked or has expired.", 403
             )

@@ -1,7 +1,7 @@
 """The sidecar's loopback listener: every request from the job is re-signed and streamed to the gateway.
 
-The job's signature is not checked: only processes in the pod reach 127.0.0.1, and what the job may do
-is decided by the gateway, under the pod's own identity.
+The job's signature is not checked: what the job may do is decided by the gateway, under the pod's own
+identity. Requests a browser or a rebound DNS name could send are refused first (guard.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from proxy.s3.errors import S3Error
 from proxy.s3.forwarding import downstream_headers
 from proxy.s3.request import RequestHead
 from proxy.s3.upstream import Credentials
-from proxy.sidecar import outbound
+from proxy.sidecar import guard, outbound
 from proxy.sidecar.credentials import StsRefused, WebIdentityCredentials
 from proxy.sidecar.resign import ChunkFramingError, ChunkResigner
 
@@ -95,6 +95,7 @@ class Sidecar:
             raise ValueError(f"--gateway {options.gateway_url!r}: expected http(s)://host[:port]")
         self.scheme = parts.scheme
         self.host = parts.netloc
+        self.own_hosts = guard.own_hosts(options.listen_host, options.listen_port)
         self.credentials = WebIdentityCredentials(
             sts_url=f"{parts.scheme}://{parts.netloc}/",
             token_file=options.token_file,
@@ -115,6 +116,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
     if request.path.startswith(HEALTH_PREFIX):
         return health(sidecar, request.path)
+    refused = guard.refusal(request.headers, sidecar.own_hosts)
+    if refused is not None:
+        log.warning("sidecar_request_refused", reason=refused, host=request.headers.get("Host", "")[:200])
+        return s3_error(request, S3Error.access_denied(refused))
     head = RequestHead.build(request.method, request.raw_path, request.headers)
     bodiless = not request.body_exists
     try:
@@ -205,7 +210,7 @@ async def relay(
     request: web.Request, upstream: aiohttp.ClientResponse, read_body: bytes | None
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-    for name, value in downstream_headers(upstream.headers):
+    for name, value in guard.without_cors(downstream_headers(upstream.headers)):
         response.headers.add(name, value)
     if upstream.content_length is not None:
         response.content_length = upstream.content_length

@@ -11,20 +11,21 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 
+from proxy.store.engine import insert_ignoring_conflict, write_engine
 from proxy.store.schema import slack_messages
-from proxy.store.sql import SqlStore, _insert_ignoring_conflict, _writer
+from proxy.store.sql import SqlStore
 
 
 class SlackMessages:
     def __init__(self, store: SqlStore) -> None:
         self._engine = store.engine
-        self._writer = _writer(store.engine)
+        self._writer = write_engine(store.engine)
 
     async def remember(self, request_id: str, channel: str, ts: str) -> None:
         """Record where the request's message is; the first place recorded stays."""
         async with self._writer.begin() as conn:
             await conn.execute(
-                _insert_ignoring_conflict(conn, slack_messages, "request_id").values(
+                insert_ignoring_conflict(conn, slack_messages, "request_id").values(
                     request_id=request_id, channel=channel, ts=ts, posted_at=datetime.now(UTC)
                 )
             )

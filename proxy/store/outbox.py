@@ -15,8 +15,9 @@ from datetime import datetime
 
 from sqlalchemy import delete, select, update
 
+from proxy.store.engine import write_engine
 from proxy.store.schema import webhook_deliveries as rows
-from proxy.store.sql import SqlStore, _writer
+from proxy.store.sql import SqlStore
 
 # Ids per UPDATE when renewing or letting go of leases.
 _ID_SLICE = 500
@@ -35,7 +36,7 @@ class StoredDelivery:
 
 class WebhookOutbox:
     def __init__(self, store: SqlStore) -> None:
-        self._writer = _writer(store.engine)
+        self._writer = write_engine(store.engine)
 
     async def add(
         self, deliveries: Iterable[StoredDelivery], *, now: datetime, lease_until: datetime

@@ -107,6 +107,8 @@ grants = Table(
     # The store version whose transaction last changed whether this grant is in force (created, revoked,
     # suspended, re-confirmed): a gateway reads only the grants changed since the version it holds.
     Column("changed_in", BigInteger, nullable=False, server_default="0"),
+    # Scheduled access (migration 0010): not in force before this moment.
+    Column("starts_at", UtcDateTime, nullable=True),
     Index("ix_grants_principal", "principal"),
     Index("ix_grants_changed_in", "changed_in"),
 )
@@ -145,6 +147,9 @@ access_requests = Table(
     Column("reviewed_by", String(200), nullable=True),
     Column("reviewed_at", UtcDateTime, nullable=True),
     Column("review_comment", Text, nullable=False),
+    # Migration 0010: when the asked-for window starts (None: at approval), and a ticket reference.
+    Column("starts_at", UtcDateTime, nullable=True),
+    Column("ticket", String(200), nullable=False, server_default=""),
     Index("ix_access_requests_status", "status"),
     Index("ix_access_requests_requester", "requester"),
 )
@@ -223,6 +228,21 @@ session_cutoffs = Table(
     metadata,
     Column("principal", String(200), primary_key=True),
     Column("not_before", UtcDateTime, nullable=False),
+)
+
+# --- web sessions (migration 0009) ---
+
+# One row per signed-in web session; the cookie names its `id`. A cookie whose row is ended (signed out,
+# or the principal's key revoked) or missing no longer signs anyone in, however long it has left.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("principal", String(200), nullable=False, index=True),
+    Column("via", String(20), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime, nullable=True),
 )
 
 # --- audit (revision 0003) ---------------------------------------------------------------------------

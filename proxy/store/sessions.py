@@ -1,4 +1,5 @@
-"""Session cut-offs in the store: when a principal's grant is revoked, its older session tokens stop working.
+"""Session cut-offs (a revoked grant stops its principal's older session tokens) and the ending of web
+sessions, in the store.
 
 Called inside the store's own transactions (sql.py), so the cut-off and the revocation that caused it
 are committed, and seen by gateways, together.
@@ -10,11 +11,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from proxy.store.schema import session_cutoffs
+from proxy.store.schema import session_cutoffs, web_sessions
 
 
 async def cut_off_sessions(conn: AsyncConnection, principal: str, now: datetime) -> None:
@@ -33,3 +34,12 @@ async def cut_off_sessions(conn: AsyncConnection, principal: str, now: datetime)
 async def load_cutoffs(conn: AsyncConnection) -> Mapping[str, datetime]:
     rows = await conn.execute(select(session_cutoffs.c.principal, session_cutoffs.c.not_before))
     return MappingProxyType({row.principal: row.not_before for row in rows})
+
+
+async def end_sessions_of(conn: AsyncConnection, principal: str, now: datetime) -> None:
+    """End every open web session of `principal`."""
+    await conn.execute(
+        update(web_sessions)
+        .where(web_sessions.c.principal == principal, web_sessions.c.ended_at.is_(None))
+        .values(ended_at=now)
+    )

@@ -21,16 +21,22 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Row, and_, event, exists, insert, not_, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy import Column, Row, and_, exists, insert, not_, or_, select, text, update
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from proxy.access.grants import Action, Grant, parse_actions
 from proxy.identity.keys import AccessKey, derive_secret, new_access_key_id
 from proxy.identity.principals import Principal
+from proxy.store.engine import (
+    StoreError,
+    create_engine_for,
+    insert_ignoring_conflict,
+    require_aware,
+    write_engine,
+)
 from proxy.store.notify import NOTIFY_SQL
 from proxy.store.schema import (
     VERSION_ROW,
@@ -40,22 +46,14 @@ from proxy.store.schema import (
     principals,
     store_state,
 )
-from proxy.store.sessions import cut_off_sessions, load_cutoffs
+from proxy.store.sessions import cut_off_sessions, end_sessions_of, load_cutoffs
 
 _ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
-_SQLITE_BUSY_TIMEOUT_MS = 5000
 # Rows of a snapshot converted per turn of the event loop (about 10 ms of work).
 SNAPSHOT_SLICE = 1000
-# Execution option read by the SQLite "begin" hook: writers take the write lock up front (IMMEDIATE), so
-# two writers queue on busy_timeout instead of failing when a read lock cannot be upgraded.
-_SQLITE_BEGIN = "grantgate_sqlite_begin"
 # Serialises concurrent `upgrade` runs on PostgreSQL (two gateways starting at once).
 _PG_MIGRATION_LOCK = 0x6772616E74  # "grant"
 _NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
-
-
-class StoreError(Exception):
-    """A store problem with a message fit to show as is (unknown principal, schema not at head...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,64 +76,6 @@ class Snapshot:
 
 
 # --- engines and migrations -------------------------------------------------------------------------
-
-
-def async_url(url: str) -> URL:
-    """`sqlite:///x.db` -> sqlite+aiosqlite, `postgresql://...` -> postgresql+asyncpg; others refused."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise StoreError("invalid store URL: use sqlite:///path/to.db or postgresql://user@host/db") from None
-    backend, _, driver = parsed.drivername.partition("+")
-    if backend == "sqlite":
-        wanted = "aiosqlite"
-    elif backend in ("postgresql", "postgres"):
-        backend, wanted = "postgresql", "asyncpg"
-        if "sslmode" in parsed.query:  # libpq's spelling; asyncpg calls it `ssl`
-            query = dict(parsed.query)
-            query["ssl"] = query.pop("sslmode")
-            parsed = parsed.set(query=query)
-    else:
-        raise StoreError(
-            f"unsupported store URL scheme {parsed.drivername!r}: use sqlite:///path/to.db or postgresql://..."
-        )
-    if driver and driver != wanted:
-        raise StoreError(f"unsupported database driver {driver!r} for {backend}: GrantGate uses {wanted}")
-    return parsed.set(drivername=f"{backend}+{wanted}")
-
-
-def create_engine_for(url: str) -> AsyncEngine:
-    sa_url = async_url(url)
-    if sa_url.get_backend_name() != "sqlite":
-        # pre_ping: a gateway outlives database restarts and fail-overs.
-        return create_async_engine(sa_url, pool_pre_ping=True)
-    database = sa_url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(sa_url)
-    _configure_sqlite(engine)
-    return engine
-
-
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take BEGIN away from the sqlite3 driver, which skips it before SELECTs: a snapshot's reads must
-        # share one transaction to be consistent.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
-            cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, and far faster
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get(_SQLITE_BEGIN, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _alembic_config() -> Config:
@@ -161,7 +101,7 @@ def _upgrade_sync(conn: Connection) -> None:
 
 
 async def _upgrade_engine(engine: AsyncEngine) -> None:
-    writer = _writer(engine)
+    writer = write_engine(engine)
     async with writer.begin() as conn:
         await conn.run_sync(_upgrade_sync)
 
@@ -169,12 +109,6 @@ async def _upgrade_engine(engine: AsyncEngine) -> None:
 async def _current_revision_engine(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         return await conn.run_sync(_current_revision_sync)
-
-
-def _writer(engine: AsyncEngine) -> AsyncEngine:
-    if engine.dialect.name == "sqlite":
-        return engine.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
-    return engine
 
 
 def _display_url(url: str) -> str:
@@ -223,7 +157,7 @@ class SqlStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._writer = _writer(engine)
+        self._writer = write_engine(engine)
         # PostgreSQL reads each statement at its own snapshot unless told otherwise; SQLite's explicit
         # BEGIN already gives one snapshot per transaction.
         self._reader = (
@@ -277,25 +211,25 @@ class SqlStore:
         self, name: str, groups: Iterable[str] | None = None, *, now: datetime | None = None
     ) -> Principal:
         """Create the principal if it is new; when `groups` is given, it replaces the stored groups."""
-        _check_name(name, "principal")
-        wanted = None if groups is None else sorted({_check_name(g, "group") for g in groups})
+        check_name(name, "principal")
+        wanted = None if groups is None else sorted({check_name(g, "group") for g in groups})
         created = now or datetime.now(UTC)
-        _require_aware(created)
+        require_aware(created)
         async with self._writer.begin() as conn:
             row = await _principal_row(conn, name)
             if row is None:
-                stmt = _insert_ignoring_conflict(conn, principals, "name").values(
+                stmt = insert_ignoring_conflict(conn, principals, "name").values(
                     name=name, groups=wanted or [], created_at=created
                 )
                 result = await conn.execute(stmt)
                 if result.rowcount == 1:
-                    await _bump(conn, principals_changed=[name])
+                    await bump_version(conn, principals_changed=[name])
                     return Principal(name, frozenset(wanted or ()))
                 row = await _principal_row(conn, name)  # created concurrently by someone else
                 assert row is not None
             if wanted is not None and sorted(row.groups) != wanted:
                 await conn.execute(update(principals).where(principals.c.name == name).values(groups=wanted))
-                await _bump(conn, principals_changed=[name])
+                await bump_version(conn, principals_changed=[name])
                 return Principal(name, frozenset(wanted))
             return _principal(row)
 
@@ -315,7 +249,7 @@ class SqlStore:
         self, principal: str, server_key: bytes, *, now: datetime, description: str = ""
     ) -> tuple[AccessKey, str]:
         """A new key for an existing principal, and its secret: shown once, never stored."""
-        _require_aware(now)
+        require_aware(now)
         key = AccessKey(new_access_key_id(), principal, now, None, description)
         secret = derive_secret(server_key, key.access_key_id)
         async with self._writer.begin() as conn:
@@ -330,7 +264,7 @@ class SqlStore:
                     revoked_at=None,
                 )
             )
-            await _bump(conn, keys_changed=[key.access_key_id])
+            await bump_version(conn, keys_changed=[key.access_key_id])
         return key, secret
 
     async def list_access_keys(self, principal: str | None = None) -> list[AccessKey]:
@@ -342,7 +276,7 @@ class SqlStore:
 
     async def revoke_access_key(self, access_key_id: str, *, now: datetime) -> bool:
         """Revoke a key; True if the key exists (revoking twice keeps the first time), False if unknown."""
-        _require_aware(now)
+        require_aware(now)
         async with self._writer.begin() as conn:
             result = await conn.execute(
                 update(access_keys)
@@ -350,7 +284,12 @@ class SqlStore:
                 .values(revoked_at=now)
             )
             if result.rowcount:
-                await _bump(conn, keys_changed=[access_key_id])
+                await bump_version(conn, keys_changed=[access_key_id])
+                holder = await conn.scalar(
+                    select(access_keys.c.principal).where(access_keys.c.access_key_id == access_key_id)
+                )
+                # A revoked key means the person's standing is in doubt: their web sessions end too.
+                await end_sessions_of(conn, holder, now)
                 return True
             found = await conn.scalar(
                 select(access_keys.c.access_key_id).where(access_keys.c.access_key_id == access_key_id)
@@ -372,8 +311,8 @@ class SqlStore:
         created_by: str = "",
         request_id: str | None = None,
     ) -> Grant:
-        _check_name(principal, "principal")
-        _require_aware(now, expires_at)
+        check_name(principal, "principal")
+        require_aware(now, expires_at)
         if not bucket:
             raise ValueError("a grant needs a bucket")
         if not actions:
@@ -399,7 +338,7 @@ class SqlStore:
                     principal=principal,
                     bucket=bucket,
                     prefix=prefix,
-                    actions=_actions_text(grant.actions),
+                    actions=actions_text(grant.actions),
                     created_at=now,
                     expires_at=expires_at,
                     revoked_at=None,
@@ -410,13 +349,13 @@ class SqlStore:
                     created_by=created_by,
                 )
             )
-            await _bump(conn, [grant.id])
+            await bump_version(conn, [grant.id])
         return grant
 
     async def get_grant(self, grant_id: str) -> Grant | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
-        return None if row is None else _grant(row)
+        return None if row is None else grant_of_row(row)
 
     async def list_grants(
         self, *, principal: str | None = None, active_at: datetime | None = None
@@ -426,16 +365,16 @@ class SqlStore:
         if principal is not None:
             query = query.where(grants.c.principal == principal)
         if active_at is not None:
-            _require_aware(active_at)
-            query = query.where(_grant_active(active_at))
+            require_aware(active_at)
+            query = query.where(grant_active(active_at))
         async with self._engine.connect() as conn:
-            return [_grant(row) for row in await conn.execute(query)]
+            return [grant_of_row(row) for row in await conn.execute(query)]
 
     async def revoke_grant(
         self, grant_id: str, *, now: datetime, actor: str, reason: str = ""
     ) -> Grant | None:
         """Revoke a grant; None if unknown. A grant already revoked is returned as it was (idempotent)."""
-        _require_aware(now)
+        require_aware(now)
         async with self._writer.begin() as conn:
             result = await conn.execute(
                 update(grants)
@@ -443,29 +382,29 @@ class SqlStore:
                 .values(revoked_at=now, revoked_by=actor, revoke_reason=reason)
             )
             if result.rowcount:
-                await _bump(conn, [grant_id])
+                await bump_version(conn, [grant_id])
             row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
             if result.rowcount and row is not None:
                 await cut_off_sessions(conn, row.principal, now)
-        return None if row is None else _grant(row)
+        return None if row is None else grant_of_row(row)
 
     # --- what gateways poll and load ---
 
     async def snapshot(self, now: datetime, *, since: int | None = None) -> Snapshot:
         """Every grant in force at `now` and every active key; with `since`, only what changed after
         that version (see Snapshot)."""
-        _require_aware(now)
+        require_aware(now)
         async with self._reader.connect() as conn, conn.begin():
             # Read first: every grant stamped with this version or an earlier one is committed already.
             version = await _version(conn)
             if since is None:
-                in_force = await _load_grants(conn, _grant_active(now))
+                in_force = await _load_grants(conn, grant_active(now))
                 retired: list[Grant] = []
                 keys = await _load_keys(conn, access_keys.c.revoked_at.is_(None))
             else:
                 changed = grants.c.changed_in > since
-                in_force = await _load_grants(conn, and_(changed, _grant_active(now)))
-                retired = await _load_grants(conn, and_(changed, not_(_grant_active(now))))
+                in_force = await _load_grants(conn, and_(changed, grant_active(now)))
+                retired = await _load_grants(conn, and_(changed, not_(grant_active(now))))
                 # Revoked keys included: the gateway drops them.
                 keys = await _load_keys(
                     conn, or_(access_keys.c.changed_in > since, principals.c.changed_in > since)
@@ -489,7 +428,7 @@ def new_grant_id() -> str:
     return "g_" + secrets.token_urlsafe(9)  # 12 url-safe characters, 72 random bits
 
 
-def _check_name(value: str, what: str) -> str:
+def check_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValueError(
             f"invalid {what} name {value!r}: 1 to 200 characters, no spaces or control characters"
@@ -497,18 +436,11 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-def _require_aware(*moments: datetime | None) -> None:
-    # Checked up front: a naive datetime would otherwise fail deep inside SQLAlchemy's bind processing.
-    for moment in moments:
-        if moment is not None and moment.tzinfo is None:
-            raise ValueError(f"timestamps must be timezone-aware, got {moment!r}")
-
-
-def _actions_text(actions: Iterable[Action]) -> str:
+def actions_text(actions: Iterable[Action]) -> str:
     return ",".join(sorted(a.value for a in actions))
 
 
-def _grant_active(now: datetime) -> ColumnElement[bool]:
+def grant_active(now: datetime) -> ColumnElement[bool]:
     # The same rule as Grant.is_active, in SQL; a grant suspended by an anomaly rule is out of service
     # until an approver re-confirms it.
     return and_(
@@ -518,12 +450,7 @@ def _grant_active(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _insert_ignoring_conflict(conn: AsyncConnection, table: Any, key: str) -> Any:
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=[key])
-
-
-async def _bump(
+async def bump_version(
     conn: AsyncConnection,
     grants_changed: Iterable[str] = (),
     *,
@@ -562,7 +489,7 @@ async def _load_grants(conn: AsyncConnection, where: ColumnElement[bool]) -> lis
     # requests this gateway is serving for more than a slice's worth.
     loaded: list[Grant] = []
     while part := rows.fetchmany(SNAPSHOT_SLICE):
-        loaded.extend(_grant(row) for row in part)
+        loaded.extend(grant_of_row(row) for row in part)
         await asyncio.sleep(0)
     return loaded
 
@@ -609,7 +536,7 @@ def _stored_actions(column: str) -> frozenset[Action]:
     return parse_actions(column)
 
 
-def _grant(row: Row[Any]) -> Grant:
+def grant_of_row(row: Row[Any]) -> Grant:
     # By name through the mapping: a third of the cost of row attributes, which a snapshot of
     # 100 000 grants feels.
     m = row._mapping
@@ -625,4 +552,5 @@ def _grant(row: Row[Any]) -> Grant:
         source=m["source"],
         request_id=m["request_id"],
         extra={key: m[key] for key in ("created_by", "revoked_by", "revoke_reason")},
+        starts_at=m["starts_at"],
     )

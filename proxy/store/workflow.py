@@ -14,13 +14,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, Update, and_, func, insert, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.access.grants import Action, Grant, parse_actions
 from proxy.access.requests import AccessRequest, Approval, RequestStatus
 from proxy.identity.principals import Principal
 from proxy.identity.tokens import ApiToken, hash_secret, new_token, parse_token, secret_matches
+from proxy.store.engine import StoreError, insert_ignoring_conflict, require_aware, write_engine
 from proxy.store.schema import (
     access_requests,
     api_tokens,
@@ -31,14 +31,11 @@ from proxy.store.schema import (
 )
 from proxy.store.sql import (
     SqlStore,
-    StoreError,
-    _actions_text,
-    _bump,
-    _check_name,
-    _grant,
-    _grant_active,
-    _require_aware,
-    _writer,
+    actions_text,
+    bump_version,
+    check_name,
+    grant_active,
+    grant_of_row,
     new_grant_id,
 )
 
@@ -85,14 +82,14 @@ def new_request_id() -> str:
 class WorkflowStore:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
-        self._engine = store._engine
-        self._writer = _writer(store._engine)
+        self._engine = store.engine
+        self._writer = write_engine(store.engine)
 
     # --- requests ---
 
     async def insert_request(self, request: AccessRequest, grant: NewGrant | None = None) -> AccessRequest:
         """Store a new request; with `grant`, it is approved at once and its grant created with it."""
-        _require_aware(request.created_at, request.expires_at)
+        require_aware(request.created_at, request.expires_at)
         async with self._writer.begin() as conn:
             made: Grant | None = None
             if grant is not None:
@@ -100,8 +97,16 @@ class WorkflowStore:
                 request = replace(request, grant_id=made.id)
             await conn.execute(insert(access_requests).values(**_request_values(request)))
             if made is not None:
-                await _bump(conn, [made.id])
+                await bump_version(conn, [made.id])
         return request
+
+    async def count_pending(self) -> int:
+        """Access requests waiting for a decision (for the pending-requests gauge)."""
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(
+                select(func.count()).select_from(access_requests).where(access_requests.c.status == "pending")
+            )
+        return int(found or 0)
 
     async def get_request(self, request_id: str) -> AccessRequest | None:
         async with self._engine.connect() as conn:
@@ -150,7 +155,7 @@ class WorkflowStore:
         exclusive), so concurrent approvals are counted one after the other and exactly one of them
         finds the request still pending with enough approvals.
         """
-        _require_aware(now)
+        require_aware(now)
         async with self._writer.begin() as conn:
             row = (
                 await conn.execute(
@@ -160,7 +165,7 @@ class WorkflowStore:
             if row is None:
                 raise RequestConflict(f"unknown request {request_id!r}")
             _require_pending(row, now)
-            stmt = _insert_ignoring(conn, request_approvals, ["request_id", "approver"]).values(
+            stmt = insert_ignoring_conflict(conn, request_approvals, "request_id", "approver").values(
                 request_id=request_id, approver=approver, decided_at=now, comment=comment
             )
             counted = (await conn.execute(stmt)).rowcount == 1
@@ -182,7 +187,7 @@ class WorkflowStore:
                         grant_id=made.id,
                     )
                 )
-                await _bump(conn, [made.id])
+                await bump_version(conn, [made.id])
             row = (
                 await conn.execute(select(access_requests).where(access_requests.c.id == request_id))
             ).one()
@@ -193,7 +198,7 @@ class WorkflowStore:
         self, request_id: str, status: RequestStatus, *, actor: str, comment: str, now: datetime
     ) -> AccessRequest:
         """pending -> denied | cancelled, only if still pending and not lapsed."""
-        _require_aware(now)
+        require_aware(now)
         async with self._writer.begin() as conn:
             result = await conn.execute(
                 _while_pending(request_id)
@@ -213,7 +218,7 @@ class WorkflowStore:
 
     async def expire_pending(self, now: datetime, *, limit: int = 1000) -> list[AccessRequest]:
         """Move lapsed pending requests to `expired`; returns only those this call moved."""
-        _require_aware(now)
+        require_aware(now)
         async with self._writer.begin() as conn:
             ids = list(
                 await conn.scalars(
@@ -241,7 +246,7 @@ class WorkflowStore:
         return [r for r in found if r is not None]
 
     async def review(self, request_id: str, *, reviewer: str, comment: str, now: datetime) -> AccessRequest:
-        _require_aware(now)
+        require_aware(now)
         async with self._writer.begin() as conn:
             result = await conn.execute(
                 update(access_requests)
@@ -264,7 +269,7 @@ class WorkflowStore:
         self, principal: str, *, now: datetime, description: str = ""
     ) -> tuple[ApiToken, str]:
         """A new token for an existing principal, and the token string: shown once, only its hash kept."""
-        _require_aware(now)
+        require_aware(now)
         token_id, token = new_token()
         parsed = parse_token(token)
         assert parsed is not None
@@ -314,7 +319,7 @@ class WorkflowStore:
 
     async def revoke_token(self, token_id: str, *, now: datetime) -> bool:
         """True if the token exists (revoking twice keeps the first time)."""
-        _require_aware(now)
+        require_aware(now)
         async with self._writer.begin() as conn:
             await conn.execute(
                 update(api_tokens)
@@ -334,9 +339,9 @@ class WorkflowStore:
         Only grants this sync created (source "standing", created by "policy") are touched. Returns
         (created, revoked).
         """
-        _require_aware(now)
+        require_aware(now)
         for entry in wanted:
-            _check_name(entry.principal, "principal")
+            check_name(entry.principal, "principal")
         async with self._writer.begin() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_STANDING_LOCK})
@@ -344,10 +349,10 @@ class WorkflowStore:
                 select(grants).where(
                     grants.c.source == STANDING_SOURCE,
                     grants.c.created_by == STANDING_CREATOR,
-                    _grant_active(now),
+                    grant_active(now),
                 )
             )
-            existing = {_standing_key(g): g for g in (_grant(row) for row in rows)}
+            existing = {_standing_key(g): g for g in (grant_of_row(row) for row in rows)}
             keep = {(e.principal, e.bucket, e.prefix, frozenset(e.actions)) for e in wanted}
             created: list[Grant] = []
             revoked: list[Grant] = []
@@ -384,20 +389,20 @@ class WorkflowStore:
                 await conn.execute(insert(grants).values(**_grant_values(grant, STANDING_CREATOR)))
                 created.append(grant)
             if created or revoked:
-                await _bump(conn, [g.id for g in (*created, *revoked)])
+                await bump_version(conn, [g.id for g in (*created, *revoked)])
         return created, revoked
 
     # --- expiry notices ---
 
     async def claim_expiring(self, now: datetime, warning: timedelta) -> list[Grant]:
         """Active grants ending within `warning` that nobody has warned about yet; claimed for the caller."""
-        _require_aware(now)
-        condition = and_(_grant_active(now), grants.c.expires_at <= now + warning)
+        require_aware(now)
+        condition = and_(grant_active(now), grants.c.expires_at <= now + warning)
         return await self._claim("expiring", condition, now)
 
     async def claim_expired(self, now: datetime) -> list[Grant]:
         """Grants that reached their expiry unrevoked (recently) and were not reported yet."""
-        _require_aware(now)
+        require_aware(now)
         condition = and_(
             grants.c.expires_at <= now,
             grants.c.expires_at > now - EXPIRED_NOTICE_WINDOW,
@@ -413,20 +418,15 @@ class WorkflowStore:
             )
             claimed: list[Grant] = []
             for row in rows:
-                stmt = _insert_ignoring(conn, grant_notices, ["grant_id", "kind"]).values(
+                stmt = insert_ignoring_conflict(conn, grant_notices, "grant_id", "kind").values(
                     grant_id=row.id, kind=kind, sent_at=now
                 )
                 if (await conn.execute(stmt)).rowcount == 1:
-                    claimed.append(_grant(row))
+                    claimed.append(grant_of_row(row))
         return claimed
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-
-def _insert_ignoring(conn: AsyncConnection, table: Any, keys: list[str]) -> Any:
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
 
 
 def _while_pending(request_id: str) -> Update:
@@ -446,6 +446,7 @@ def _require_pending(row: Row[Any], now: datetime) -> None:
 async def _insert_grant(
     conn: AsyncConnection, request: AccessRequest, spec: NewGrant, now: datetime
 ) -> Grant:
+    starts_at, expires_at = request.window(now)  # the clock starts when access is granted, or scheduled
     grant = Grant(
         id=new_grant_id(),
         principal=request.requester,
@@ -453,10 +454,11 @@ async def _insert_grant(
         prefix=request.prefix,
         actions=request.actions,
         created_at=now,
-        expires_at=now + request.duration,  # the clock starts when access is granted
+        expires_at=expires_at,
         source=spec.source,
         request_id=request.id,
         extra={"created_by": spec.created_by, "revoked_by": "", "revoke_reason": ""},
+        starts_at=starts_at,
     )
     await conn.execute(insert(grants).values(**_grant_values(grant, spec.created_by)))
     return grant
@@ -468,7 +470,7 @@ def _grant_values(grant: Grant, created_by: str) -> dict[str, Any]:
         "principal": grant.principal,
         "bucket": grant.bucket,
         "prefix": grant.prefix,
-        "actions": _actions_text(grant.actions),
+        "actions": actions_text(grant.actions),
         "created_at": grant.created_at,
         "expires_at": grant.expires_at,
         "revoked_at": None,
@@ -477,6 +479,7 @@ def _grant_values(grant: Grant, created_by: str) -> dict[str, Any]:
         "source": grant.source,
         "request_id": grant.request_id,
         "created_by": created_by,
+        "starts_at": grant.starts_at,
     }
 
 
@@ -491,7 +494,7 @@ def _request_values(request: AccessRequest) -> dict[str, Any]:
         "resource_name": request.resource_name,
         "bucket": request.bucket,
         "prefix": request.prefix,
-        "actions": _actions_text(request.actions),
+        "actions": actions_text(request.actions),
         "duration_seconds": int(request.duration.total_seconds()),
         "justification": request.justification,
         "status": request.status.value,
@@ -507,6 +510,8 @@ def _request_values(request: AccessRequest) -> dict[str, Any]:
         "reviewed_by": request.reviewed_by,
         "reviewed_at": request.reviewed_at,
         "review_comment": request.review_comment,
+        "starts_at": request.starts_at,
+        "ticket": request.ticket,
     }
 
 
@@ -548,4 +553,6 @@ def _request(row: Row[Any], approvals: tuple[Approval, ...]) -> AccessRequest:
         reviewed_by=row.reviewed_by,
         reviewed_at=row.reviewed_at,
         review_comment=row.review_comment,
+        starts_at=row.starts_at,
+        ticket=row.ticket,
     )

@@ -176,12 +176,13 @@ def test_small_preset_asks_a_justification_and_one_approver() -> None:
     assert not isinstance(_decide("small", anyone, "models/x", justification=""), NeedsApproval)
 
 
-def test_growing_preset_is_instant_for_infra_and_needs_a_reason_or_approval_for_others() -> None:
+def test_growing_preset_is_instant_for_infra_and_needs_an_approval_for_others() -> None:
     infra = Principal("ivan", frozenset({"infra"}))
     ml = Principal("mia", frozenset({"ml"}))
     assert isinstance(_decide("growing", infra, "models/x"), Instant)
-    assert isinstance(_decide("growing", ml, "models/x"), Instant)  # with a reason
-    assert not isinstance(_decide("growing", ml, "models/x", justification=""), Instant)
+    result = _decide("growing", ml, "models/x")  # a reason alone no longer opens the weights
+    assert isinstance(result, NeedsApproval) and result.approvals_required == 1
+    assert not isinstance(_decide("growing", ml, "models/x", justification=""), Instant | NeedsApproval)
     assert isinstance(_decide("growing", ml, "training-data/x"), NeedsApproval)
 
 

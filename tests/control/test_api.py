@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from support.policies import MODELS_RULE
 
 from proxy.access.policy import Policy, Resource, ResourcePath
-from proxy.access.workflow import Workflow
 from proxy.control.api import ROUTES
 from proxy.control.app import control_app
+from proxy.control.audit_api import audit_query
 from proxy.control.openapi import openapi_document
+from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
-from proxy.state import LiveState
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Workflow
 
 BUCKET = "archive"
 WHY = "evaluate the new checkpoint"
@@ -239,3 +241,28 @@ def test_openapi_names_the_fields_the_acceptance_check_uses() -> None:
     schemas = openapi_document()["components"]["schemas"]
     assert {"resource", "actions", "duration", "justification"} <= set(schemas["NewRequest"]["properties"])
     assert {"id", "status", "grant_id"} <= set(schemas["AccessRequest"]["required"])
+
+
+async def test_revoking_someone_elses_grant_says_it_is_not_yours(api: Api) -> None:
+    _, bobs, _ = await api.call(
+        "bob", "POST", "/requests", json={"resource": f"s3://{BUCKET}/models/", "justification": WHY}
+    )
+    status, body, _ = await api.call("alice", "DELETE", f"/grants/{bobs['grant_id']}")
+    assert_problem(status, body, _, 403, "not_yours")
+    assert f"grant {bobs['grant_id']} is not yours" in body["detail"]
+    assert_problem(*await api.call("alice", "DELETE", "/grants/g_missing"), 404, "not_found")
+
+
+async def test_an_unknown_resource_name_lists_the_known_names(api: Api) -> None:
+    status, body, content_type = await api.call(
+        "alice", "POST", "/requests", json={"resource": "modelz", "justification": WHY}
+    )
+    assert_problem(status, body, content_type, 422, "invalid_resource")
+    assert "unknown resource 'modelz'" in body["detail"] and "(models)" in body["detail"]
+
+
+def test_audit_limit_alone_asks_for_the_newest_events_and_after_pages_forward() -> None:
+    now = datetime.now(UTC)
+    assert audit_query({"limit": "10"}, now).latest is True
+    assert audit_query({"limit": "10", "after": "42"}, now).latest is False
+    assert audit_query({}, now).latest is False

@@ -13,9 +13,9 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -29,12 +29,12 @@ from joserfc.jwk import RSAKey
 
 from proxy.access.grants import Action
 from proxy.access.policy import Policy, Resource, ResourcePath, Rule
-from proxy.access.workflow import Workflow
 from proxy.config import Settings
 from proxy.control.app import control_app
+from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
-from proxy.state import LiveState
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Workflow
 
 SERVER_KEY = "k" * 48
 CLIENT_ID = "grantgate-web"
@@ -63,7 +63,7 @@ class Provider:
 
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, parameters={"kid": "k1"}))
     user: dict[str, Any] = field(
-        default_factory=lambda: {"sub": "u-123", "preferred_username": "dana", "groups": ["ml", "eng"]}
+        default_factory=lambda: {"sub": "dana", "preferred_username": "Dana", "groups": ["ml", "eng"]}
     )
     issuer: str = ""
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -166,12 +166,12 @@ async def provider() -> AsyncIterator[tuple[Provider, TestServer]]:
 
 
 async def start_site(
-    tmp_path: Path, web_section: dict[str, Any], idp: Provider
+    tmp_path: Path, web_section: dict[str, Any], idp: Provider, clock: Callable[[], datetime] | None = None
 ) -> tuple[Site, TestServer, Workflow]:
     store = await SqlStore.open(f"sqlite:///{tmp_path / 'gg.db'}", upgrade=True)
     for name, groups in {"alice": ["ml"], "carol": ["security"]}.items():
         await store.ensure_principal(name, groups)
-    workflow = Workflow(store, POLICY, EventBus())
+    workflow = Workflow(store, POLICY, EventBus(), **({"clock": clock} if clock else {}))
     state = LiveState(store, SERVER_KEY.encode(), interval=1, grace=1)
     # The public URL must be known before the app is built: reserve the port first.
     server = TestServer(web.Application(), host="127.0.0.1")
@@ -213,6 +213,17 @@ async def follow(
         location = resp.headers["Location"]
         url = location if location.startswith("http") else str(resp.url.join(aiohttp.client.URL(location)))
     raise AssertionError(f"too many redirects: {seen}")
+
+
+async def test_oidc_sign_in_keys_people_on_sub_not_on_a_chosen_username(oidc_site: Site) -> None:
+    # A provider account whose self-chosen username is an approver's name does not become the approver.
+    oidc_site.provider.user = {"sub": "u-9f2c", "preferred_username": "carol", "groups": ["ml"]}
+    async with browser_session() as client:
+        resp, body, _ = await follow(client, oidc_site.url + "/inbox")
+        assert resp.status == 200, body
+        assert "u-9f2c" in body and "carol" not in body
+    carol = await oidc_site.store.get_principal("carol")
+    assert carol is not None and carol.groups == frozenset({"security"})
 
 
 async def test_oidc_token_with_wrong_nonce_is_refused(oidc_site: Site) -> None:
@@ -392,6 +403,91 @@ async def test_session_cookie_is_httponly_and_lax(tmp_path: Path) -> None:
             assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
             assert resp.headers["X-Frame-Options"] == "DENY"
             assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+    finally:
+        await server.close()
+        await site.store.close()
+
+
+# --- sessions end on the server ------------------------------------------------------------------------
+
+
+def session_cookie(client: aiohttp.ClientSession, url: str) -> str:
+    cookie = client.cookie_jar.filter_cookies(aiohttp.client.URL(url)).get("grantgate_session")
+    assert cookie is not None
+    return cookie.value
+
+
+async def opens_inbox_with(url: str, cookie: str) -> bool:
+    """Whether a browser holding only `cookie` (a copy, say) gets the inbox."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as thief:
+        resp = await thief.get(
+            url + "/inbox", headers={"Cookie": f"grantgate_session={cookie}"}, allow_redirects=False
+        )
+        return resp.status == 200
+
+
+async def test_signing_out_ends_the_session_on_the_server(tmp_path: Path) -> None:
+    site, server, _ = await start_site(tmp_path, {"dev_login": True}, Provider())
+    try:
+        async with browser_session() as carol:
+            token = await signed_in_as(carol, site.url, "carol")
+            kept = session_cookie(carol, site.url)
+            assert await opens_inbox_with(site.url, kept)
+            out = await carol.post(site.url + "/signout", data={"csrf_token": token}, allow_redirects=False)
+            assert out.status == 303
+        # The cookie from before signing out still carries its signature and 8 hours: it opens nothing.
+        assert not await opens_inbox_with(site.url, kept)
+    finally:
+        await server.close()
+        await site.store.close()
+
+
+async def test_revoking_a_persons_key_ends_their_web_sessions(tmp_path: Path) -> None:
+    site, server, _ = await start_site(tmp_path, {"dev_login": True}, Provider())
+    try:
+        key, _secret = await site.store.create_access_key("carol", SERVER_KEY.encode(), now=datetime.now(UTC))
+        async with browser_session() as carol:
+            await signed_in_as(carol, site.url, "carol")
+            kept = session_cookie(carol, site.url)
+            assert await opens_inbox_with(site.url, kept)
+            assert await site.store.revoke_access_key(key.access_key_id, now=datetime.now(UTC))
+            assert not await opens_inbox_with(site.url, kept)
+            resp = await carol.get(site.url + "/inbox", allow_redirects=False)
+            assert resp.status == 303 and resp.headers["Location"].startswith("/signin")
+    finally:
+        await server.close()
+        await site.store.close()
+
+
+async def test_an_old_anonymous_csrf_token_does_not_sign_in(tmp_path: Path) -> None:
+    moment = [datetime.now(UTC)]
+    site, server, _ = await start_site(tmp_path, {"dev_login": True}, Provider(), clock=lambda: moment[0])
+    try:
+        async with browser_session() as client:
+
+            async def sign_in_form() -> str:
+                page = await (await client.get(site.url + "/signin")).text()
+                found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+                assert found
+                return found.group(1)
+
+            async def sign_in(token: str) -> int:
+                resp = await client.post(
+                    site.url + "/signin/dev",
+                    data={"csrf_token": token, "principal": "carol", "next": "/inbox"},
+                    allow_redirects=False,
+                )
+                return resp.status
+
+            # A form shown again hands out a new token: the one from the earlier page no longer works.
+            earlier = await sign_in_form()
+            await sign_in_form()
+            assert await sign_in(earlier) == 403
+            # A form left open longer than the sign-in window (a token taken long ago) no longer works.
+            stale = await sign_in_form()
+            moment[0] += timedelta(minutes=16)
+            assert await sign_in(stale) == 403
+            assert await sign_in(await sign_in_form()) == 303
     finally:
         await server.close()
         await site.store.close()

@@ -5,6 +5,7 @@ Helm comes from `make helm` (deploy/tools/install-helm.sh); CI installs it, so t
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import tomllib
@@ -189,3 +190,15 @@ def test_monitoring_resources_carry_the_repository_rules_and_dashboard() -> None
     assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name"
     control = find(docs, "Service", "gg-grantgate-control")
     assert control["metadata"]["labels"]["app.kubernetes.io/name"] == "grantgate"  # -> job="grantgate"
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_metrics_need_a_token_the_service_monitor_sends(values: str) -> None:
+    docs = render(*VALUES[values], "--set", "metrics.serviceMonitor.enabled=true")
+    gateway = next(c for c in find(docs, "Deployment")["spec"]["template"]["spec"]["containers"])
+    env = {e["name"]: e for e in gateway["env"]}
+    ref = env["GRANTGATE_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+    (endpoint,) = find(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": ref}
+    secret = find(docs, "Secret", ref["name"])
+    assert len(base64.b64decode(secret["data"][ref["key"]])) >= 32

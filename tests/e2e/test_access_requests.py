@@ -13,12 +13,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from click.testing import CliRunner
-from support.access import denied_link, read
+from support.access import api, denied_link, read
 from support.world import BUCKET, Identity, World, running_world
 
 from proxy.cli import main
@@ -56,23 +55,6 @@ WHY = "evaluate the new quantisation"
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with running_world(tmp_path_factory.mktemp("access-world"), extra_config=POLICY) as w:
         yield w
-
-
-def api(
-    world: World, token: str, method: str, path: str, body: dict[str, Any] | None = None
-) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        f"{world.http.control_url}/api/v1{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        assert exc.headers["Content-Type"].startswith("application/problem+json")
-        return exc.code, json.load(exc)
 
 
 def test_journey_through_the_api(world: World, unique: str) -> None:

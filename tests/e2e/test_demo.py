@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from support.world import free_port
 
-from proxy.demo import MODEL_KEY
+from proxy.demo import MODEL_KEY, installed_command
 
 BIN = Path(sys.executable).parent  # the virtualenv's grantgate and aws
 START_TIMEOUT = 120.0
@@ -29,7 +29,8 @@ START_TIMEOUT = 120.0
 @dataclass
 class Demo:
     text: str  # the instructions as printed
-    env: dict[str, str]  # a user's shell: the virtualenv on PATH, no AWS configuration of their own
+    env: dict[str, str]  # a user's shell after `make demo`: the virtualenv NOT on PATH, no AWS config
+    cwd: Path  # where the demo was started, and the commands are pasted
 
     def block(self, heading: str) -> str:
         """The indented lines under the heading that starts with `heading`, dedented."""
@@ -48,6 +49,7 @@ class Demo:
         return subprocess.run(
             ["bash", "-c", "set -e\n" + "\n".join(commands)],
             env=self.env,
+            cwd=self.cwd,
             capture_output=True,
             text=True,
             timeout=60,
@@ -64,7 +66,8 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     home = tmp_path / "home"
     home.mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "GRANTGATE_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", HOME=str(home), PYTHONUNBUFFERED="1")
+    outside = [p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != BIN.resolve()]
+    env.update(PATH=os.pathsep.join(outside), HOME=str(home), PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
         [
             str(BIN / "grantgate"),
@@ -97,7 +100,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         assert "GrantGate demo is running." in text, f"the demo did not start:\n{text[-2000:]}"
         # The rest of its output (audit lines) must not fill the pipe and stall it.
         threading.Thread(target=process.stdout.read, daemon=True).start()
-        yield Demo(text[text.index("GrantGate demo is running.") :], env)
+        yield Demo(text[text.index("GrantGate demo is running.") :], env, tmp_path)
     finally:
         watchdog.cancel()
         process.send_signal(signal.SIGINT)
@@ -116,7 +119,7 @@ def test_every_command_the_demo_prints_works_as_printed(demo: Demo) -> None:
     assert refused.returncode != 0
     assert "AccessDenied" in refused.stderr and "Request access at http://" in refused.stderr
 
-    asking = demo.commands("She asks for it")
+    asking = demo.commands("She asks")
     *request_and_inbox, approve = asking
     asked = demo.shell(*request_and_inbox)
     assert asked.returncode == 0, asked.stderr
@@ -129,8 +132,27 @@ def test_every_command_the_demo_prints_works_as_printed(demo: Demo) -> None:
 
     granted = demo.python(alice_reads)
     assert granted.returncode == 0, granted.stderr
+    alice_lists = demo.shell(*demo.commands("Once carol approved"))
+    assert alice_lists.returncode == 0, alice_lists.stderr
+    assert MODEL_KEY.rsplit("/", 1)[1] in alice_lists.stdout
 
     listed = demo.shell(asking[0], *demo.commands("bob (infra)"))  # asking[0]: the API's address
     assert listed.returncode == 0, listed.stderr
     assert "Granted:" in listed.stdout
     assert MODEL_KEY.rsplit("/", 1)[1] in listed.stdout
+
+
+def test_printed_commands_name_the_virtualenvs_programs() -> None:
+    """`make demo` runs from the checkout and puts nothing on PATH: `.venv/bin/grantgate`, not `grantgate`."""
+    venv_root = BIN.parent.parent
+    assert installed_command("grantgate", cwd=venv_root) == f"{BIN.relative_to(venv_root)}/grantgate"
+    assert installed_command("aws", cwd=Path("/nonexistent")) == str((BIN / "aws").absolute())
+
+
+def test_demo_help_says_what_the_demo_is() -> None:
+    shown = subprocess.run(
+        [str(BIN / "grantgate"), "demo", "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    for word in ("S3 emulator", "alice", "bob", "carol", "approv"):
+        assert word in shown
+    assert "a user and a grant" not in shown

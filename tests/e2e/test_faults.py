@@ -7,6 +7,7 @@ whole), the gateway must let go of the upstream connection, and the audit event 
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import socket
 import time
@@ -360,3 +361,24 @@ def test_thousands_of_broken_requests_leak_no_fds_or_memory(faults: Faults) -> N
     assert _wait_for(lambda: len(faults.gateway.events()) - events_before == 2100, timeout=20)
     assert _wait_for(lambda: proc_fds(pid) <= fds_before + 8, timeout=10), (fds_before, proc_fds(pid))
     assert rss[2] - rss[1] < 32 * 1024, rss
+
+
+def test_readiness_includes_the_bucket_and_serve_warns_when_it_is_unreachable(world: World) -> None:
+    assert world.http.readyz() == (200, world.http.readyz()[1])
+    assert world.http.readyz()[1]["bucket"] == "reachable"
+    with extra_gateway(
+        world,
+        "no-bucket",
+        f"http://127.0.0.1:{refused_port()}",
+        upstream="connect_timeout_seconds = 1",
+        sections=f'[policy.resources.models]\npaths = ["s3://{BUCKET}/models/"]\n',
+    ) as gateway:
+        status, body = gateway.readyz()
+        assert (status, body["status"], body["bucket"]) == (503, "unavailable", "unreachable")
+        assert body["store"] == "reachable"
+        [warning] = [
+            json.loads(line)
+            for line in gateway.log_path.read_text().splitlines()
+            if '"bucket_unusable"' in line
+        ]
+        assert warning["status"] == "unreachable" and warning["bucket"] == BUCKET

@@ -244,6 +244,38 @@ def test_delete_objects_with_one_forbidden_key_deletes_nothing(world: World, uni
     assert sorted(d["Key"] for d in result["Deleted"]) == [f"models/{unique}/a", f"models/{unique}/b"]
 
 
+def test_delete_objects_bypassing_governance_needs_admin_on_every_key(world: World, unique: str) -> None:
+    ola = world.person(f"ola-{unique}")
+    keys = [f"models/{unique}/a", f"models/{unique}/b", f"training-data/{unique}/c"]
+    for key in keys:
+        put_upstream(world, key, b"x")
+    world.grant(ola, f"s3://{BUCKET}/models/{unique}/", "delete,admin")
+    world.grant(ola, f"s3://{BUCKET}/training-data/{unique}/", "delete")
+    s3 = world.client(ola)
+    # Delete but no admin on one key: the whole batch is refused, naming what is missing.
+    with pytest.raises(ClientError) as exc:
+        s3.delete_objects(
+            Bucket=BUCKET,
+            Delete={"Objects": [{"Key": keys[0]}, {"Key": keys[2]}]},
+            BypassGovernanceRetention=True,
+        )
+    assert error_code(exc) == "AccessDenied"
+    assert f"admin on s3://{BUCKET}/{keys[2]}" in exc.value.response["Error"]["Message"]
+    upstream = world.upstream()
+    for key in keys:
+        upstream.head_object(Bucket=BUCKET, Key=key)
+    # Delete and admin on every key: allowed, as for a single DeleteObject bypassing governance.
+    result = s3.delete_objects(
+        Bucket=BUCKET,
+        Delete={"Objects": [{"Key": keys[0]}, {"Key": keys[1]}]},
+        BypassGovernanceRetention=True,
+    )
+    assert sorted(d["Key"] for d in result["Deleted"]) == keys[:2]
+    request_id = result["ResponseMetadata"]["HTTPHeaders"]["x-grantgate-request-id"]
+    event = world.http.event_for(request_id)
+    assert (event["operation"], event["decision"], event["keys_touched"]) == ("DeleteObjects", "allow", 2)
+
+
 def test_range_and_conditional_reads_pass_through(world: World, unique: str) -> None:
     nia = world.person(f"nia-{unique}")
     body = bytes(range(256)) * 64
@@ -301,3 +333,32 @@ def test_sigv2_presigned_url_is_refused_with_a_hint(world: World, unique: str) -
         urllib.request.urlopen(url)
     assert http_exc.value.code in (400, 403, 501)
     assert b"s3v4" in http_exc.value.read()
+
+
+def test_request_signed_with_a_date_header_and_no_x_amz_date_is_accepted(
+    world: World, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # botocore's own SigV4 signer (the one used without awscrt) keeps a Date header the caller sets and
+    # then sends no X-Amz-Date: `Date: Fri, 04 Dec 2026 17:44:06 -0000`. S3 accepts that.
+    from botocore.auth import AUTH_TYPE_MAPS, S3SigV4Auth
+
+    monkeypatch.setitem(AUTH_TYPE_MAPS, "s3v4", S3SigV4Auth)
+    bob = world.person(f"bob-{unique}", ("infra",))
+    put_upstream(world, f"models/{unique}/dated.bin", b"dated")
+    world.grant(bob, f"s3://{BUCKET}/models/{unique}/", "read")
+    s3 = world.client(bob)
+    sent: list[dict[str, bytes]] = []
+
+    def add_date(request: object, **_: object) -> None:
+        request.headers["Date"] = "placeholder"  # type: ignore[attr-defined]
+
+    def seen(request: object, **_: object) -> None:
+        sent.append(dict(request.headers))  # type: ignore[attr-defined]
+
+    s3.meta.events.register_first("before-sign.s3", add_date)
+    s3.meta.events.register("before-send.s3", seen)
+    resp = s3.get_object(Bucket=BUCKET, Key=f"models/{unique}/dated.bin")
+    assert resp["Body"].read() == b"dated"
+    (headers,) = sent
+    assert "X-Amz-Date" not in headers
+    assert headers["Date"].endswith(b" -0000")

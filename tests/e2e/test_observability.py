@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -32,10 +33,12 @@ from support.observed import (
     scrape,
     with_audit,
 )
-from support.world import BUCKET, ROOT, World
+from support.world import BUCKET, ROOT, World, run_sync
 
 from proxy.identity.principals import Principal
 from proxy.identity.sessions import issue_session
+from proxy.store.sql import SqlStore
+from proxy.store.suspensions import GrantSuspensions
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +129,42 @@ def test_both_gateways_extend_one_chain_that_verifies(observed: World, tag: str)
     assert report["ok"] and report["checked"] == report["head_seq"] > 2
 
 
+def test_audit_command_without_a_config_asks_the_api_and_creates_no_database(
+    observed: World, tag: str, tmp_path: Path
+) -> None:
+    di = observed.person(f"di-{tag}")
+    with pytest.raises(ClientError):  # refused: no grant
+        observed.client(di).list_objects_v2(Bucket=BUCKET, Prefix=f"datasets/{tag}/")
+    eventually(lambda: audit_events(observed, principal=di.name, kind="s3_request"), what="di's record")
+    auditor = observed.person(f"al-{tag}", groups=("security",))
+    base = {"PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+
+    def audit(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "proxy", "audit", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**base, **env},
+            check=False,
+        )
+
+    via_api = {
+        "GRANTGATE_API_URL": observed.http.control_url,
+        "GRANTGATE_TOKEN": api_token(observed, auditor),
+    }
+    listed = audit("--principal", di.name, "--since", "24h", **via_api)
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(rf"s3_request\s+{re.escape(di.name)}\s+deny", listed.stdout), listed.stdout
+    verified = audit("verify", "--json", **via_api)
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
+
+    nowhere = audit("--principal", di.name)
+    assert nowhere.returncode != 0 and "Traceback" not in nowhere.stderr
+    assert "no API address" in nowhere.stderr and "--config" in nowhere.stderr
+    assert list(tmp_path.glob("*.db")) == []
+
+
 def test_metrics_count_requests_bytes_and_principals(observed: World, tag: str) -> None:
     cy = observed.person(f"cy-{tag}")
     observed.grant(cy, f"s3://{BUCKET}/datasets/{tag}/", "read")
@@ -187,6 +226,26 @@ def test_exfiltration_alerts_and_suspends_the_grant_until_reconfirmed(observed: 
     assert api(observed, "POST", lift, admin)[0] == 409
     observed.sync()
     assert len(s3.get_object(Bucket=BUCKET, Key=f"models/{tag}/weights.bin")["Body"].read()) == size
+
+
+def test_an_admin_cannot_lift_the_suspension_of_their_own_grant(observed: World, tag: str) -> None:
+    holder = observed.person(f"sec-holder-{tag}", groups=("security",))  # an admin and an approver
+    grant = observed.grant(holder, f"s3://{BUCKET}/models/{tag}/", "read")
+
+    async def suspend() -> bool:
+        store = await SqlStore.open(observed.store_url)
+        try:
+            return await GrantSuspensions(store).suspend_grant(grant.id, reason="test", now=datetime.now(UTC))
+        finally:
+            await store.close()
+
+    assert run_sync(suspend())
+    lift = f"/audit/suspensions/{grant.id}/lift"
+    status, problem = api(observed, "POST", lift, api_token(observed, holder))
+    assert status == 403 and "their own grant" in problem["detail"]
+    other = api_token(observed, observed.person(f"sec-other-{tag}", groups=("security",)))
+    status, lifted = api(observed, "POST", lift, other)
+    assert status == 200 and lifted["reconfirmed_by"] == f"sec-other-{tag}"
 
 
 def test_use_from_outside_the_configured_networks_alerts(observed: World, tag: str) -> None:
@@ -261,6 +320,10 @@ def test_the_audit_api_queries_exports_verifies_and_shows_usage(observed: World,
     status, lines = api(observed, "GET", f"/audit?grant={grant.id}&format=jsonl", token)
     assert status == 200 and {e["kind"] for e in lines} == {"s3_request", "anomaly.outside_network"}
     assert [e["seq"] for e in lines if e["kind"] == "s3_request"] == [e["seq"] for e in found]
+    # `?limit=` gives the newest events, as `grantgate audit --limit` does.
+    status, newest = api(observed, "GET", f"/audit?grant={grant.id}&limit=1", token)
+    assert [e["seq"] for e in newest["events"]] == [max(e["seq"] for e in lines)]
+    assert newest["next_after"] is None
     status, report = api(observed, "GET", "/audit/verify", token)
     assert status == 200 and report["ok"] is True
     usage = eventually(

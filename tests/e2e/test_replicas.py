@@ -27,8 +27,8 @@ from support.streaming import StreamingUpstream
 from support.world import UPSTREAM_KEY, GatewayProcess, Identity, free_port, run_sync
 
 from proxy.access.grants import Grant, parse_actions
+from proxy.audit.store import AuditQuery, AuditStore
 from proxy.s3.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD
-from proxy.store.audit import AuditQuery, AuditStore
 from proxy.store.sql import SqlStore, upgrade_database
 from proxy.store.workflow import WorkflowStore
 

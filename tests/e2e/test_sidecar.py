@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -27,6 +29,7 @@ from support.world import BUCKET, GatewayProcess, Identity, World
 from proxy.s3 import sigv4
 
 WORKLOAD = "system:serviceaccount:ml:trainer-sidecar"
+PRINCIPAL = "wl:" + WORKLOAD  # what the trust rules make of it
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def job_client(sidecar: SidecarProcess, **config: Any) -> Any:
 
 
 def grant(world: World, gateway: GatewayProcess, resource: str, actions: str) -> Any:
-    made = world.grant(Identity(WORKLOAD, "", ""), resource, actions)
+    made = world.grant(Identity(PRINCIPAL, "", ""), resource, actions)
     sync_gateway(world, gateway)
     return made
 
@@ -93,7 +96,7 @@ def test_job_downloads_weights_through_the_sidecar_and_audit_names_the_workload(
     assert ranged["Body"].read() == weights[10:20]
 
     event = gateway.event_for(resp["ResponseMetadata"]["HTTPHeaders"]["x-grantgate-request-id"])
-    assert event["principal"] == WORKLOAD
+    assert event["principal"] == PRINCIPAL
     assert event["access_key_id"].startswith("GGT")
     assert event["grant_ids"] == [made.id]
     assert event["bytes_out"] == len(weights)
@@ -120,7 +123,7 @@ def test_job_uploads_a_checkpoint_plain_and_multipart(
     writes = [
         e
         for e in gateway.events()
-        if e["principal"] == WORKLOAD and e["key"] and e["key"].startswith(f"checkpoints/{unique}/")
+        if e["principal"] == PRINCIPAL and e["key"] and e["key"].startswith(f"checkpoints/{unique}/")
     ]
     assert {e["operation"] for e in writes} >= {
         "PutObject",
@@ -199,6 +202,36 @@ def test_sidecar_obtains_new_credentials_after_its_session_is_revoked(
     with pytest.raises(ClientError) as exc:
         s3.list_objects_v2(Bucket=BUCKET, Prefix=f"datasets/{unique}/")
     assert exc.value.response["Error"]["Code"] == "AccessDenied"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "rebound.evil.example"},  # DNS rebinding: the page's own name, now on 127.0.0.1
+        {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"},
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"},
+    ],
+)
+def test_requests_a_browser_could_send_are_refused_without_reaching_the_gateway(
+    world: World, gateway: GatewayProcess, sidecar: SidecarProcess, unique: str, headers: dict[str, str]
+) -> None:
+    key = f"models/{unique}/weights.bin"
+    world.upstream().put_object(Bucket=BUCKET, Key=key, Body=b"weights")
+    grant(world, gateway, f"s3://{BUCKET}/models/{unique}/", "read")
+    assert job_client(sidecar).get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"weights"
+    port = urlsplit(sidecar.url).port
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", f"/{BUCKET}/{key}", skip_host="Host" in headers)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        answer = conn.getresponse()
+        body = answer.read()
+    finally:
+        conn.close()
+    assert answer.status == 403 and b"<Code>AccessDenied</Code>" in body and b"weights" not in body
+    assert answer.getheader("Content-Type") == "application/xml"
 
 
 def test_health_endpoints_do_not_reach_the_gateway(sidecar: SidecarProcess) -> None:

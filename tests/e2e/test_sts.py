@@ -75,8 +75,13 @@ def error_code(exc: pytest.ExceptionInfo[ClientError]) -> str:
     return exc.value.response["Error"]["Code"]
 
 
+def workload(subject: str) -> str:
+    """The principal the trust rules make of a subject: always in the workload namespace."""
+    return "wl:" + subject
+
+
 def grant(world: World, gateway: GatewayProcess, principal: str, resource: str, actions: str) -> Any:
-    made = world.grant(Identity(principal, "", ""), resource, actions)
+    made = world.grant(Identity(workload(principal), "", ""), resource, actions)
     sync_gateway(world, gateway)
     return made
 
@@ -103,7 +108,7 @@ def test_token_exchanged_with_boto3_reads_an_object_and_audit_names_the_workload
     resp = s3_with(gateway, creds).get_object(Bucket=BUCKET, Key=f"models/{unique}/w.safetensors")
     assert resp["Body"].read() == b"weights!"
     event = gateway.event_for(resp["ResponseMetadata"]["HTTPHeaders"]["x-grantgate-request-id"])
-    assert event["principal"] == principal
+    assert event["principal"] == workload(principal)
     assert event["groups"] == ["ml-jobs"]
     assert event["access_key_id"] == creds["AccessKeyId"]
     assert event["grant_ids"] == [made.id]
@@ -113,7 +118,7 @@ def test_token_exchanged_with_boto3_reads_an_object_and_audit_names_the_workload
         if e["operation"] == "sts:AssumeRoleWithWebIdentity" and e["access_key_id"] == creds["AccessKeyId"]
     ]
     assert len(sts_events) == 1
-    assert sts_events[0]["principal"] == principal
+    assert sts_events[0]["principal"] == workload(principal)
     assert sts_events[0]["decision"] == "allow"
 
 
@@ -168,13 +173,14 @@ def test_subject_no_rule_trusts_is_denied(gateway: GatewayProcess, issuer: Issue
 
 def test_rule_maps_claims_to_principal_template_and_groups(gateway: GatewayProcess, issuer: Issuer) -> None:
     token = issuer.token("pipeline-nightly", extra={"groups": ["etl", "has space"]})
-    creds = assume(gateway, token)["Credentials"]
-    event = next(
-        e
-        for e in gateway.events()
-        if e["operation"] == "sts:AssumeRoleWithWebIdentity" and e["access_key_id"] == creds["AccessKeyId"]
+    response = assume(gateway, token)
+    # The audit line is written just after the answer: wait for it by the call's request id.
+    event = gateway.event_for(response["ResponseMetadata"]["RequestId"])
+    assert (event["operation"], event["access_key_id"]) == (
+        "sts:AssumeRoleWithWebIdentity",
+        response["Credentials"]["AccessKeyId"],
     )
-    assert event["principal"] == "ci:pipeline-nightly"
+    assert event["principal"] == "wl:ci:pipeline-nightly"
     assert event["groups"] == ["etl"]
 
 

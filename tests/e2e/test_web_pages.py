@@ -7,10 +7,13 @@ is denied. Each page is saved under docs/screenshots/ for the README.
 
 from __future__ import annotations
 
+import http.server
 import re
 import shutil
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from botocore.exceptions import ClientError
@@ -135,7 +138,7 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     assert page.locator("input[name=actions][value=read]").is_checked()
     assert not page.locator("input[name=actions][value=list]").is_checked()
     assert page.locator("#duration").input_value() == "2h"
-    durations = page.locator("#duration option").evaluate_all("els => els.map(e => e.value)")
+    durations = page.locator("#duration-choices option").evaluate_all("els => els.map(e => e.value)")
     assert durations[-1] == "8h" and "12h" not in durations  # never beyond the policy's maximum
     assert "1 approval from security" in page.locator("aside").inner_text()
     page.fill("#justification", WHY)
@@ -224,13 +227,74 @@ def test_request_over_the_maximum_is_refused_with_the_reason(
     page = new_page(browser)
     page.goto(world.http.control_url + f"/request?resource=s3://{BUCKET}/models/&action=read")
     sign_in(page, "alice")
-    # A hand-edited form (the menu offers nothing longer): the workflow still refuses it.
-    page.locator("#duration").evaluate("el => { el.options[0].value = '9h'; el.selectedIndex = 0; }")
+    page.fill("#duration", "9h")
     page.fill("#justification", WHY)
     page.get_by_role("button", name="Submit request").click()
     page.wait_for_load_state()
     assert "longer than the maximum of 8h" in page.locator(".flash-error").inner_text()
     assert page.locator("#justification").input_value() == WHY  # what she typed is kept
+    assert page.locator("#duration").input_value() == "9h"  # and the duration she chose
+
+
+def test_durations_are_free_text_parsed_as_the_cli_does(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    page = new_page(browser)
+    page.goto(world.http.control_url + f"/request?resource=s3://{BUCKET}/models/free-text/&action=read")
+    sign_in(page, "alice")
+    suggestions = page.locator("#duration-choices option").evaluate_all("els => els.map(e => e.value)")
+    assert "2h" in suggestions and suggestions[-1] == "8h"
+    page.fill("#resource", f"s3://{BUCKET}/models/free-text/")
+    page.fill("#duration", "90m")
+    page.fill("#justification", WHY)
+    page.get_by_role("button", name="Submit request").click()
+    page.wait_for_load_state()
+    assert page.url.startswith(world.http.control_url + "/access"), page.locator("main").inner_text()
+    assert "1h 30m" in page.locator("table tr", has_text="free-text").inner_text()
+
+
+def test_an_unknown_resource_is_one_error_and_keeps_what_was_typed(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    page = new_page(browser)
+    page.goto(world.http.control_url + f"/request?resource=s3://{BUCKET}/models/&action=read")
+    sign_in(page, "alice")
+    page.fill("#resource", "modelz")
+    page.fill("#duration", "3h")
+    page.fill("#justification", WHY)
+    page.get_by_role("button", name="Submit request").click()
+    page.wait_for_load_state()
+    messages = page.locator(".flash-error, .flash-warning, [role=alert]")
+    assert messages.count() == 1, messages.all_inner_texts()
+    assert "modelz" in messages.inner_text()
+    assert page.locator("#resource").input_value() == "modelz"
+    assert page.locator("#justification").input_value() == WHY
+    assert page.locator("#duration").input_value() == "3h"
+
+
+def test_the_inbox_fits_a_390_pixel_phone(
+    world: World, browser: Any, people: dict[str, Identity], tmp_path: Path
+) -> None:
+    asker = new_page(browser)
+    asker.goto(
+        world.http.control_url + f"/request?resource=s3://{BUCKET}/models/phone/a/long/prefix/&action=read"
+    )
+    sign_in(asker, "alice")
+    asker.fill("#resource", f"s3://{BUCKET}/models/phone/a/long/prefix/")
+    asker.fill("#justification", WHY)
+    asker.get_by_role("button", name="Submit request").click()
+    asker.wait_for_load_state()
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1).new_page()
+    phone.goto(world.http.control_url + "/inbox")
+    sign_in(phone, "carol")
+    assert "phone/a/long/prefix" in phone.locator("main").inner_text()
+    # Deciding it puts it in the table of recent decisions, the widest thing on the page.
+    phone.locator("article", has_text="phone/a/long/prefix").get_by_role("button", name="Deny").click()
+    phone.wait_for_load_state()
+    assert phone.locator("table", has_text="phone/a/long/prefix").count() == 1
+    phone.screenshot(path=str(tmp_path / "inbox-390px.png"), full_page=True)
+    width = phone.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, f"the inbox is {width} px wide on a 390 px screen"
 
 
 def test_form_without_the_csrf_token_is_refused(
@@ -282,3 +346,71 @@ def test_screenshots_are_referenced_from_the_readme() -> None:
     ):
         assert f"docs/screenshots/{name}.png" in readme
         assert (SCREENSHOTS / f"{name}.png").is_file()
+
+
+EVIL = ["/%09/evil.example", "/%0d/evil.example", "/%0a/evil.example", "/%5Cevil.example", "%5C/evil.example"]
+
+
+class _Evil(http.server.BaseHTTPRequestHandler):
+    """The phisher's site: records every visit."""
+
+    visits: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.visits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<h1>evil</h1>")
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def evil_browser(browser: Any) -> Iterator[Any]:
+    """Chromium whose DNS sends evil.example to a local server, so a wrong redirect is seen, not lost."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Evil)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    rules = f"--host-resolver-rules=MAP evil.example 127.0.0.1:{server.server_address[1]}"
+    other = browser.browser_type.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, rules])
+    try:
+        yield other
+    finally:
+        other.close()
+        server.shutdown()
+        thread.join()
+
+
+def test_no_return_address_takes_the_browser_to_another_site(world: World, evil_browser: Any) -> None:
+    dora = world.person("dora-redirect", ("ml",))
+    grant = world.grant(dora, f"s3://{BUCKET}/models/", "read")
+    page = new_page(evil_browser)
+    origin = world.http.control_url
+    _Evil.visits.clear()
+
+    def lands_on_a_400_here(go: Callable[[], Any]) -> None:
+        with page.expect_navigation(timeout=15_000):
+            go()
+        assert page.url.startswith(origin + "/"), page.url
+        assert page.locator("h1").inner_text() == "Bad request", page.content()
+
+    # The dev sign-in form, its return address tampered with (the browser sends it as it is).
+    page.goto(origin + "/signin")
+    page.locator("input[name=next]").evaluate("e => e.value = '/\\t/evil.example'")
+    lands_on_a_400_here(lambda: page.locator("button.person[value='dora-redirect']").click())
+    page.goto(origin + "/access")
+    sign_in(page, "dora-redirect")
+    # Signed in, /signin?next=... sends the browser straight on: it must be refused, not followed.
+    for bad in EVIL:
+        lands_on_a_400_here(lambda bad=bad: page.goto(origin + "/signin?next=" + bad))
+    # The revoke form's return address: refused before the grant is revoked.
+    page.goto(origin + "/access")
+    page.locator(f"form[action='/grants/{grant.id}/revoke'] input[name=next]").evaluate(
+        "e => e.value = '/\\\\evil.example'"
+    )
+    lands_on_a_400_here(lambda: page.get_by_role("button", name="Revoke").click())
+    page.goto(origin + "/access")
+    assert page.get_by_role("button", name="Revoke").count() == 1  # still active
+    assert _Evil.visits == []

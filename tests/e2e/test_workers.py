@@ -14,10 +14,11 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from support.gateways import listening_sockets
 from support.observed import audit_events, eventually, scrape
 from support.world import BUCKET, GatewayProcess, Identity, World, free_port
 
-from proxy.store.audit import StoredEvent
+from proxy.audit.store import StoredEvent
 
 WORKERS = 2
 
@@ -25,17 +26,6 @@ WORKERS = 2
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return sorted(int(p) for p in path.read_text().split()) if path.exists() else []
-
-
-def listening_sockets(port: int) -> int:
-    """LISTEN sockets on `port` (IPv4), from /proc/net/tcp: one per worker with SO_REUSEPORT."""
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, state = fields[1], fields[3]
-        if state == "0A" and int(local.rpartition(":")[2], 16) == port:
-            count += 1
-    return count
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:

@@ -43,11 +43,20 @@ def test_dotted_claim_paths_reach_into_claim_names_that_contain_dots() -> None:
     assert claim_value(claims, "sub.x") is None
 
 
-def test_service_account_subject_becomes_the_principal_by_default() -> None:
+def test_service_account_subject_becomes_a_workload_principal_by_default() -> None:
     rules = [TrustRule(issuer=K8S, subject="system:serviceaccount:ml:*", groups=["ml-jobs"])]
     assert map_identity(rules, K8S, k8s_claims("ml", "trainer")) == Principal(
-        "system:serviceaccount:ml:trainer", frozenset({"ml-jobs"})
+        "wl:system:serviceaccount:ml:trainer", frozenset({"ml-jobs"})
     )
+
+
+@pytest.mark.parametrize("template", ["{sub}", "{email}", "{preferred_username}", "alice", "{sub}x"])
+def test_no_rule_maps_a_token_onto_a_persons_name(template: str) -> None:
+    # A workload (or a provider account) whose claims say "alice" must not become the person alice,
+    # whatever the rule's template, including the one-edit-away "{sub}" with subject "*".
+    claims = {"sub": "alice", "email": "alice", "preferred_username": "alice"}
+    found = map_identity([TrustRule(issuer=OIDC, subject="*", principal=template)], OIDC, claims)
+    assert found is not None and found.name.startswith("wl:") and found.name != "alice"
 
 
 def test_glob_on_one_namespace_does_not_admit_another() -> None:
@@ -76,7 +85,7 @@ def test_principal_template_and_groups_claim() -> None:
     found = map_identity(
         [rule], OIDC, {"sub": "u1", "email": "ann@example.com", "groups": ["ml", "bad name"]}
     )
-    assert found == Principal("oidc:ann@example.com", frozenset({"staff", "ml"}))
+    assert found == Principal("wl:oidc:ann@example.com", frozenset({"staff", "ml"}))
 
 
 def test_rule_whose_template_cannot_be_filled_is_skipped_for_the_next() -> None:
@@ -84,7 +93,7 @@ def test_rule_whose_template_cannot_be_filled_is_skipped_for_the_next() -> None:
         TrustRule(issuer=OIDC, subject="*", principal="oidc:{email}"),
         TrustRule(issuer=OIDC, subject="*", principal="sub:{sub}"),
     ]
-    assert map_identity(rules, OIDC, {"sub": "u1"}) == Principal("sub:u1")
+    assert map_identity(rules, OIDC, {"sub": "u1"}) == Principal("wl:sub:u1")
     assert map_identity(rules[:1], OIDC, {"sub": "u1", "email": "has space@x"}) is None
 
 

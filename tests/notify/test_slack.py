@@ -28,15 +28,15 @@ from proxy.access.events import GrantCreated, GrantExpiring, RequestDecided
 from proxy.access.grants import Action, Grant
 from proxy.access.policy import Policy, Resource, ResourcePath, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
-from proxy.access.workflow import Workflow
 from proxy.config import Settings
 from proxy.control.app import control_app
 from proxy.identity.principals import Principal
+from proxy.live_state import LiveState
 from proxy.notify import blocks
-from proxy.notify.runtime import Notifiers, notifying
+from proxy.notify.notifiers import Notifiers, notifying
 from proxy.observe.events import AnomalyAlert, EventBus, RequestEvent
-from proxy.state import LiveState
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Workflow
 
 WHY = "evaluate the new checkpoint"
 PUBLIC_URL = "https://grantgate.example.com"
@@ -151,7 +151,12 @@ async def slack(tmp_path: Path) -> AsyncIterator[Slackworld]:
         }
     )
     try:
-        async with notifying(settings, bus, store=store) as notifiers, aiohttp.ClientSession() as session:
+        async with (
+            notifying(
+                settings.webhooks, settings.slack, settings.server.public_url, bus, store=store
+            ) as notifiers,
+            aiohttp.ClientSession() as session,
+        ):
             workflow = Workflow(store, POLICY, bus)
             state = LiveState(store, b"k" * 32, interval=0.5, grace=30)
             server = TestServer(control_app(state, workflow, None, notifiers), host="127.0.0.1")
@@ -235,7 +240,13 @@ async def test_a_decision_made_through_another_gateway_updates_the_message_it_ne
         while await messages.find(request.id) is None:
             await asyncio.sleep(0.01)
     other_bus = EventBus()
-    async with notifying(slack.settings, other_bus, store=slack.workflow.store):
+    async with notifying(
+        slack.settings.webhooks,
+        slack.settings.slack,
+        slack.settings.server.public_url,
+        other_bus,
+        store=slack.workflow.store,
+    ):
         other = Workflow(slack.workflow.store, POLICY, other_bus)
         await other.approve(request.id, slack.people["carol"], "approved on the web page")
         update = (await slack.fake.wait_for("chat.update"))[0]

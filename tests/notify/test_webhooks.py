@@ -21,16 +21,17 @@ from sqlalchemy import select
 
 from proxy.access.grants import Action
 from proxy.access.policy import Policy, Resource, ResourcePath, Rule
-from proxy.access.workflow import Workflow
 from proxy.config import ConfigError, Settings, load_settings
 from proxy.notify import webhooks
 from proxy.notify.counters import Outcomes
-from proxy.notify.runtime import Notifiers, notifying
+from proxy.notify.notifiers import Notifiers, notifying
+from proxy.notify.settings import SlackSettings, WebhookSettings
 from proxy.notify.webhooks import SIGNATURE_HEADER, WebhookDispatcher, backoff, sign, verify_signature
 from proxy.observe.events import AnomalyAlert, EventBus
 from proxy.store.outbox import WebhookOutbox
 from proxy.store.schema import webhook_deliveries
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Workflow
 
 SECRET = "whsec-test-0123456789"
 WHY = "evaluate the new checkpoint"
@@ -102,6 +103,11 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     await server.close()
 
 
+def sections(s: Settings) -> tuple[list[WebhookSettings], SlackSettings, str]:
+    """What `notifying` takes from the settings."""
+    return s.webhooks, s.slack, s.server.public_url
+
+
 def settings(url: str, **hook: Any) -> Settings:
     entry = {"url": url, "secret": SECRET, "backoff_seconds": 0.05, **hook}
     return Settings.model_validate({"webhooks": [entry]})
@@ -125,7 +131,7 @@ async def test_workflow_events_arrive_signed_with_a_stable_body(
 ) -> None:
     hook, url = receiver
     bus = EventBus()
-    async with notifying(settings(url), bus):
+    async with notifying(*sections(settings(url)), bus):
         flow, people = await workflow_with(store, bus)
         outcome = await flow.request_access(people["alice"], "models", ["read"], "2h", WHY)
         await flow.approve(outcome.request.id, people["carol"], "looks fine")
@@ -152,7 +158,7 @@ async def test_a_failed_delivery_is_retried_with_backoff_and_counted(receiver: t
     hook.statuses = [500]
     registry = CollectorRegistry()
     bus = EventBus()
-    async with notifying(settings(url), bus, registry) as notifiers:
+    async with notifying(*sections(settings(url)), bus, registry) as notifiers:
         bus.emit(
             AnomalyAlert("denial_burst", "warning", "40 denials in a minute", time.time(), principal="bob")
         )
@@ -179,7 +185,7 @@ async def test_a_client_error_is_not_retried_and_is_counted_as_failed(receiver: 
     hook, url = receiver
     hook.statuses = [410]
     bus = EventBus()
-    async with notifying(settings(url), bus) as notifiers:
+    async with notifying(*sections(settings(url)), bus) as notifiers:
         bus.emit(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
         async with asyncio.timeout(5):
             while _notifier_count(notifiers, "failed") < 1:
@@ -192,7 +198,7 @@ async def test_delivery_gives_up_after_max_attempts(receiver: tuple[Receiver, st
     hook, url = receiver
     hook.statuses = [503, 503, 503, 503]
     bus = EventBus()
-    async with notifying(settings(url, max_attempts=3), bus) as notifiers:
+    async with notifying(*sections(settings(url, max_attempts=3)), bus) as notifiers:
         bus.emit(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
         async with asyncio.timeout(5):
             while _notifier_count(notifiers, "failed") < 1:
@@ -206,7 +212,7 @@ async def test_a_slow_receiver_never_blocks_the_workflow(
     hook, url = receiver
     hook.delay = 1.0
     bus = EventBus()
-    async with notifying(settings(url), bus):
+    async with notifying(*sections(settings(url)), bus):
         flow, people = await workflow_with(store, bus)
         started = time.monotonic()
         for _ in range(5):
@@ -220,7 +226,7 @@ async def test_only_the_subscribed_event_types_are_sent(
 ) -> None:
     hook, url = receiver
     bus = EventBus()
-    async with notifying(settings(url, events=["request_decided"]), bus):
+    async with notifying(*sections(settings(url, events=["request_decided"])), bus):
         flow, people = await workflow_with(store, bus)
         outcome = await flow.request_access(people["alice"], "models", ["read"], "1h", WHY)
         await flow.deny(outcome.request.id, people["carol"], "not now")
@@ -386,7 +392,7 @@ async def test_the_gateway_wires_its_store_in_as_the_outbox(
 ) -> None:
     hook, url = receiver
     bus = EventBus()
-    async with notifying(settings(url), bus, store=store) as notifiers:
+    async with notifying(*sections(settings(url)), bus, store=store) as notifiers:
         assert notifiers.webhooks is not None and notifiers.webhooks.outbox is not None
         bus.emit(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
         await hook.wait(1)

@@ -10,9 +10,9 @@ import pytest
 from proxy.access.events import BreakGlassUsed, GrantCreated
 from proxy.access.grants import Action, Grant
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.audit.resources import ResourceCatalog
 from proxy.observe.anomalies import SUSPEND, Detectors, OutsideHours
 from proxy.observe.events import RequestEvent
-from proxy.observe.resources import ResourceCatalog
 from proxy.observe.settings import AnomalySettings
 
 T0 = datetime(2025, 3, 5, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, 10:00 UTC

@@ -15,16 +15,16 @@ import pytest
 from structlog.testing import capture_logs
 from support.turns import counting_turns
 
+from proxy.audit.records import SLICE, Anchor, AuditRecord
+from proxy.audit.resources import ResourceCatalog
+from proxy.audit.store import AuditQuery, AuditStore
+from proxy.audit.writer import AuditWriter, build_batch
 from proxy.config import Settings
-from proxy.observe.audit_writer import AuditWriter, build_batch
+from proxy.live_state import LiveState
 from proxy.observe.events import AnomalyAlert, EventBus, RequestEvent
 from proxy.observe.metrics import GatewayMetrics
-from proxy.observe.records import SLICE, Anchor, AuditRecord
-from proxy.observe.resources import ResourceCatalog
-from proxy.observe.runtime import metrics_listener, observing, publish_anchors
+from proxy.observe.observers import metrics_listener, observing, publish_anchors
 from proxy.observe.settings import AuditSettings
-from proxy.state import LiveState
-from proxy.store.audit import AuditQuery, AuditStore
 from proxy.store.sql import SqlStore
 
 NOW = datetime(2025, 3, 5, 10, 0, tzinfo=UTC)
@@ -172,7 +172,17 @@ async def test_observers_are_wired_to_the_bus_and_metrics_served_on_their_own_po
     state = LiveState(store, b"k" * 32, interval=1, grace=30)
     await state.refresh(force=True)
     bus = EventBus()
-    async with observing(settings, store, state, bus) as obs, metrics_listener(obs):
+    async with (
+        observing(
+            settings.observe(),
+            settings.policy.build(),
+            store,
+            state,
+            bus,
+            spool_dir=settings.audit_spool_dir(),
+        ) as obs,
+        metrics_listener(obs),
+    ):
         bus.emit(request("deny"))
         bus.emit(request("deny"))
         async with (

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import structlog
 
+from proxy.audit.log import AuditLog
 from proxy.observe import logging as gglog
-from proxy.observe.audit import AuditLog
 from proxy.observe.events import RequestEvent
 from proxy.observe.logging import (
     REDACTED,
@@ -88,6 +88,29 @@ def test_audit_line_is_one_json_object_with_every_request_field(
     assert line["event"] == "s3_request" and line["level"] == "info"
     assert _STRUCTLOG_ISO_UTC.fullmatch(line["timestamp"])
     assert {k: line[k] for k in event.as_dict()} == {**event.as_dict(), "groups": ["ml"], "grant_ids": []}
+
+
+def test_audit_lines_of_a_batch_are_the_lines_logged_one_by_one(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    configure_logging("info", "json")
+    events = [
+        RequestEvent("r1", 1.0, "10.0.0.1", "ua", "GET", principal="alice", groups=("ml",), grant_ids=("g",)),
+        RequestEvent("r2", 2.0, "10.0.0.2", "ua\u00e9", "PUT", key="k\u00ff", bytes_in=5),
+    ]
+    try:
+        audit = AuditLog()
+        for event in events:
+            audit(event)
+        audit.observe_batch(events)
+    finally:
+        structlog.reset_defaults()
+    lines = capsysbinary.readouterr().out.splitlines()
+    assert len(lines) == 4
+    one_by_one, batched = [json.loads(line) for line in lines[:2]], [json.loads(line) for line in lines[2:]]
+    for line in one_by_one + batched:
+        line.pop("timestamp")
+    assert [list(line.items()) for line in batched] == [list(line.items()) for line in one_by_one]
 
 
 class _Recorder(io.BytesIO):

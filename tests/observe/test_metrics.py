@@ -9,9 +9,9 @@ import pytest
 
 from proxy.access.events import GrantRevoked
 from proxy.access.grants import Action, Grant
+from proxy.audit.resources import ResourceCatalog
 from proxy.observe.events import AnomalyAlert, RequestEvent
 from proxy.observe.metrics import GatewayMetrics, status_class
-from proxy.observe.resources import ResourceCatalog
 
 CATALOG = ResourceCatalog.from_patterns({"models": ["s3://archive/models/"]})
 

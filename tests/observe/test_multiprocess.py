@@ -9,10 +9,10 @@ from pathlib import Path
 from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.audit.resources import ResourceCatalog
 from proxy.observe.events import RequestEvent
 from proxy.observe.metrics import GatewayMetrics
 from proxy.observe.multiprocess import DIRECTORY_ENV, shared_directory, shared_metrics, worker_exited
-from proxy.observe.resources import ResourceCatalog
 
 GET = RequestEvent(
     "R", 0.0, "127.0.0.1", "t", "GET", operation="GetObject", action="read", decision="allow", status=200

@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from proxy.access.events import BreakGlassUsed, GrantCreated, RequestCreated
+from proxy.access.events import ApprovalRecorded, BreakGlassUsed, GrantCreated, RequestCreated
 from proxy.access.grants import Action, Grant
 from proxy.access.requests import AccessRequest, RequestStatus
-from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.records import (
+from proxy.audit.records import (
     GENESIS,
     AuditRecord,
     ChainedRow,
@@ -26,7 +25,8 @@ from proxy.observe.records import (
     request_record,
     usage_of,
 )
-from proxy.observe.resources import ResourceCatalog
+from proxy.audit.resources import ResourceCatalog
+from proxy.observe.events import AnomalyAlert, RequestEvent
 
 NOW = datetime(2025, 3, 4, 10, 30, tzinfo=UTC)
 CATALOG = ResourceCatalog.from_patterns({"models": ["s3://archive/models/"]})
@@ -115,6 +115,10 @@ def test_workflow_events_are_read_generically() -> None:
     assert created.decision == "pending"
     glass = control_record(BreakGlassUsed(NOW, "bob", "prod down", request, grant), NOW)
     assert glass.kind == "break_glass_used" and glass.grant_id == "g_9"
+    # An approval is the approver's act: the trail's principal is carol, not the requester bob.
+    approval = control_record(ApprovalRecorded(NOW, "carol", "ok", request), NOW)
+    assert (approval.kind, approval.principal) == ("approval_recorded", "carol")
+    assert approval.event["requester"] == "bob"
 
 
 def test_alert_record_is_kept_under_the_anomaly_family() -> None:

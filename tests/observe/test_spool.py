@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.observe.records import AuditRecord, Usage
-from proxy.observe.spool import SpoolDir, SpooledBatch, decode_batch, encode_batch
+from proxy.audit.records import AuditRecord, Usage
+from proxy.audit.spool import SpoolDir, SpooledBatch, decode_batch, encode_batch
 
 AT = datetime(2026, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
 

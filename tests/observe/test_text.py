@@ -9,8 +9,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.observe.records import canonical_json
-from proxy.observe.text import clean_text, writable
+from proxy.audit.records import canonical_json
+from proxy.audit.text import clean_text, writable
 
 # What audit records hold: text (any Unicode a request can carry), integers, booleans, None, nesting.
 _ANY_TEXT = st.text(st.characters() | st.characters(categories=["Cs"]))  # lone surrogates too

@@ -361,11 +361,17 @@ def test_delete_bypassing_governance_retention_needs_admin(style: str) -> None:
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_batch_delete_bypassing_governance_retention_is_refused(style: str) -> None:
+def test_batch_delete_bypassing_governance_retention_needs_delete_and_admin_on_every_key(style: str) -> None:
     op = classify_boto(
         style, "delete_objects", Bucket=B, Delete={"Objects": [{"Key": "a"}]}, BypassGovernanceRetention=True
     )
-    assert (op.name, op.targets, op.body_targets) == (UNKNOWN, (), False)
+    assert (op.name, op.targets, op.body_actions) == ("DeleteObjects", (), (Action.DELETE, Action.ADMIN))
+    assert op.targets_in_body(["a", "b"]) == (
+        Target(Action.DELETE, B, "a"),
+        admin_object(B, "a"),
+        Target(Action.DELETE, B, "b"),
+        admin_object(B, "b"),
+    )
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -459,6 +459,50 @@ def test_credential_scope_date_must_match_request_date(frozen_botocore: None) ->
     assert_s3_error("AuthorizationHeaderMalformed", verify_head, with_header(head, "Authorization", auth))
 
 
+def test_date_header_without_x_amz_date_verifies(frozen_botocore: None) -> None:
+    # botocore keeps a caller's Date header (RFC 1123 with "-0000") and then sends no X-Amz-Date.
+    head = _low_level(f"{ENDPOINT}/bucket/k", headers={"Date": "anything"})
+    assert "x-amz-date" not in head.headers
+    assert head.headers["Date"] == f"{NOW:%a, %d %b %Y %H:%M:%S} -0000"
+    verify_head(head)
+
+
+def test_date_header_is_checked_for_skew(frozen_botocore: None) -> None:
+    head = _low_level(f"{ENDPOINT}/bucket/k", headers={"Date": "anything"})
+    assert_s3_error("RequestTimeTooSkewed", verify_head, head, now=NOW + timedelta(minutes=16))
+
+
+def test_tampered_date_header_is_rejected(frozen_botocore: None) -> None:
+    head = _low_level(f"{ENDPOINT}/bucket/k", headers={"Date": "anything"})
+    later = f"{NOW + timedelta(seconds=1):%a, %d %b %Y %H:%M:%S} -0000"
+    assert_s3_error("SignatureDoesNotMatch", verify_head, with_header(head, "Date", later))
+
+
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        ("Fri, 04 Dec 2026 17:44:06 -0000", "20261204T174406Z"),
+        ("Fri, 04 Dec 2026 17:44:06 GMT", "20261204T174406Z"),
+        ("Fri, 04 Dec 2026 18:44:06 +0100", "20261204T174406Z"),
+        ("Sat, 05 Dec 2026 00:14:06 +0630", "20261204T174406Z"),
+    ],
+)
+def test_http_date_becomes_the_signing_timestamp_in_utc(date: str, expected: str) -> None:
+    amz_date, moment = sigv4.header_request_date(None, date)
+    assert amz_date == expected
+    assert moment == datetime(2026, 12, 4, 17, 44, 6, tzinfo=UTC)
+
+
+def test_x_amz_date_wins_over_date() -> None:
+    amz_date, _ = sigv4.header_request_date("20261204T000000Z", "Fri, 04 Dec 2026 17:44:06 -0000")
+    assert amz_date == "20261204T000000Z"
+
+
+@pytest.mark.parametrize("date", [None, "", "yesterday", "Fri, 99 Dec 2026 17:44:06 GMT", "20261204T174406Z"])
+def test_no_valid_date_is_refused(date: str | None) -> None:
+    assert_s3_error("AccessDenied", sigv4.header_request_date, None, date)
+
+
 # --- presigned URLs -----------------------------------------------------------------------------------
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from support.world import free_port
 
+from proxy.audit.records import AuditRecord, Usage
+from proxy.audit.spool import SpoolDir, SpooledBatch, SpoolingAudit, start_spooling
+from proxy.audit.store import AuditQuery, AuditStore
 from proxy.config import load_settings
-from proxy.observe.records import AuditRecord, Usage
-from proxy.observe.spool import SpoolDir, SpooledBatch, SpoolingAudit, start_spooling
-from proxy.store.audit import AuditQuery, AuditStore
-from proxy.store.sql import SqlStore, create_engine_for
+from proxy.store.engine import create_engine_for
+from proxy.store.sql import SqlStore
 
 NOW = datetime(2026, 3, 5, 10, 0, tzinfo=UTC)
 
@@ -45,7 +46,7 @@ async def test_batches_the_store_cannot_take_are_spooled_and_written_by_the_next
     store: SqlStore, tmp_path: Path
 ) -> None:
     down = unreachable_store()
-    spooling = SpoolingAudit(down, SpoolDir(tmp_path / "spool"))
+    spooling = SpoolingAudit(AuditStore(down), SpoolDir(tmp_path / "spool"))
     try:
         await spooling.append([rec(0), rec(1)], [Usage("g_1", "ana", requests=2, bytes_read=10)])
         await spooling.append([rec(2)])  # behind the first, in order
@@ -56,7 +57,7 @@ async def test_batches_the_store_cannot_take_are_spooled_and_written_by_the_next
         await down.close()
 
     # The process comes back (or the store does): the spool is replayed in the order it was written.
-    back = SpoolingAudit(store, SpoolDir(tmp_path / "spool"))
+    back = SpoolingAudit(AuditStore(store), SpoolDir(tmp_path / "spool"))
     try:
         assert await back.drain()
         assert back.backlog == 0
@@ -81,7 +82,7 @@ async def test_a_spooled_batch_that_had_in_fact_been_committed_is_not_written_tw
     spool = SpoolDir(tmp_path / "spool")
     spool.add(landed)
     spool.add(SpooledBatch((rec(3),), (), (), after_seq=head_before))  # this one never arrived
-    spooling = SpoolingAudit(store, spool)
+    spooling = SpoolingAudit(AuditStore(store), spool)
     try:
         assert await spooling.drain()
     finally:
@@ -92,7 +93,7 @@ async def test_a_spooled_batch_that_had_in_fact_been_committed_is_not_written_tw
 
 
 async def test_appends_go_straight_to_the_store_while_it_answers(store: SqlStore, tmp_path: Path) -> None:
-    spooling = SpoolingAudit(store, SpoolDir(tmp_path / "spool"))
+    spooling = SpoolingAudit(AuditStore(store), SpoolDir(tmp_path / "spool"))
     try:
         await spooling.start()
         assert await spooling.append([rec(0)]) == 1
@@ -109,7 +110,7 @@ async def test_a_spool_directory_that_cannot_be_created_falls_back_to_the_temp_d
     config = tmp_path / "gateway.toml"
     config.write_text(f'[server]\ns3_port = {free_port()}\n\n[audit]\nspool_dir = "not-a-dir/spool"\n')
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    spooling = await start_spooling(store, load_settings(config))
+    spooling = await start_spooling(AuditStore(store), load_settings(config).audit_spool_dir())
     assert spooling is not None
     try:
         assert spooling.spool.path.is_relative_to(tmp_path / "tmp")

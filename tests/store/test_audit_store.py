@@ -13,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from support.turns import turns_at_each_call
 
 from proxy.access.grants import Action
-from proxy.observe import records
-from proxy.observe.records import SLICE, Anchor, AuditRecord, Usage, chain
-from proxy.store.audit import INSERT_SLICE, AuditQuery, AuditStore
+from proxy.audit import records
+from proxy.audit.records import SLICE, Anchor, AuditRecord, Usage, chain
+from proxy.audit.store import INSERT_SLICE, AuditQuery, AuditStore
 from proxy.store.schema import audit_events
 from proxy.store.sql import SqlStore
+from proxy.store.suspensions import GrantSuspensions
 
 NOW = datetime(2025, 3, 5, 10, 0, tzinfo=UTC)
 
@@ -38,7 +39,7 @@ def rec(i: int, **fields: object) -> AuditRecord:
 
 
 async def sql(store: SqlStore, statement: str) -> None:
-    async with store._engine.begin() as conn:
+    async with store.engine.begin() as conn:
         await conn.execute(text(statement))
 
 
@@ -144,7 +145,7 @@ async def test_verify_catches_the_latest_events_deleted(store: SqlStore) -> None
 async def cut_back(store: SqlStore, to_seq: int) -> None:
     """What someone with write access to the store can do unseen by the chain alone: drop the latest
     events and move the head back to the last one kept."""
-    async with store._engine.begin() as conn:
+    async with store.engine.begin() as conn:
         await conn.execute(text("DELETE FROM audit_events WHERE seq > :seq"), {"seq": to_seq})
         await conn.execute(
             text(
@@ -224,16 +225,17 @@ async def test_a_suspended_grant_leaves_the_gateways_snapshot_until_reconfirmed(
     grant = await store.add_grant(
         "alice", "archive", "models/", frozenset({Action.READ}), now=NOW, expires_at=NOW + timedelta(days=1)
     )
+    suspensions = GrantSuspensions(store)
     version = await store.version()
-    assert await audit.suspend_grant(grant.id, reason="exfiltration", now=NOW + timedelta(minutes=1))
-    assert not await audit.suspend_grant(grant.id, reason="again", now=NOW + timedelta(minutes=2))
+    assert await suspensions.suspend_grant(grant.id, reason="exfiltration", now=NOW + timedelta(minutes=1))
+    assert not await suspensions.suspend_grant(grant.id, reason="again", now=NOW + timedelta(minutes=2))
     assert await store.version() > version
     snapshot = await store.snapshot(NOW + timedelta(minutes=2))
     assert grant.id not in {g.id for g in snapshot.grants}
-    assert [s.grant_id for s in await audit.suspensions()] == [grant.id]
+    assert [s.grant_id for s in await suspensions.list()] == [grant.id]
 
-    assert await audit.lift_suspension(grant.id, actor="carol", now=NOW + timedelta(minutes=3))
-    assert not await audit.lift_suspension(grant.id, actor="carol", now=NOW + timedelta(minutes=4))
+    assert await suspensions.lift_suspension(grant.id, actor="carol", now=NOW + timedelta(minutes=3))
+    assert not await suspensions.lift_suspension(grant.id, actor="carol", now=NOW + timedelta(minutes=4))
     snapshot = await store.snapshot(NOW + timedelta(minutes=5))
     assert grant.id in {g.id for g in snapshot.grants}
     kinds = [e.body["kind"] for e in await audit.query(AuditQuery(grant_id=grant.id))]
@@ -305,7 +307,7 @@ async def test_appended_rows_are_stored_exactly_as_sqlalchemys_insert_stores_the
     assert await audit.append(records) == head_seq + len(records)
 
     rows = chain(records, head_seq, head_hash)
-    async with store._engine.begin() as conn:
+    async with store.engine.begin() as conn:
         await conn.run_sync(_reference.create)
         await conn.execute(
             insert(_reference),
@@ -314,7 +316,7 @@ async def test_appended_rows_are_stored_exactly_as_sqlalchemys_insert_stores_the
                 for r in rows
             ],
         )
-    async with store._engine.connect() as conn:
+    async with store.engine.connect() as conn:
         typed, raw = await stored(conn, audit_events)
         assert (typed, raw) == await stored(conn, _reference)
         if store.dialect == "sqlite":  # what is on disk: text in one format, compared as text by queries

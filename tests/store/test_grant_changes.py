@@ -17,20 +17,21 @@ from alembic import command
 from sqlalchemy import Connection, delete, insert, update
 from support.policies import MODELS_RULE
 
-from proxy import state as state_module
+from proxy import live_state as state_module
 from proxy.access.decide import Allow, Deny
 from proxy.access.grants import Action, Grant, Target
 from proxy.access.index import GrantIndex
 from proxy.access.policy import Policy, Resource, ResourcePath, StandingAccess
-from proxy.access.workflow import Workflow
 from proxy.identity.keyring import KeyRing
 from proxy.identity.principals import Principal
+from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
 from proxy.s3.errors import S3Error
-from proxy.state import LiveState
-from proxy.store.audit import AuditStore
+from proxy.store.engine import create_engine_for
 from proxy.store.schema import grants, principals, store_state
-from proxy.store.sql import Snapshot, SqlStore, _alembic_config, create_engine_for
+from proxy.store.sql import Snapshot, SqlStore, _alembic_config
+from proxy.store.suspensions import GrantSuspensions
+from proxy.workflow.service import Workflow
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SERVER_KEY = b"k" * 32
@@ -106,7 +107,7 @@ async def test_every_grant_write_reaches_the_gateway_as_a_change(
     await state.refresh(force=True)
     flow = Workflow(store, POLICY, EventBus(), clock=lambda: NOW)
     unstanding = Workflow(store, replace(POLICY, standing=()), EventBus(), clock=lambda: NOW)
-    audit = AuditStore(store)
+    suspensions = GrantSuspensions(store)
     made: dict[str, str] = {}
 
     async def add() -> None:
@@ -128,10 +129,10 @@ async def test_every_grant_write_reaches_the_gateway_as_a_change(
         await flow.revoke(made["instant"], people["root"], "done")
 
     async def suspend() -> None:
-        assert await audit.suspend_grant(made["approved"], reason="burst of downloads", now=NOW)
+        assert await suspensions.suspend_grant(made["approved"], reason="burst of downloads", now=NOW)
 
     async def lift() -> None:
-        assert await audit.lift_suspension(made["approved"], actor="carol", now=NOW)
+        assert await suspensions.lift_suspension(made["approved"], actor="carol", now=NOW)
 
     async def standing() -> None:
         created, _ = await flow.sync_standing()
@@ -274,7 +275,7 @@ def _migrate_to(conn: Connection, revision: str) -> None:
 
 
 class _At:
-    """Stands in for the `datetime` class in proxy.state: `now()` is a fixed moment."""
+    """Stands in for the `datetime` class in proxy.live_state: `now()` is a fixed moment."""
 
     def __init__(self, moment: datetime) -> None:
         self.moment = moment

@@ -11,10 +11,11 @@ import pytest
 from support.postgres import PostgresCluster
 
 from proxy.access.grants import Action
+from proxy.live_state import LiveState, start_change_listener
 from proxy.s3.errors import S3Error
-from proxy.state import LiveState, start_change_listener
+from proxy.store.engine import create_engine_for
 from proxy.store.notify import listen_for_changes
-from proxy.store.sql import SqlStore, create_engine_for
+from proxy.store.sql import SqlStore
 
 NOW = datetime.now(UTC)
 

@@ -10,13 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+from proxy.store.engine import StoreError, async_url, create_engine_for
 from proxy.store.schema import metadata
 from proxy.store.sql import (
     SqlStore,
-    StoreError,
     _alembic_config,
-    async_url,
-    create_engine_for,
     database_revision,
     head_revision,
     upgrade_database,

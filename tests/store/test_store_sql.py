@@ -12,7 +12,8 @@ from proxy.access.grants import Action
 from proxy.identity.keys import derive_secret
 from proxy.identity.principals import Principal
 from proxy.store import sql
-from proxy.store.sql import SqlStore, StoreError, head_revision
+from proxy.store.engine import StoreError
+from proxy.store.sql import SqlStore, head_revision
 
 SERVER_KEY = b"q" * 40
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -286,7 +287,7 @@ async def test_a_large_snapshot_lets_the_event_loop_serve_while_it_is_loaded(
     while it reloads 100 000 grants), not in one pass that holds them all up."""
     await asyncio.gather(*(_grant(store, principal=f"user{i}") for i in range(40)))
     monkeypatch.setattr(sql, "SNAPSHOT_SLICE", 4)
-    async with turns_at_each_call(monkeypatch, sql, "_grant") as seen:
+    async with turns_at_each_call(monkeypatch, sql, "grant_of_row") as seen:
         snap = await store.snapshot(NOW)
     assert len(snap.grants) == len(seen) == 40
     assert len(set(seen)) >= 40 // 4

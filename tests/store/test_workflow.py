@@ -25,11 +25,11 @@ from proxy.access.grants import Action, Target
 from proxy.access.index import GrantIndex
 from proxy.access.policy import Policy, Resource, ResourcePath, Rule, StandingAccess
 from proxy.access.requests import RequestStatus
-from proxy.access.workflow import Conflict, Forbidden, Invalid, NotFound, Workflow
 from proxy.identity.principals import Principal
 from proxy.observe.events import EventBus
 from proxy.store.schema import api_tokens
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Conflict, Forbidden, Invalid, NotFound, Workflow
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 BUCKET = "archive"
@@ -267,8 +267,9 @@ async def test_revocation_rights_and_idempotence(
 ) -> None:
     outcome = await flow.request_access(people["bob"], f"s3://{BUCKET}/models/", ["read"], "1h", WHY)
     assert outcome.grant is not None
-    with pytest.raises(NotFound):  # alice may not even see bob's grant
+    with pytest.raises(Forbidden, match="is not yours") as refused:  # it exists; it is not alice's
         await flow.revoke(outcome.grant.id, people["alice"])
+    assert refused.value.code == "not_yours"
     revoked = await flow.revoke(outcome.grant.id, people["carol"], "incident 42")
     assert revoked.revoked_at == T0 and revoked.extra["revoked_by"] == "carol"
     again = await flow.revoke(outcome.grant.id, people["root"], "again")
@@ -484,7 +485,7 @@ async def test_api_tokens_authenticate_until_revoked_and_only_a_hash_is_stored(
     assert who == people["alice"]
     assert await flow.authenticate_token(secret[:-2] + "xx") is None
     assert await flow.authenticate_token("Bearer nonsense") is None
-    async with store._engine.connect() as conn:
+    async with store.engine.connect() as conn:
         stored = (await conn.execute(select(api_tokens))).one()
     assert secret not in str(tuple(stored)) and secret.split("_")[-1] not in str(tuple(stored))
     # Groups are read at each call: a change applies to the next API request.
@@ -496,7 +497,7 @@ async def test_api_tokens_authenticate_until_revoked_and_only_a_hash_is_stored(
 
 
 async def test_tokens_need_an_existing_principal(flow: Workflow) -> None:
-    from proxy.store.sql import StoreError
+    from proxy.store.engine import StoreError
 
     with pytest.raises(StoreError, match="unknown principal"):
         await flow.requests.create_token("nobody", now=T0)
@@ -516,3 +517,53 @@ async def test_approval_event_carries_actor_and_comment(
     [made] = [e for e in events if isinstance(e, RequestCreated)]
     assert made.as_dict()["justification"] == WHY
     assert not any(isinstance(e, GrantCreated) for e in events)
+
+
+# --- scheduled windows, and read-your-writes ---
+
+
+async def test_a_scheduled_request_approved_ahead_starts_and_ends_with_its_window(
+    flow: Workflow, people: dict[str, Principal], clock: Clock
+) -> None:
+    start = T0 + timedelta(hours=5)
+    created = await flow.request_access(
+        people["alice"], f"s3://{BUCKET}/models/", ["read"], "2h", WHY, starts_at=start
+    )
+    assert created.request.starts_at == start
+    clock.advance(hours=1)
+    approved = await flow.approve(created.request.id, people["carol"])
+    assert approved.grant is not None
+    assert (approved.grant.starts_at, approved.grant.expires_at) == (start, start + timedelta(hours=2))
+    assert "scheduled" in approved.message
+    assert not approved.grant.is_active(clock.now) and approved.grant.is_active(start)
+
+
+async def test_a_scheduled_request_cannot_be_approved_once_its_window_has_ended(
+    flow: Workflow, people: dict[str, Principal], clock: Clock
+) -> None:
+    start = T0 + timedelta(hours=1)
+    created = await flow.request_access(
+        people["alice"], f"s3://{BUCKET}/models/", ["read"], "2h", WHY, starts_at=start
+    )
+    clock.advance(hours=3)
+    with pytest.raises(Conflict, match="window"):
+        await flow.approve(created.request.id, people["carol"])
+
+
+async def test_the_workflow_settles_each_grant_change_before_it_answers(
+    store: SqlStore, clock: Clock, people: dict[str, Principal]
+) -> None:
+    settled: list[int] = []
+
+    async def settle() -> None:
+        settled.append(await store.version())
+
+    flow = Workflow(store, POLICY, EventBus(), clock=clock, settle=settle)
+    instant = await flow.request_access(people["bob"], f"s3://{BUCKET}/models/", ["read"], "1h", WHY)
+    assert settled == [await store.version()]
+    pending = await flow.request_access(people["alice"], f"s3://{BUCKET}/models/", ["read"], "1h", WHY)
+    assert len(settled) == 1  # nothing granted yet: nothing to settle
+    await flow.approve(pending.request.id, people["carol"])
+    assert instant.grant is not None
+    await flow.revoke(instant.grant.id, people["bob"])
+    assert len(settled) == 3 and settled[-1] == await store.version()

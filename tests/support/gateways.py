@@ -34,9 +34,12 @@ def extra_gateway(
     server: str = "",
     upstream: str = "",
     sections: str = "",
+    refresh_interval: float = 0.1,
+    workers: int = 1,
 ) -> Iterator[GatewayProcess]:
     """A gateway on the world's store in front of `upstream_url`; `server`/`upstream`: more TOML lines,
-    `sections`: whole TOML sections appended (e.g. a `[policy]`)."""
+    `sections`: whole TOML sections appended (e.g. a `[policy]`). With several `workers`, /readyz speaks
+    for worker 0 only: the block starts once every worker listens on the S3 port."""
     s3_port, control_port = free_port(), free_port()
     config = world.directory / f"{name}.toml"
     config.write_text(
@@ -45,8 +48,8 @@ s3_port = {s3_port}
 control_port = {control_port}
 public_url = "http://127.0.0.1:{control_port}"
 secret_key_file = "server.key"
-refresh_interval_seconds = 0.1
-workers = 1  # tests wait on /readyz, whose state version is worker 0's alone
+refresh_interval_seconds = {refresh_interval}
+workers = {workers}
 {server}
 
 [upstream]
@@ -69,6 +72,8 @@ url = "{world.store_url}"
     )
     gateway.start()
     try:
+        if workers > 1:
+            _wait_for_workers(gateway, s3_port, workers)
         yield gateway
     finally:
         gateway.stop()
@@ -83,3 +88,23 @@ def sync_gateway(world: World, gateway: GatewayProcess, timeout: float = 10.0) -
         if time.monotonic() > deadline:
             raise TimeoutError(f"{gateway.config.name} did not pick up the store's changes")
         time.sleep(0.05)
+
+
+def _wait_for_workers(gateway: GatewayProcess, s3_port: int, count: int, timeout: float = 15.0) -> None:
+    assert gateway.proc is not None
+    deadline = time.monotonic() + timeout
+    while listening_sockets(s3_port) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{gateway.config.name}: {count} workers did not start listening")
+        time.sleep(0.05)
+
+
+def listening_sockets(port: int) -> int:
+    """LISTEN sockets on `port` (IPv4), from /proc/net/tcp: one per worker with SO_REUSEPORT."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state = fields[1], fields[3]
+        if state == "0A" and int(local.rpartition(":")[2], 16) == port:
+            count += 1
+    return count

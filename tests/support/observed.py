@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.store.audit import AuditQuery, AuditStore, StoredEvent
+from proxy.audit.store import AuditQuery, AuditStore, StoredEvent
 from proxy.store.sql import SqlStore
 from proxy.store.workflow import WorkflowStore
 from support.world import BUCKET, Identity, World, run_sync, running_world

@@ -49,6 +49,7 @@ class StreamingUpstream:
             loop = asyncio.new_event_loop()
             self._loop = loop
             app = web.Application()
+            app.router.add_route("GET", "/", self._list_buckets)  # the gateway's readiness probe
             app.router.add_route("GET", "/{bucket}/{key:.*}", self._get)
             app.router.add_route("PUT", "/{bucket}/{key:.*}", self._put)
             self._runner = web.AppRunner(app, access_log=None)
@@ -71,6 +72,12 @@ class StreamingUpstream:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+
+    async def _list_buckets(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            body=b"<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>",
+            content_type="application/xml",
+        )
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -124,7 +125,8 @@ class GatewayProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
-            wait_http(self.control_url + "/readyz")
+            # Up once it answers; ready or not (a gateway whose bucket is down answers 503).
+            wait_http(self.control_url + "/healthz")
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"gateway failed to start:\n{self.log_path.read_text()[-4000:]}") from None
@@ -138,9 +140,16 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait()
 
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        """/readyz's status and body, whether ready (200) or not (503)."""
+        try:
+            with urllib.request.urlopen(self.control_url + "/readyz", timeout=10) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
     def state_version(self) -> int:
-        with urllib.request.urlopen(self.control_url + "/readyz", timeout=5) as resp:
-            return int(json.load(resp)["state_version"])
+        return int(self.readyz()[1]["state_version"])
 
     def events(self) -> list[dict[str, Any]]:
         """Every audit event the gateway has written so far."""

@@ -24,7 +24,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_from_url(url: str) -> None:
-    from proxy.store.sql import create_engine_for  # only the alembic command line needs it
+    from proxy.store.engine import create_engine_for  # only the alembic command line needs it
 
     engine = create_engine_for(url)
     try:

@@ -46,6 +46,10 @@ app.kubernetes.io/component: gateway
 {{- default (printf "%s-secret-key" (include "grantgate.fullname" .)) .Values.secretKey.existingSecret }}
 {{- end }}
 
+{{- define "grantgate.metricsSecretName" -}}
+{{- default (printf "%s-metrics-token" (include "grantgate.fullname" .)) .Values.metrics.token.existingSecret }}
+{{- end }}
+
 {{/* The S3 endpoint inside the cluster: what sidecars and in-cluster clients use. */}}
 {{- define "grantgate.s3Url" -}}
 {{- printf "http://%s-s3.%s.svc:%d" (include "grantgate.fullname" .) .Release.Namespace (int .Values.ports.s3) }}

@@ -6,8 +6,9 @@ from typing import Any
 
 import structlog
 
+from proxy.audit.records import event_kind, jsonable
 from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.records import event_kind, jsonable
+from proxy.observe.logging import write_info_lines
 
 
 class AuditLog:
@@ -24,3 +25,13 @@ class AuditLog:
             fields = fields if isinstance(fields, dict) else {"value": fields}
             fields.pop("event", None)  # structlog's own key
             self._log.info("workflow_event", **{**fields, "kind": event_kind(event)})
+
+    def observe_batch(self, events: list[Any]) -> None:
+        """A batch from the bus: its request lines rendered in one pass (the rest one by one)."""
+        requests = [e.as_dict() for e in events if isinstance(e, RequestEvent)]
+        if not write_info_lines("s3_request", requests):
+            for fields in requests:
+                self._log.info("s3_request", **fields)
+        for event in events:
+            if not isinstance(event, RequestEvent):
+                self(event)

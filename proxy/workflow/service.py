@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -113,12 +113,16 @@ class Workflow:
         bus: EventBus,
         *,
         clock: Callable[[], datetime] = utc_now,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.requests = WorkflowStore(store)
         self.policy = policy
         self.bus = bus
         self._clock = clock
+        # Run after a grant was created or revoked and before saying so: the gateway's S3 listener
+        # (every worker) honours the change by then (LiveState.settle_own_write).
+        self._settle = settle
 
     def now(self) -> datetime:
         return self._clock()
@@ -143,18 +147,32 @@ class Workflow:
         justification: str = "",
         *,
         break_glass: bool = False,
+        ticket: str = "",
+        starts_at: datetime | None = None,
     ) -> Outcome:
         """Ask for access. Granted at once (instant groups, no approval needed, break-glass), pending
-        approval, or refused with a WorkflowError that says why."""
+        approval, or refused with a WorkflowError that says why.
+
+        `starts_at`: scheduled access, in force only from then for the duration (approved ahead or
+        not); a moment already past means now.
+        """
         bucket, prefix = self._locate(resource)
         prefix = self.policy.canonical_prefix(bucket, prefix)
         wanted = self._actions(actions)
         lifetime = self._duration(duration)
-        ask = Ask(requester, bucket, prefix, wanted, lifetime, justification.strip(), break_glass)
+        ask = Ask(
+            requester, bucket, prefix, wanted, lifetime, justification.strip(), break_glass, ticket.strip()
+        )
         evaluation = rules.evaluate(self.policy, ask)
         if isinstance(evaluation, Rejected):
             raise _refusal(evaluation)
         now = self.now()
+        if starts_at is not None and starts_at.tzinfo is None:
+            raise Invalid("invalid_starts_at", "starts_at needs a time zone, e.g. 2025-06-01T22:00:00Z")
+        if starts_at is not None and starts_at <= now:
+            starts_at = None
+        if starts_at is not None and break_glass:
+            raise Invalid("invalid_starts_at", "break-glass access is for now; it cannot be scheduled")
         active = await self.store.list_grants(principal=requester.name, active_at=now)
         covered = rules.covering_grants(active, requester.name, bucket, prefix, wanted, now)
         request = AccessRequest(
@@ -174,6 +192,8 @@ class Workflow:
             else 0,
             break_glass=break_glass,
             source_cidrs=evaluation.rule.source_cidrs,
+            starts_at=starts_at,
+            ticket=ask.ticket,
         )
         if isinstance(evaluation, Instant):
             return await self._grant_now(request, evaluation, covered)
@@ -202,6 +222,7 @@ class Workflow:
         stored = await self.requests.insert_request(approved, NewGrant(source=source, created_by=POLICY))
         grant = await self.store.get_grant(stored.grant_id or "")
         assert grant is not None
+        await self._settled()
         self._emit(RequestCreated(now, stored.requester, stored.justification, stored))
         self._emit(RequestDecided(now, POLICY, why, stored))
         self._emit(GrantCreated(now, POLICY, why, grant))
@@ -236,10 +257,14 @@ class Workflow:
         if result.grant is None:
             remaining = verdict.required - len(stored.approvals)
             return Outcome(stored, None, (), f"approval recorded; {remaining} more needed")
+        await self._settled()
         self._emit(RequestDecided(now, approver.name, comment, stored))
         self._emit(GrantCreated(now, approver.name, comment, result.grant))
         until = format_duration(stored.duration)
-        return Outcome(stored, result.grant, (), f"approved: {stored.requester} has access for {until}")
+        message = f"approved: {stored.requester} has access for {until}"
+        if result.grant.starts_at is not None:
+            message += f" from {result.grant.starts_at.isoformat(timespec='minutes')} (scheduled)"
+        return Outcome(stored, result.grant, (), message)
 
     async def deny(self, request_id: str, actor: Principal, comment: str = "") -> AccessRequest:
         request = await self._request(request_id)
@@ -355,15 +380,21 @@ class Workflow:
     async def revoke(self, grant_id: str, actor: Principal, reason: str = "") -> Grant:
         """Revoke a grant (its holder, an approver of its resource, or an admin). Idempotent."""
         grant = await self.store.get_grant(grant_id)
-        if grant is None or not rules.may_view_grant(self.policy, grant, actor):
+        if grant is None:
             raise NotFound("not_found", f"no grant {grant_id}")
         if not rules.may_revoke(self.policy, grant, actor):
-            raise Forbidden("not_allowed", f"{actor.name} may not revoke {grant_id}")
+            # Grant ids are unguessable, so whoever names one learns nothing by hearing whose it is not.
+            raise Forbidden(
+                "not_yours",
+                f"grant {grant_id} is not yours: only its holder, an approver of its resource or an admin "
+                "may revoke it",
+            )
         if grant.revoked_at is not None:
             return grant
         now = self.now()
         revoked = await self.store.revoke_grant(grant_id, now=now, actor=actor.name, reason=reason.strip())
         assert revoked is not None
+        await self._settled()
         if revoked.revoked_at == now:
             self._emit(GrantRevoked(now, actor.name, reason.strip(), revoked))
         return revoked
@@ -420,8 +451,11 @@ class Workflow:
         if not text.startswith("s3://"):
             named = self.policy.resource(text)
             if named is None:
+                known = ", ".join(r.name for r in self.policy.resources) or "none"
                 raise Invalid(
-                    "invalid_resource", f"resource must look like s3://bucket/prefix, got {resource!r}"
+                    "invalid_resource",
+                    f"unknown resource {resource!r}: name one of the policy's resources ({known}) "
+                    "or give s3://bucket/prefix",
                 )
             if len(named.paths) != 1:
                 paths = ", ".join(str(p) for p in named.paths)
@@ -452,6 +486,15 @@ class Workflow:
             return parse_duration(duration)
         except ValueError as exc:
             raise Invalid("invalid_duration", str(exc)) from None
+
+    async def _settled(self) -> None:
+        if self._settle is None:
+            return
+        try:
+            await self._settle()
+        except Exception as exc:
+            # The change is stored; every worker still sees it within the refresh interval.
+            log.warning("workflow_settle_failed", error=repr(exc))
 
     def _emit(self, event: WorkflowEvent) -> None:
         # The audit observer records events; this line is for someone debugging the workflow itself.

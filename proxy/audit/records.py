@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 import orjson
 
 from proxy.access.durations import parse_duration
+from proxy.audit.resources import ResourceCatalog
+from proxy.audit.text import writable
 from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.resources import ResourceCatalog
-from proxy.observe.text import writable
 
 T = TypeVar("T")
 

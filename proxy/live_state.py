@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 import structlog
 
 from proxy.access.index import GrantIndex
+from proxy.errors import S3Error
 from proxy.identity.keyring import KeyRing
-from proxy.s3.errors import S3Error
 from proxy.store.notify import listen_for_changes
 from proxy.store.sql import SqlStore
+from proxy.written import WrittenVersion
 
 log = structlog.get_logger("grantgate.state")
 
@@ -44,8 +45,21 @@ class View:
 
 
 class LiveState:
-    def __init__(self, store: SqlStore, server_key: bytes, *, interval: float, grace: float) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        server_key: bytes,
+        *,
+        interval: float,
+        grace: float,
+        written: WrittenVersion | None = None,
+    ) -> None:
         self.store = store
+        # This gateway's own writes, shared with its sibling workers (see proxy/written.py).
+        self.written = written if written is not None else WrittenVersion()
+        # One refresh at a time: the poll and a catch-up must not swap in views out of order.
+        self._refreshing = asyncio.Lock()
+        self._catch_up_after = 0.0
         self._server_key = server_key
         self._interval = interval
         self._grace = grace
@@ -79,7 +93,45 @@ class LiveState:
     def version(self) -> int | None:
         return self._view.version if self._view is not None else None
 
+    @property
+    def behind(self) -> bool:
+        """This gateway wrote a change the view does not hold yet: catch up before deciding."""
+        view = self._view
+        return (
+            view is not None
+            and view.version < self.written.value
+            and self.failing_since is None
+            and time.monotonic() >= self._catch_up_after
+        )
+
+    async def catch_up(self) -> None:
+        """Load what this gateway's control plane wrote, before the S3 request that follows it.
+
+        A store that cannot answer leaves the view as it is (the poll notices and reports it), and no
+        catch-up is tried again for a poll interval, so requests do not queue behind a sick store.
+        """
+        async with self._refreshing:
+            if not self.behind:  # another request caught up while this one waited
+                return
+            try:
+                await self._refresh(force=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._catch_up_after = time.monotonic() + self._interval
+                log.warning("state_catch_up_failed", error=repr(exc))
+
+    async def settle_own_write(self) -> None:
+        """After a write this process made: publish its version to the sibling workers and bring this
+        worker's view up to it, so the answer that follows is already true on the S3 port."""
+        self.written.publish(await self.store.version())
+        await self.catch_up()
+
     async def refresh(self, *, force: bool = False) -> None:
+        async with self._refreshing:
+            await self._refresh(force=force)
+
+    async def _refresh(self, *, force: bool) -> None:
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands
         # as the awaited call finishes (gh-86296), and a worker then never stops on SIGTERM.
         async with asyncio.timeout(REFRESH_TIMEOUT_SECONDS):

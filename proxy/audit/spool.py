@@ -1,10 +1,11 @@
 """The audit spool: batches the store cannot take are kept on local disk and written once it is back.
 
-`SpoolingAudit` is the AuditStore the audit writer appends through. A batch that fails to reach the
-store is written to the spool directory as one fsync'd JSON file, and so is every later batch until the
-spool is empty again (the trail keeps its order). A drain task replays the files oldest first. A batch
-whose commit may have landed even though the client saw an error (the connection died at COMMIT, or the
-process died before deleting the file) is looked for in the trail first, so none is written twice.
+`SpoolingAudit` is the AuditSink the audit writer appends through, in front of an AuditStore. A batch
+that fails to reach the store is written to the spool directory as one fsync'd JSON file, and so is
+every later batch until the spool is empty again (the trail keeps its order). A drain task replays
+the files oldest first. A batch whose commit may have landed even though the client saw an error (the
+connection died at COMMIT, or the process died before deleting the file) is looked for in the trail
+first, so none is written twice.
 """
 
 from __future__ import annotations
@@ -23,14 +24,11 @@ from datetime import datetime
 from pathlib import Path
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.config import Settings
-from proxy.observe.records import AuditRecord, Usage, iso, parse_iso
-from proxy.store.audit import AuditStore
-from proxy.store.schema import audit_events
-from proxy.store.sql import SqlStore
+from proxy.audit.records import AuditRecord, Usage, iso, parse_iso
+from proxy.audit.sink import Reader
+from proxy.audit.store import AuditStore
 
 log = structlog.get_logger("grantgate.audit")
 
@@ -38,8 +36,6 @@ RETRY_MAX_SECONDS = 5.0
 APPEND_TIMEOUT_SECONDS = 10.0
 # What a store that cannot be reached raises (a refused or dropped connection, a hung one).
 UNREACHABLE = (SQLAlchemyError, OSError, TimeoutError)
-
-Reader = tuple[str, str, str, datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +150,11 @@ def _fsync_dir(path: Path) -> None:
 # --- the store wrapper -------------------------------------------------------------------------------------
 
 
-class SpoolingAudit(AuditStore):
-    """An AuditStore whose appends never fail for an unreachable store: such batches are spooled."""
+class SpoolingAudit:
+    """An AuditSink over `trail` whose appends never fail for an unreachable store: those are spooled."""
 
-    def __init__(self, store: SqlStore, spool: SpoolDir) -> None:
-        super().__init__(store)
+    def __init__(self, trail: AuditStore, spool: SpoolDir) -> None:
+        self.trail = trail
         self.spool = spool
         self.spooled = 0  # batches written to disk since start, for tests and logs
         self.replayed = 0
@@ -169,7 +165,7 @@ class SpoolingAudit(AuditStore):
     async def start(self) -> None:
         """Learn the chain head (it bounds the duplicate search) and replay what an earlier run left."""
         with contextlib.suppress(*UNREACHABLE):
-            self._known_head, _hash = await self.head()
+            self._known_head, _hash = await self.trail.head()
         if self.spool.pending():
             self._start_drain()
 
@@ -195,7 +191,7 @@ class SpoolingAudit(AuditStore):
                     # Bounded: a store that hangs rather than refuses must not stall the writer
                     # until its queue overflows. If the append lands after all, replay finds it.
                     self._known_head = await asyncio.wait_for(
-                        super().append(records, usage), APPEND_TIMEOUT_SECONDS
+                        self.trail.append(records, usage), APPEND_TIMEOUT_SECONDS
                     )
                     return self._known_head
                 except UNREACHABLE as exc:
@@ -208,7 +204,7 @@ class SpoolingAudit(AuditStore):
     async def remember_readers(self, items: Iterable[Reader]) -> None:
         items = tuple(items)
         try:
-            await super().remember_readers(items)
+            await self.trail.remember_readers(items)
         except UNREACHABLE:
             async with self._lock:
                 self._spool(SpooledBatch(readers=items))  # idempotent on replay: known pairs are kept
@@ -246,33 +242,24 @@ class SpoolingAudit(AuditStore):
             return True
 
     async def _replay(self, batch: SpooledBatch) -> None:
-        if batch.records and await self._already_written(batch):
+        # Every record carries its own request id or event fields, so its exact body identifies it; the
+        # batch was appended whole or not at all, after `after_seq`.
+        if batch.records and await self.trail.holds(batch.records[0].body(), after_seq=batch.after_seq):
             log.info("audit_spool_duplicate_skipped", after_seq=batch.after_seq)
             return
         if batch.records or batch.usage:
-            self._known_head = await super().append(list(batch.records), batch.usage)
+            self._known_head = await self.trail.append(list(batch.records), batch.usage)
         if batch.readers:
-            await super().remember_readers(batch.readers)
-
-    async def _already_written(self, batch: SpooledBatch) -> bool:
-        # Every record carries its own request id or event fields, so its exact body identifies it; the
-        # batch was appended whole or not at all, after `after_seq`.
-        async with self._engine.connect() as conn:
-            found = await conn.scalar(
-                select(audit_events.c.seq)
-                .where(audit_events.c.seq > batch.after_seq, audit_events.c.body == batch.records[0].body())
-                .limit(1)
-            )
-        return found is not None
+            await self.trail.remember_readers(batch.readers)
 
 
-async def start_spooling(store: SqlStore, settings: Settings) -> SpoolingAudit | None:
+async def start_spooling(trail: AuditStore, configured: Path) -> SpoolingAudit | None:
     """A started SpoolingAudit, or None (logged) if no directory can be used: the audit writer then
-    only retries in memory. Each S3 port has its own subdirectory, so replicas sharing a config
-    directory on one host never share a spool, and a restarted replica finds its own. A configured
-    directory that cannot be written (a read-only config mount) falls back to one under the temp dir."""
-    leaf = f"s3-{settings.server.s3_port}"
-    configured = settings.resolve(settings.audit.spool_dir) / leaf
+    only retries in memory. `configured` is `Settings.audit_spool_dir()`: one per S3 port, so replicas
+    sharing a config directory on one host never share a spool, and a restarted replica finds its own. A
+    configured directory that cannot be written (a read-only config mount) falls back to one under the
+    temp dir."""
+    leaf = configured.name
     for path in (configured, Path(tempfile.gettempdir()) / "grantgate-audit-spool" / leaf):
         try:
             spool = SpoolDir(path)
@@ -281,7 +268,7 @@ async def start_spooling(store: SqlStore, settings: Settings) -> SpoolingAudit |
             continue
         if path != configured:
             log.warning("audit_spool_fallback", path=str(path), configured=str(configured))
-        audit = SpoolingAudit(store, spool)
+        audit = SpoolingAudit(trail, spool)
         await audit.start()
         return audit
     return None

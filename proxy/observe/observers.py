@@ -12,46 +12,50 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import prometheus_client
 import structlog
 from aiohttp import web
 
-from proxy.config import Settings
+from proxy.access.policy import Policy
+from proxy.audit.anchors import publish_anchors
+from proxy.audit.resources import ResourceCatalog
+from proxy.audit.spool import SpoolingAudit, start_spooling
+from proxy.audit.store import AuditStore
+from proxy.audit.writer import AuditWriter
+from proxy.errors import S3Error
+from proxy.live_state import LiveState
 from proxy.observe.anomalies import SUSPEND, Detectors
-from proxy.observe.audit_writer import AuditWriter
 from proxy.observe.events import AnomalyAlert, EventBus
 from proxy.observe.feed import Forwarder, receiving, socket_path
 from proxy.observe.metrics import GatewayMetrics, metrics_handler
 from proxy.observe.multiprocess import shared_directory
-from proxy.observe.records import Anchor
-from proxy.observe.resources import ResourceCatalog
-from proxy.observe.spool import SpoolingAudit, start_spooling
-from proxy.s3.errors import S3Error
-from proxy.state import LiveState
-from proxy.store.audit import AuditStore
+from proxy.observe.settings import AnomalySettings, MetricsSettings, ObserveSettings
 from proxy.store.sql import SqlStore
+from proxy.store.suspensions import GrantSuspensions
+from proxy.store.workflow import WorkflowStore
 
 log = structlog.get_logger("grantgate.observe")
 
 PENDING_REFRESH_SECONDS = 15.0
 
 
-def resource_catalog(settings: Settings) -> ResourceCatalog:
+def resource_catalog(policy: Policy, metrics: MetricsSettings) -> ResourceCatalog:
     """Named resources: the access policy's, plus any named under `[metrics] resources`."""
     named: dict[str, list[str]] = {}
-    for resource in settings.policy.build().resources:
+    for resource in policy.resources:
         named.setdefault(resource.name, []).extend(str(p) for p in resource.paths)
-    for name, uris in settings.metrics.resources.items():
+    for name, uris in metrics.resources.items():
         named.setdefault(name, []).extend(uris)
     return ResourceCatalog.from_patterns(named)
 
 
-def allowed_networks(settings: Settings) -> dict[str, list[str]]:
+def allowed_networks(policy: Policy, anomalies: AnomalySettings) -> dict[str, list[str]]:
     """Per resource, the networks its grants may be used from: the policy's rules, plus `[anomalies]`."""
-    networks = {name: list(cidrs) for name, cidrs in settings.policy.build().allowed_networks().items()}
-    for selector, cidrs in settings.anomalies.outside_network.networks.items():
+    networks = {name: list(cidrs) for name, cidrs in policy.allowed_networks().items()}
+    for selector, cidrs in anomalies.outside_network.networks.items():
         networks.setdefault(selector, []).extend(c for c in cidrs if c not in networks[selector])
     return networks
 
@@ -63,12 +67,12 @@ class AnomalyWatch:
         self,
         detectors: Detectors,
         bus: EventBus,
-        audit: AuditStore,
+        suspensions: GrantSuspensions,
         writer: AuditWriter | None,
         metrics: GatewayMetrics | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.detectors, self.bus, self.audit, self.writer = detectors, bus, audit, writer
+        self.detectors, self.bus, self.suspensions, self.writer = detectors, bus, suspensions, writer
         self.metrics = metrics
         self.clock = clock
         self.tasks: set[asyncio.Task[None]] = set()
@@ -87,7 +91,7 @@ class AnomalyWatch:
     async def _suspend(self, alert: AnomalyAlert) -> None:
         assert alert.grant_id is not None
         try:
-            done = await self.audit.suspend_grant(
+            done = await self.suspensions.suspend_grant(
                 alert.grant_id, reason=f"anomaly {alert.kind}: {alert.message}", now=datetime.now(UTC)
             )
         except Exception as exc:
@@ -108,32 +112,42 @@ class AnomalyWatch:
 class Observability:
     """What the observers expose to the rest of the process."""
 
-    settings: Settings
+    settings: ObserveSettings
     audit: AuditStore
+    suspensions: GrantSuspensions
     metrics: GatewayMetrics | None = None
     writer: AuditWriter | None = None
     watch: AnomalyWatch | None = None
     catalog: ResourceCatalog = field(default_factory=ResourceCatalog)
+    metrics_token: str = ""  # empty: /metrics is open
 
 
 @contextlib.asynccontextmanager
 async def observing(
-    settings: Settings,
+    settings: ObserveSettings,
+    policy: Policy,
     store: SqlStore,
     state: LiveState,
     bus: EventBus,
     *,
+    spool_dir: Path,
     pending_count: Callable[[], Awaitable[int]] | None = None,
     worker: int = 0,
+    metrics_token: str = "",
 ) -> AsyncIterator[Observability]:
     """Subscribe the configured observers to `bus` and run their tasks until the block ends.
 
-    `pending_count` feeds the pending-requests gauge; by default the store's access requests are counted.
+    `policy` names the resources; `spool_dir` is where audit batches wait while the store is down
+    (`Settings.audit_spool_dir()`). `pending_count` feeds the pending-requests gauge; by default the
+    store's access requests are counted. `metrics_token` (`Settings.metrics_token()`), when set, is the
+    bearer token /metrics asks for.
     Among several workers, only worker 0 runs the anomaly rules; the others feed it their events.
     """
-    catalog = resource_catalog(settings)
+    catalog = resource_catalog(policy, settings.metrics)
     audit = AuditStore(store)
-    obs = Observability(settings, audit, catalog=catalog)
+    obs = Observability(
+        settings, audit, GrantSuspensions(store), catalog=catalog, metrics_token=metrics_token
+    )
     tasks: list[asyncio.Task[None]] = []
     if settings.metrics.enabled:
         prometheus_client.disable_created_metrics()  # halves the series; Prometheus has no use for them
@@ -147,13 +161,13 @@ async def observing(
 
         obs.metrics = GatewayMetrics(catalog, per_principal=settings.metrics.per_principal, live=live)
         bus.subscribe(obs.metrics)
-        count = pending_count or audit.pending_requests
+        count = pending_count or WorkflowStore(store).count_pending
         tasks.append(asyncio.create_task(_refresh_pending(obs.metrics, count), name="pending-requests"))
     if settings.audit.enabled and settings.audit.anchor_interval_seconds and worker == 0:
         interval = settings.audit.anchor_interval_seconds
         tasks.append(asyncio.create_task(publish_anchors(audit, interval), name="audit-anchors"))
     if settings.audit.enabled:
-        sink = await start_spooling(store, settings) or audit
+        sink = await start_spooling(audit, spool_dir) or audit
         obs.writer = AuditWriter(sink, settings.audit, catalog, obs.metrics)
         bus.subscribe(obs.writer)
         obs.writer.start()
@@ -166,9 +180,12 @@ async def observing(
     elif settings.anomalies.enabled:
         known = await audit.readers() if settings.anomalies.new_group_reader.enabled else set()
         detectors = Detectors(
-            settings.anomalies, catalog, known_readers=known, networks=allowed_networks(settings)
+            settings.anomalies,
+            catalog,
+            known_readers=known,
+            networks=allowed_networks(policy, settings.anomalies),
         )
-        obs.watch = AnomalyWatch(detectors, bus, audit, obs.writer, obs.metrics)
+        obs.watch = AnomalyWatch(detectors, bus, obs.suspensions, obs.writer, obs.metrics)
         bus.subscribe(obs.watch)
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -176,6 +193,7 @@ async def observing(
                 await stack.enter_async_context(receiving(socket_path(shared), obs.watch))
             yield obs
     finally:
+        bus.flush()  # the last requests' events, queued by emit_later, before the observers stop
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -186,21 +204,6 @@ async def observing(
             await obs.writer.close()
             if isinstance(obs.writer.audit, SpoolingAudit):
                 await obs.writer.audit.close()
-
-
-async def publish_anchors(audit: AuditStore, interval: float) -> None:
-    """Log the chain's head every `interval` seconds when it moved: see `[audit] anchor_interval_seconds`."""
-    published = 0
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            seq, digest = await audit.head()
-        except Exception as exc:
-            log.warning("audit_anchor_failed", error=repr(exc))
-            continue
-        if seq > published:
-            log.info("audit_anchor", seq=seq, hash=digest, anchor=str(Anchor(seq, digest)))
-            published = seq
 
 
 async def _refresh_pending(metrics: GatewayMetrics, count: Callable[[], Awaitable[int]]) -> None:
@@ -215,7 +218,7 @@ async def _refresh_pending(metrics: GatewayMetrics, count: Callable[[], Awaitabl
 def install_metrics(app: web.Application, obs: Observability) -> None:
     """Serve /metrics (`[metrics] path`) on the control listener's app."""
     if obs.metrics is not None:
-        app.router.add_get(obs.settings.metrics.path, metrics_handler(obs.metrics))
+        app.router.add_get(obs.settings.metrics.path, metrics_handler(obs.metrics, obs.metrics_token))
 
 
 @contextlib.asynccontextmanager
@@ -226,7 +229,7 @@ async def metrics_listener(obs: Observability) -> AsyncIterator[None]:
         yield
         return
     app = web.Application()
-    app.router.add_get(settings.path, metrics_handler(metrics))
+    app.router.add_get(settings.path, metrics_handler(metrics, obs.metrics_token))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

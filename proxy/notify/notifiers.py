@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from proxy.access.workflow import Workflow
-from proxy.config import Settings
 from proxy.notify import interactions
 from proxy.notify.counters import Outcomes
+from proxy.notify.settings import SlackSettings, WebhookSettings
 from proxy.notify.slack import SlackNotifier
 from proxy.notify.webhooks import WebhookDispatcher
 from proxy.observe.events import EventBus
 from proxy.store.messages import SlackMessages
 from proxy.store.outbox import WebhookOutbox
 from proxy.store.sql import SqlStore
+from proxy.workflow.service import Workflow
 
 
 @dataclass
@@ -29,31 +29,34 @@ class Notifiers:
 
 @contextlib.asynccontextmanager
 async def notifying(
-    settings: Settings,
+    webhooks: Sequence[WebhookSettings],
+    slack: SlackSettings,
+    public_url: str,
     bus: EventBus,
     registry: CollectorRegistry | None = None,
     *,
     store: SqlStore | None = None,
 ) -> AsyncIterator[Notifiers]:
-    """Subscribe the configured notifiers to `bus`; their delivery counters go to `registry` if given.
+    """Subscribe the configured notifiers (`[[webhooks]]`, `[slack]`) to `bus`; links point at `public_url`;
+    their delivery counters go to `registry` if given.
 
     Slack needs `store`: where each request's message lives is shared by every gateway. With `store`,
     webhook deliveries are kept in its outbox until done, so a restart or a crash does not lose them."""
     found = Notifiers()
-    if settings.webhooks:
+    if webhooks:
         outcomes = Outcomes(
             "grantgate_webhook_deliveries", "Webhook delivery attempts, by host and outcome.", registry
         )
         outbox = WebhookOutbox(store) if store is not None else None
-        found.webhooks = WebhookDispatcher(list(settings.webhooks), outcomes, outbox=outbox)
+        found.webhooks = WebhookDispatcher(list(webhooks), outcomes, outbox=outbox)
         found.webhooks.start()
         bus.subscribe(found.webhooks)
-    if settings.slack.enabled:
+    if slack.enabled:
         if store is None:
             raise ValueError("Slack notifications need the store")
         outcomes = Outcomes("grantgate_slack_calls", "Slack Web API calls, by outcome.", registry)
         messages = SlackMessages(store)
-        found.slack = SlackNotifier(settings.slack, settings.server.public_url, outcomes, messages)
+        found.slack = SlackNotifier(slack, public_url, outcomes, messages)
         found.slack.start()
         bus.subscribe(found.slack)
     try:

@@ -1,5 +1,7 @@
 """The audit store: appends hash-chained audit records, queries and verifies them, keeps per-grant usage.
 
+Grant suspensions, which write to the chain as well, are in proxy/store/suspensions.py.
+
 Several gateway replicas may write to one database: each append locks the chain's head row (PostgreSQL
 `SELECT ... FOR UPDATE`; SQLite's write transaction is exclusive already), numbers its records after
 the head and moves the head, all in one transaction. So there is always exactly one chain, ordered by
@@ -17,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Dialect, Row, and_, case, func, insert, select, update
+from sqlalchemy import Dialect, Row, and_, case, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from proxy.observe.records import (
+from proxy.audit.records import (
     COLUMNS,
     Anchor,
     AuditRecord,
@@ -34,15 +36,14 @@ from proxy.observe.records import (
     bodies_of,
     chain,
 )
+from proxy.store.engine import require_aware, write_engine
 from proxy.store.schema import (
-    access_requests,
     audit_chain,
     audit_events,
     audit_grant_usage,
     audit_resource_readers,
-    grant_suspensions,
 )
-from proxy.store.sql import SqlStore, _bump, _require_aware, _writer
+from proxy.store.sql import SqlStore
 
 HEAD = "head"
 PAGE = 1000
@@ -80,6 +81,12 @@ class StoredEvent:
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, **self.body, "hash": self.hash}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoredEvent:
+        """The inverse of as_dict (an event as the API returns it)."""
+        body = {k: v for k, v in data.items() if k not in ("seq", "hash")}
+        return cls(int(data["seq"]), body, str(data.get("hash", "")))
+
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
@@ -93,22 +100,13 @@ class VerifyReport:
         return {"ok": self.ok, "checked": self.checked, "head_seq": self.head_seq, "first_broken": broken}
 
 
-@dataclass(frozen=True, slots=True)
-class Suspension:
-    grant_id: str
-    suspended_at: datetime
-    reason: str
-    lifted_at: datetime | None
-    lifted_by: str
-
-
 class AuditStore:
     """Audit queries and writes over the store's engine (no connection of its own)."""
 
     def __init__(self, store: SqlStore) -> None:
         # The store's engines: one pool per process, and the writer that takes SQLite's lock up front.
-        self._engine = store._engine
-        self._writer = _writer(store._engine)
+        self._engine = store.engine
+        self._writer = write_engine(store.engine)
 
     # --- the chain ---
 
@@ -116,10 +114,20 @@ class AuditStore:
         """Append records after the chain head and add usage, in one transaction; returns the new head seq."""
         bodies = await bodies_of(records)  # before the transaction: it holds the chain head locked
         async with self._writer.begin() as conn:
-            head = await _append(conn, records, bodies)
+            head = await append_in(conn, records, bodies)
             for item in usage:
                 await _add_usage(conn, item)
         return head
+
+    async def holds(self, body: str, *, after_seq: int) -> bool:
+        """Whether the chain holds a record with exactly `body` after `after_seq`."""
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(
+                select(audit_events.c.seq)
+                .where(audit_events.c.seq > after_seq, audit_events.c.body == body)
+                .limit(1)
+            )
+        return found is not None
 
     async def head(self) -> tuple[int, str]:
         async with self._engine.connect() as conn:
@@ -204,14 +212,6 @@ class AuditStore:
             last_used_at=row.last_used_at,
         )
 
-    async def pending_requests(self) -> int:
-        """Access requests waiting for a decision (for the pending-requests gauge)."""
-        async with self._engine.connect() as conn:
-            found = await conn.scalar(
-                select(func.count()).select_from(access_requests).where(access_requests.c.status == "pending")
-            )
-        return int(found or 0)
-
     # --- memory of the new-group-reader rule ---
 
     async def readers(self) -> set[tuple[str, str]]:
@@ -233,57 +233,6 @@ class AuditStore:
             )
             await conn.execute(stmt, values)
 
-    # --- grant suspensions (what gateways see: every change bumps the store version) ---
-
-    async def suspend_grant(self, grant_id: str, *, reason: str, now: datetime) -> bool:
-        """Suspend a grant; False if it is suspended already."""
-        _require_aware(now)
-        async with self._writer.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(grant_suspensions)
-                    .where(grant_suspensions.c.grant_id == grant_id)
-                    .with_for_update()
-                )
-            ).first()
-            if row is not None and row.lifted_at is None:
-                return False
-            values = {"suspended_at": now, "reason": reason, "lifted_at": None, "lifted_by": ""}
-            if row is None:
-                await conn.execute(insert(grant_suspensions).values(grant_id=grant_id, **values))
-            else:
-                await conn.execute(
-                    update(grant_suspensions).where(grant_suspensions.c.grant_id == grant_id).values(**values)
-                )
-            await _bump(conn, [grant_id])
-            await _append(conn, [_suspension_record("grant_suspended", grant_id, "system", reason, now)])
-        return True
-
-    async def lift_suspension(self, grant_id: str, *, actor: str, now: datetime) -> bool:
-        """Re-confirm a suspended grant; False if it was not suspended."""
-        _require_aware(now)
-        async with self._writer.begin() as conn:
-            result = await conn.execute(
-                update(grant_suspensions)
-                .where(grant_suspensions.c.grant_id == grant_id, grant_suspensions.c.lifted_at.is_(None))
-                .values(lifted_at=now, lifted_by=actor)
-            )
-            if not result.rowcount:
-                return False
-            await _bump(conn, [grant_id])
-            await _append(conn, [_suspension_record("grant_reconfirmed", grant_id, actor, "", now)])
-        return True
-
-    async def suspensions(self, *, active_only: bool = True) -> list[Suspension]:
-        query = select(grant_suspensions).order_by(grant_suspensions.c.suspended_at)
-        if active_only:
-            query = query.where(grant_suspensions.c.lifted_at.is_(None))
-        async with self._engine.connect() as conn:
-            return [
-                Suspension(r.grant_id, r.suspended_at, r.reason, r.lifted_at, r.lifted_by)
-                for r in await conn.execute(query)
-            ]
-
 
 def _filters(q: AuditQuery) -> list[ColumnElement[bool]]:
     c = audit_events.c
@@ -304,16 +253,19 @@ def _filters(q: AuditQuery) -> list[ColumnElement[bool]]:
     if q.plane:
         found.append(c.plane == q.plane)
     if q.since:
-        _require_aware(q.since)
+        require_aware(q.since)
         found.append(c.at >= q.since)
     if q.until:
-        _require_aware(q.until)
+        require_aware(q.until)
         found.append(c.at < q.until)
     return found
 
 
-async def _append(conn: AsyncConnection, records: list[AuditRecord], bodies: list[str] | None = None) -> int:
-    """Chain records after the head, which this locks until the transaction ends; returns the new head."""
+async def append_in(
+    conn: AsyncConnection, records: list[AuditRecord], bodies: list[str] | None = None
+) -> int:
+    """Chain records after the head in `conn`'s transaction, which holds the head locked until it ends;
+    returns the new head."""
     head = (await conn.execute(select(audit_chain).where(audit_chain.c.name == HEAD).with_for_update())).one()
     seq, prev = int(head.seq), head.hash
     statement = _driver_insert(conn.dialect)
@@ -373,17 +325,6 @@ def _driver_insert(dialect: Dialect) -> _DriverInsert:
     if converted != {"at"} or bind_at is None:
         raise RuntimeError(f"audit columns converted on binding: {sorted(converted)}, expected only 'at'")
     return _DriverInsert(compiled.string, bind_at)
-
-
-def _suspension_record(kind: str, grant_id: str, actor: str, reason: str, now: datetime) -> AuditRecord:
-    return AuditRecord(
-        kind=kind,
-        plane="control",
-        at=now,
-        principal=actor,
-        grant_id=grant_id,
-        event={"grant_id": grant_id, "actor": actor, "reason": reason},
-    )
 
 
 def _chained(row: Row[Any]) -> ChainedRow:

@@ -17,9 +17,7 @@ from typing import Any
 
 import structlog
 
-from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.metrics import GatewayMetrics
-from proxy.observe.records import (
+from proxy.audit.records import (
     AuditRecord,
     Usage,
     alert_record,
@@ -29,10 +27,12 @@ from proxy.observe.records import (
     usage_of,
     usage_record,
 )
-from proxy.observe.resources import ResourceCatalog
+from proxy.audit.resources import ResourceCatalog
+from proxy.audit.sink import AuditSink
+from proxy.audit.spool import UNREACHABLE
+from proxy.observe.events import AnomalyAlert, RequestEvent
+from proxy.observe.metrics import GatewayMetrics
 from proxy.observe.settings import AuditSettings
-from proxy.observe.spool import UNREACHABLE
-from proxy.store.audit import AuditStore
 
 log = structlog.get_logger("grantgate.audit")
 
@@ -93,7 +93,7 @@ async def build_batch(
 class AuditWriter:
     def __init__(
         self,
-        audit: AuditStore,
+        audit: AuditSink,
         settings: AuditSettings,
         catalog: ResourceCatalog,
         metrics: GatewayMetrics | None = None,

@@ -1,0 +1,1 @@
+"""The audit trail: records and their hash chain, the log line, the writer, its spool, the store."""

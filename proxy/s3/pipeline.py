@@ -1,0 +1,303 @@
+"""The S3 pipeline: every request runs authenticate -> classify -> authorize -> forward -> record.
+
+`handle` and `admit` hold the order; each step is one call into a module that does only that step:
+sigv4 (authenticate), operations (classify), the grant index and access.decide (authorize), bodies and
+relay (forward), trace (record). A denial is a value (`Deny`) until it becomes the S3 error answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+import structlog
+from aiohttp import web
+
+from proxy.access.decide import ABSENT, SOURCE_NETWORK, Decision, Deny, within_networks
+from proxy.access.grants import Target
+from proxy.audit.text import clean_text
+from proxy.gateway import Gateway
+from proxy.identity.principals import Caller
+from proxy.live_state import View
+from proxy.observe.events import Outcome
+from proxy.s3 import bodies, forwarding, relay, sigv4
+from proxy.s3.errors import S3Error
+from proxy.s3.httpclient import Body, UpstreamError
+from proxy.s3.operations import Operation, classify
+from proxy.s3.request import RequestHead
+from proxy.s3.trace import Meter, Trace, event_of
+from proxy.s3.upstream import UpstreamRequest
+from proxy.s3.watch import TransferCut, TransferWatch
+
+log = structlog.get_logger("grantgate.s3")
+
+GATEWAY = web.AppKey("gateway", Gateway)
+REQUEST_URL_HEADER = "x-grantgate-request-url"
+DENY_REASON_HEADER = "x-grantgate-deny-reason"
+# Set by the Expect handler, so the handler that follows it continues the same request.
+_TRACE = "grantgate.trace"
+_ADMISSION = "grantgate.admission"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request that passed authentication, classification and (for all but body-keyed ops) authorization."""
+
+    head: RequestHead
+    signed: sigv4.SignedRequest
+    caller: Caller
+    signing_key: bytes
+    operation: Operation
+    view: View  # the grant view this request is decided on, read once
+    now: datetime
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """One S3 request: admit (authenticate, classify, authorize), forward, and record its one event."""
+    gateway = request.app[GATEWAY]
+    trace = _trace_of(request, gateway)
+    try:
+        if gateway.state.behind:  # read-your-writes: see proxy/written.py
+            await gateway.state.catch_up()
+        admission = request.get(_ADMISSION) or admit(gateway, request, trace)
+        return await forward(gateway, request, admission, trace)
+    except S3Error as err:
+        return _refused(request, trace, err)
+    except (ConnectionError, asyncio.CancelledError):  # reset, broken pipe: the client is gone
+        trace.end(Outcome.CLIENT_DISCONNECTED)
+        raise
+    except Exception:
+        log.exception("request_failed", request_id=trace.request_id)
+        trace.end(Outcome.INTERNAL_ERROR)
+        return _refused(request, trace, S3Error.internal())
+    finally:
+        record(gateway, trace)
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Admit the request before `100 Continue`, so a refused upload never sends its body."""
+    gateway = request.app[GATEWAY]
+    trace = _trace_of(request, gateway)
+    handed_on = False  # to `handle`, which records the event
+    try:
+        if gateway.state.behind:
+            await gateway.state.catch_up()
+        request[_ADMISSION] = admit(gateway, request, trace)
+        await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
+        handed_on = True
+        return None
+    except S3Error as err:
+        response = _refused(request, trace, err)
+    except (ConnectionError, asyncio.CancelledError):
+        trace.end(Outcome.CLIENT_DISCONNECTED)
+        raise
+    except Exception:
+        log.exception("request_failed", request_id=trace.request_id)
+        trace.end(Outcome.INTERNAL_ERROR)
+        response = _refused(request, trace, S3Error.internal())
+    finally:
+        if not handed_on:  # the handler never runs for a refused Expect: the event is recorded here
+            record(gateway, trace)
+    response.force_close()  # the body the client may still send is not read
+    return response
+
+
+def admit(gateway: Gateway, request: web.Request, trace: Trace) -> Admission:
+    now = datetime.now(UTC)
+    view = gateway.state.view(now)  # the one read of grants and keys for this request
+    head = RequestHead.build(request.method, request.raw_path, request.headers)
+    host = gateway.signed_host(request)
+    signed, caller, signing_key = authenticate(gateway, view, head, host, now, trace)
+    operation = trace.operation = classify(
+        head, virtual_host_base=gateway.settings.server.virtual_host_base, host=host
+    )
+    if not operation.body_targets:  # DeleteObjects is authorized once its body is read
+        decision = trace.decision = authorize(
+            gateway, view, caller, operation, operation.targets, now, trace.source_ip
+        )
+        if isinstance(decision, Deny):
+            raise refusal(gateway, caller, decision, trace.source_ip)
+    return Admission(head, signed, caller, signing_key, operation, view, now)
+
+
+def authenticate(
+    gateway: Gateway, view: View, head: RequestHead, host: str, now: datetime, trace: Trace
+) -> tuple[sigv4.SignedRequest, Caller, bytes]:
+    signed = sigv4.parse_auth(head)
+    trace.access_key_id = signed.access_key_id  # as sent: audited even when the signature is forged
+    caller, secret = view.keys.resolve(signed.access_key_id, signed.security_token, now)
+    signing_key = sigv4.verify(head, signed, secret, now, host=host, max_skew=gateway.max_skew)
+    # Named only once proven: a forged request must not be audited (or alerted on) as its key's owner.
+    trace.caller = caller
+    return signed, caller, signing_key
+
+
+def authorize(
+    gateway: Gateway,
+    view: View,
+    caller: Caller,
+    operation: Operation,
+    targets: tuple[Target, ...],
+    now: datetime,
+    source: str,
+) -> Decision:
+    """Allow only under active grants usable from the caller's network (a pure decision over `view`)."""
+    decision = view.grants.decide(caller.principal.name, list(targets), now)
+    if isinstance(decision, Deny):
+        if _probes_granted_directory(view, caller, operation, now):
+            return Deny(ABSENT, decision.target)
+        return decision
+    return within_networks(decision, lambda grant: gateway.networks.allows(grant, source))
+
+
+def _probes_granted_directory(view: View, caller: Caller, op: Operation, now: datetime) -> bool:
+    """HEAD on `dir` when a grant covers `dir/...`: pyarrow and s3fs probe a dataset's directory this
+    way before listing it. S3 would answer 404 for such a key; saying so reveals nothing the grant
+    does not already allow, while a 403 makes those clients give up."""
+    if op.name != "HeadObject" or op.bucket is None or not op.key:
+        return False
+    return view.grants.has_grant_below(caller.principal.name, op.bucket, op.key.rstrip("/") + "/", now)
+
+
+def refusal(gateway: Gateway, caller: Caller, deny: Deny, source: str) -> S3Error:
+    """The S3 error a denial is answered with."""
+    if deny.reason == ABSENT:
+        return S3Error.no_such_key()
+    if deny.reason == SOURCE_NETWORK and deny.grant is not None:
+        grant = deny.grant
+        err = S3Error.access_denied(
+            f"Access Denied: grant {grant.id} on {grant.resource} cannot be used from {source}."
+        )
+    elif deny.target is None:
+        err = S3Error.access_denied("Access Denied: this operation is not supported by the gateway.")
+    else:
+        target = deny.target
+        url = request_access_url(gateway.settings.server.public_url, target)
+        err = S3Error.access_denied(
+            f"Access Denied: {caller.principal.name} has no active grant for {target.action.value} on "
+            f"{target.describe()}. Request access at {url}",
+            resource=target.describe(),
+        )
+        err.headers[REQUEST_URL_HEADER] = url
+    err.headers[DENY_REASON_HEADER] = deny.reason
+    return err
+
+
+def request_access_url(public_url: str, target: Target) -> str:
+    return f"{public_url}/request?" + urlencode(
+        {"resource": target.describe(), "action": target.action.value}
+    )
+
+
+async def forward(
+    gateway: Gateway, request: web.Request, admission: Admission, trace: Trace
+) -> web.StreamResponse:
+    """Re-sign and stream the request to the bucket, then relay its answer."""
+    head, op = admission.head, admission.operation
+    trace.meter = Meter(transfer_watch(gateway, admission))
+    body: Body
+    if op.body_targets:
+        body, framing = await authorized_key_list(gateway, request, admission, trace)
+    else:
+        body, framing = await bodies.upstream_body(
+            request,
+            head,
+            admission.signed,
+            admission.signing_key,
+            trace.meter.inbound,
+            verify_sha256=gateway.settings.server.verify_payload_sha256,
+            read_timeout=gateway.settings.upstream.read_timeout_seconds,
+        )
+    upstream_req = UpstreamRequest(
+        method=head.method,
+        bucket=op.bucket,
+        key=op.key,
+        query=head.query,
+        headers={
+            **forwarding.upstream_headers(head.headers),
+            **framing.headers,
+            **({"content-length": str(framing.content_length)} if framing.content_length or body else {}),
+        },
+        body=body,
+        payload_hash=framing.payload_hash,
+    )
+    try:
+        upstream = await gateway.upstream.send(upstream_req)
+    except UpstreamError as exc:
+        failure = bodies.failure(body)
+        if failure is not None:
+            raise failure from exc
+        if request.transport is None or request.transport.is_closing():
+            # The caller hung up mid-upload; the upstream request failed because its body did.
+            raise ConnectionResetError("client disconnected during the upload") from exc
+        trace.end(Outcome.UPSTREAM_ERROR)
+        log.warning("upstream_unreachable", request_id=trace.request_id, error=repr(exc))
+        raise S3Error.service_unavailable("The storage backend could not be reached.") from exc
+    try:
+        failure = bodies.failure(body)
+        if failure is not None:
+            raise failure
+        return await relay.relay(request, upstream, trace)
+    finally:
+        upstream.release()
+
+
+async def authorized_key_list(
+    gateway: Gateway, request: web.Request, admission: Admission, trace: Trace
+) -> tuple[bytes, forwarding.Framing]:
+    """DeleteObjects: its body, once every key in it is authorized (delete, and admin when bypassing
+    governance retention, on each)."""
+    op = admission.operation
+    data, keys = await bodies.key_list(request, admission.signed, trace.meter.inbound)
+    trace.keys_touched = len(keys)
+    targets = op.targets_in_body(keys)
+    decision = trace.decision = authorize(
+        gateway, admission.view, admission.caller, op, targets, admission.now, trace.source_ip
+    )
+    if isinstance(decision, Deny):
+        raise refusal(gateway, admission.caller, decision, trace.source_ip)
+    return data, forwarding.plain_framing(admission.signed.payload_hash, len(data))
+
+
+def transfer_watch(gateway: Gateway, admission: Admission) -> TransferWatch | None:
+    """A watch over the admitted targets (DeleteObjects, decided from its small body, needs none)."""
+    op = admission.operation
+    if op.body_targets or not op.targets:
+        return None
+    caller = admission.caller
+    return TransferWatch(
+        gateway.state.view,
+        caller.principal.name,
+        list(op.targets),
+        access_key_id=None if caller.temporary else caller.access_key_id,
+    )
+
+
+def record(gateway: Gateway, trace: Trace) -> None:
+    """The request's one outcome event, to the observers."""
+    gateway.bus.emit_later(event_of(trace, trace.since_start_ms()))
+
+
+def _refused(request: web.Request, trace: Trace, err: S3Error) -> web.Response:
+    if isinstance(err, TransferCut):  # an upload cut by a revocation
+        trace.end(err.outcome)
+    trace.error = err
+    return relay.error_response(request, err, trace.request_id)
+
+
+def _trace_of(request: web.Request, gateway: Gateway) -> Trace:
+    trace: Trace | None = request.get(_TRACE)
+    if trace is None:
+        trace = request[_TRACE] = Trace(
+            request_id=secrets.token_hex(8).upper(),
+            started_at=time.time(),
+            started=time.perf_counter(),
+            source_ip=clean_text(gateway.client_address(request)),
+            user_agent=clean_text(request.headers.get("User-Agent", "")[:256]),
+            method=request.method,
+        )
+    return trace

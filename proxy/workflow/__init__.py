@@ -1,0 +1,1 @@
+"""The access workflow: requests, approvals, grants and sweeps, over the workflow store."""
