@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -236,6 +237,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     pod = Pod.from_chart(rendered_chart(values, directory))
     secrets_ = {
         "GRANTGATE_SECRET_KEY": secrets.token_urlsafe(48),
+        # The chart turns the /metrics bearer token on by default (its own generated Secret).
+        "GRANTGATE_METRICS_TOKEN": secrets.token_urlsafe(32),
         "AWS_ACCESS_KEY_ID": UPSTREAM_KEY,
         "AWS_SECRET_ACCESS_KEY": UPSTREAM_KEY,
     }
@@ -361,7 +364,10 @@ def test_smoke_through_the_image(deployed: Deployed) -> None:
     assert hashlib.sha256(fetched).digest() == hashlib.sha256(body).digest()
     with urllib.request.urlopen(deployed.control_url + "/readyz", timeout=5) as resp:
         assert resp.status == 200 and json.load(resp)["state_version"] >= 1
-    samples = scrape(deployed.control_url)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        scrape(deployed.control_url)
+    assert refused.value.code == 401
+    samples = scrape(deployed.control_url, deployed.container.env["GRANTGATE_METRICS_TOKEN"])
     sent = sum(v for (name, _), v in samples.items() if name == "grantgate_s3_sent_bytes_total")
     received = sum(v for (name, _), v in samples.items() if name == "grantgate_s3_received_bytes_total")
     assert sent >= UPLOAD_BYTES and received >= UPLOAD_BYTES
