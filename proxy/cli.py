@@ -342,7 +342,7 @@ def grants() -> None:
 @grants.command("add")
 @click.argument("principal")
 @click.argument("resource")
-@click.option("--actions", required=True, help="Comma-separated: read, list, write, delete, admin.")
+@click.option("--actions", required=True, help="Comma-separated: read, list, write, create, delete, admin.")
 @click.option("--duration", default=None, help="How long the grant lasts, e.g. 2h, 1d, 1h30m.")
 @click.option("--standing", is_flag=True, help="No expiry (still audited and revocable).")
 @json_option

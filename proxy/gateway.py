@@ -12,6 +12,7 @@ from proxy.access.networks import NetworkRules
 from proxy.config import Settings
 from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
+from proxy.s3.conditional import ConditionalWrites
 from proxy.s3.upstream import Upstream
 from proxy.store.budgets import BudgetLedger
 
@@ -30,6 +31,10 @@ class Gateway:
     @cached_property
     def ledger(self) -> BudgetLedger:
         return BudgetLedger(self.state.store)
+
+    @cached_property
+    def conditional_writes(self) -> ConditionalWrites:
+        return ConditionalWrites(self.upstream)
 
     @property
     def max_skew(self) -> timedelta:

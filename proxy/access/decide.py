@@ -6,12 +6,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from proxy.access.grants import Grant, Target
+from proxy.access.grants import Action, Grant, Overwrite, Target
 
 
 @dataclass(frozen=True, slots=True)
 class Allow:
     grants: tuple[Grant, ...]  # the grant that covered each target, in target order
+    # A write allowed only as long as it replaces nothing: the gateway sends it with If-None-Match: *.
+    create_only: bool = False
 
     @property
     def grant_ids(self) -> tuple[str, ...]:
@@ -26,13 +28,16 @@ SOURCE_NETWORK = "source_network"  # a grant covers it, but not from the caller'
 ABSENT = "absent"
 # A grant covers it, but its byte budget is spent.
 BUDGET_SPENT = "budget_spent"
+# A `create` grant covers the key, but the write asked to replace an object (its own If-Match or
+# If-None-Match).
+CREATE_ONLY = "create_only"
 
 
 @dataclass(frozen=True, slots=True)
 class Deny:
     reason: str  # one of the reasons above
     target: Target | None = None  # the first target nothing covered
-    grant: Grant | None = None  # SOURCE_NETWORK, BUDGET_SPENT: the grant that may not be used
+    grant: Grant | None = None  # SOURCE_NETWORK, BUDGET_SPENT, CREATE_ONLY: the grant that may not be used
 
 
 Decision = Allow | Deny
@@ -50,9 +55,11 @@ def within_networks(decision: Decision, usable: Callable[[Grant], bool]) -> Deci
 def authorize(targets: Iterable[Target], grants: Iterable[Grant], now: datetime) -> Decision:
     """Allow only if every target is covered by an active grant; fail closed on an empty target list.
 
-    Where several grants cover a target, the one that lasts longest is named, so audit attributes the
-    access to the grant that would still allow it (one without a budget first, so no budget is drawn
-    down needlessly). A read under a grant whose byte budget is spent is denied as BUDGET_SPENT.
+    Where several grants cover a target, one granting the action itself is named before a `create`
+    grant, then the one that lasts longest, so audit attributes the access to the grant that would
+    still allow it (one without a budget first, so no budget is drawn down needlessly). A read under a
+    grant whose byte budget is spent is denied as BUDGET_SPENT. A write allowed only by a `create`
+    grant is allowed `create_only`.
     """
     active = [g for g in grants if g.is_active(now)]
     chosen: list[Grant] = []
@@ -62,10 +69,25 @@ def authorize(targets: Iterable[Target], grants: Iterable[Grant], now: datetime)
     for target in targets:
         covering = [g for g in active if g.covers_unspent(target)]
         if not covering:
-            spent = next((g for g in active if g.covers(target)), None)
-            return Deny(NO_GRANT, target) if spent is None else Deny(BUDGET_SPENT, target, spent)
-        chosen.append(max(covering, key=preferred))
-    return Allow(tuple(chosen))
+            return _uncovered(target, active)
+        chosen.append(max(covering, key=lambda g: (target.action in g.actions, *preferred(g))))
+    return Allow(tuple(chosen), create_only=any(map(_needs_guard, targets, chosen)))
+
+
+def _uncovered(target: Target, active: list[Grant]) -> Deny:
+    spent = next((g for g in active if g.covers(target)), None)
+    if spent is not None:
+        return Deny(BUDGET_SPENT, target, spent)
+    if target.action is Action.WRITE:
+        guarded = Target(target.action, target.bucket, target.key, target.scope, Overwrite.GUARDABLE)
+        creator = next((g for g in active if g.covers(guarded)), None)
+        if creator is not None:
+            return Deny(CREATE_ONLY, target, creator)
+    return Deny(NO_GRANT, target)
+
+
+def _needs_guard(target: Target, grant: Grant) -> bool:
+    return target.overwrite is Overwrite.GUARDABLE and target.action not in grant.actions
 
 
 def preferred(grant: Grant) -> tuple[bool, int, float]:

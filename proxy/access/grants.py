@@ -16,6 +16,7 @@ class Action(StrEnum):
     READ = "read"
     LIST = "list"
     WRITE = "write"
+    CREATE = "create"  # write new objects only: never replace one (the gateway sends If-None-Match: *)
     DELETE = "delete"
     ADMIN = "admin"
 
@@ -28,6 +29,14 @@ class Scope(StrEnum):
     BUCKET = "bucket"  # bucket metadata (HeadBucket, GetBucketLocation): any grant on the bucket will do
 
 
+class Overwrite(StrEnum):
+    """Whether a write target can replace an existing object (what a `create` grant may do about it)."""
+
+    MAY = "may"  # it may replace one and nothing the gateway adds prevents it: `write` is needed
+    GUARDABLE = "guardable"  # it replaces one unless sent with If-None-Match: * (PUT, copy, completion)
+    NEVER = "never"  # it never replaces an object (starting, uploading or aborting a multipart upload)
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """One thing an S3 operation touches, and the action it needs on it."""
@@ -36,6 +45,7 @@ class Target:
     bucket: str
     key: str = ""
     scope: Scope = Scope.OBJECT
+    overwrite: Overwrite = Overwrite.MAY  # write targets only: see Overwrite
 
     def describe(self) -> str:
         if self.scope is Scope.BUCKET:
@@ -92,7 +102,15 @@ class Grant:
             return False
         if target.scope is Scope.BUCKET:
             return True
-        return target.action in self.actions and target.key.startswith(self.prefix)
+        return target.key.startswith(self.prefix) and (target.action in self.actions or self.creates(target))
+
+    def creates(self, target: Target) -> bool:
+        """A `create` grant covers a write that cannot replace an object, or one the gateway guards."""
+        return (
+            target.action is Action.WRITE
+            and target.overwrite is not Overwrite.MAY
+            and Action.CREATE in self.actions
+        )
 
 
 def parse_resource(resource: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-from proxy.access.grants import Action, Scope, Target
+from proxy.access.grants import Action, Overwrite, Scope, Target
 from proxy.s3.addressing import Address, parse_copy_source, resolve
 from proxy.s3.request import RequestHead
 
@@ -54,6 +54,12 @@ _ADMIN_WRITE_HEADERS = frozenset(
         "x-amz-object-lock-legal-hold",
     }
 )
+
+
+# The writes that make an object under its key, replacing any there unless sent with If-None-Match: *
+# (S3 conditional writes); every other write (starting, uploading or aborting a multipart upload)
+# never replaces an object.
+_COMPLETES_OBJECT = frozenset({"PutObject", "CopyObject", "CompleteMultipartUpload"})
 
 
 class _Kind(Enum):
@@ -190,7 +196,7 @@ def _operation(
     elif kind is _Kind.LIST_OBJECT:
         targets = (Target(Action.LIST, bucket, key, Scope.OBJECT),)
     elif kind is _Kind.WRITE:
-        targets = (Target(Action.WRITE, bucket, key, Scope.OBJECT),)
+        targets = (Target(Action.WRITE, bucket, key, Scope.OBJECT, _overwrite(rule.name, head)),)
         if copy_source is not None:
             targets += (Target(Action.READ, copy_source[0], copy_source[1], Scope.OBJECT),)
         if _sets_access_or_retention(head):
@@ -214,6 +220,19 @@ def _operation(
     else:
         targets = (Target(Action.ADMIN, "", "", Scope.PREFIX),)
     return Operation(rule.name, address.bucket, address.key, targets, copy_source=copy_source)
+
+
+def _overwrite(name: str, head: RequestHead) -> Overwrite:
+    """Whether this write can replace an object. A caller's own If-Match, or an If-None-Match other
+    than `*`, asks to replace one, so such a write needs `write` (a `create` grant cannot turn the
+    guard off); `If-None-Match: *` is the guard itself."""
+    if name not in _COMPLETES_OBJECT:
+        return Overwrite.NEVER
+    if "if-match" in head.headers:
+        return Overwrite.MAY
+    if any(value.strip() != "*" for value in head.headers.getall("if-none-match", ())):
+        return Overwrite.MAY
+    return Overwrite.GUARDABLE
 
 
 def _sets_access_or_retention(head: RequestHead) -> bool:

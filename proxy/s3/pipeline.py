@@ -17,7 +17,16 @@ from urllib.parse import urlencode
 import structlog
 from aiohttp import web
 
-from proxy.access.decide import ABSENT, BUDGET_SPENT, SOURCE_NETWORK, Decision, Deny, within_networks
+from proxy.access.decide import (
+    ABSENT,
+    BUDGET_SPENT,
+    CREATE_ONLY,
+    SOURCE_NETWORK,
+    Allow,
+    Decision,
+    Deny,
+    within_networks,
+)
 from proxy.access.grants import Target
 from proxy.audit.text import clean_text
 from proxy.gateway import Gateway
@@ -176,6 +185,12 @@ def refusal(gateway: Gateway, caller: Caller, deny: Deny, source: str) -> S3Erro
         err = S3Error.access_denied(
             f"Access Denied: grant {grant.id} on {grant.resource} cannot be used from {source}."
         )
+    elif deny.reason == CREATE_ONLY and deny.grant is not None and deny.target is not None:
+        err = S3Error.access_denied(
+            f"Access Denied: grant {deny.grant.id} on {deny.grant.resource} may create new objects only; "
+            "a write with its own If-Match or If-None-Match (other than *) may replace one and needs write.",
+            resource=deny.target.describe(),
+        )
     elif deny.target is None:
         err = S3Error.access_denied("Access Denied: this operation is not supported by the gateway.")
     else:
@@ -203,6 +218,7 @@ async def forward(
     """Re-sign and stream the request to the bucket, then relay its answer."""
     head, op = admission.head, admission.operation
     trace.meter = Meter(transfer_watch(gateway, admission))
+    guard = await overwrite_guard(gateway, op, trace.decision)
     body: Body
     if op.body_targets:
         body, framing = await authorized_key_list(gateway, request, admission, trace)
@@ -225,6 +241,7 @@ async def forward(
             **forwarding.upstream_headers(head.headers),
             **framing.headers,
             **({"content-length": str(framing.content_length)} if framing.content_length or body else {}),
+            **guard,
         },
         body=body,
         payload_hash=framing.payload_hash,
@@ -253,6 +270,26 @@ async def forward(
                 await read.close()
     finally:
         upstream.release()
+
+
+async def overwrite_guard(gateway: Gateway, op: Operation, decision: Decision | None) -> dict[str, str]:
+    """`If-None-Match: *` for a write allowed only if it replaces nothing, once the bucket is known to
+    honour it for this operation (proxy/s3/conditional.py); refused where it is not: fail closed."""
+    if not isinstance(decision, Allow) or not decision.create_only or op.bucket is None:
+        return {}
+    enforcement = await gateway.conditional_writes.enforcement(op.bucket)
+    if not enforcement.covers(op.name):
+        log.warning(
+            "conditional_write_not_enforced", bucket=op.bucket, operation=op.name, detail=enforcement.detail
+        )
+        err = S3Error.access_denied(
+            f"Access Denied: bucket {op.bucket} does not enforce If-None-Match on {op.name}, so a grant "
+            "that may create new objects only cannot be honoured for it; ask for write.",
+            resource=f"s3://{op.bucket}/{op.key or ''}",
+        )
+        err.headers[DENY_REASON_HEADER] = "create_not_enforced"
+        raise err
+    return {"if-none-match": "*"}
 
 
 async def authorized_key_list(

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from proxy.access.grants import Action, Scope, Target
+from proxy.access.grants import Action, Overwrite, Scope, Target
 from proxy.s3.addressing import validate_key
 from proxy.s3.errors import S3Error
 from proxy.s3.operations import _RULES, UNKNOWN, Operation, classify
@@ -96,8 +96,14 @@ def read(bucket: str, key: str) -> Target:
     return Target(Action.READ, bucket, key, Scope.OBJECT)
 
 
-def write(bucket: str, key: str) -> Target:
-    return Target(Action.WRITE, bucket, key, Scope.OBJECT)
+def write(bucket: str, key: str, overwrite: Overwrite = Overwrite.GUARDABLE) -> Target:
+    """A write that makes an object under its key (PUT, copy, completion)."""
+    return Target(Action.WRITE, bucket, key, Scope.OBJECT, overwrite)
+
+
+def part(bucket: str, key: str) -> Target:
+    """A write that never replaces an object (starting, uploading or aborting a multipart upload)."""
+    return Target(Action.WRITE, bucket, key, Scope.OBJECT, Overwrite.NEVER)
 
 
 def admin_object(bucket: str, key: str) -> Target:
@@ -212,12 +218,12 @@ DATA_PLANE: list[tuple[str, dict[str, Any], str, tuple[Target, ...]]] = [
         "PutObject",
         (write(B, K),),
     ),
-    ("create_multipart_upload", {"Bucket": B, "Key": K}, "CreateMultipartUpload", (write(B, K),)),
+    ("create_multipart_upload", {"Bucket": B, "Key": K}, "CreateMultipartUpload", (part(B, K),)),
     (
         "upload_part",
         {"Bucket": B, "Key": K, "PartNumber": 3, "UploadId": "u-1", "Body": b"part"},
         "UploadPart",
-        (write(B, K),),
+        (part(B, K),),
     ),
     (
         "complete_multipart_upload",
@@ -234,7 +240,7 @@ DATA_PLANE: list[tuple[str, dict[str, Any], str, tuple[Target, ...]]] = [
         "abort_multipart_upload",
         {"Bucket": B, "Key": K, "UploadId": "u-1"},
         "AbortMultipartUpload",
-        (write(B, K),),
+        (part(B, K),),
     ),
     ("delete_object", {"Bucket": B, "Key": K}, "DeleteObject", (Target(Action.DELETE, B, K, Scope.OBJECT),)),
     (
@@ -317,7 +323,7 @@ def test_upload_part_copy_needs_read_on_the_source_and_write_on_the_target(style
     )
     assert (op.name, op.targets, op.copy_source) == (
         "UploadPartCopy",
-        (write(B, K), read(SRC_B, SRC_K)),
+        (part(B, K), read(SRC_B, SRC_K)),
         (SRC_B, SRC_K),
     )
 
@@ -350,7 +356,7 @@ def test_write_that_publishes_tags_or_locks_the_object_also_needs_admin(
     if method == "copy_object":
         params["CopySource"] = {"Bucket": SRC_B, "Key": SRC_K}
     op = classify_boto(style, method, **params)
-    assert write(B, K) in op.targets
+    assert (part(B, K) if method == "create_multipart_upload" else write(B, K)) in op.targets
     assert admin_object(B, K) in op.targets
 
 
@@ -393,7 +399,7 @@ def test_batch_delete_bypassing_governance_retention_needs_delete_and_admin_on_e
             "PUT",
             {"Bucket": B, "Key": K, "UploadId": "u", "PartNumber": 1},
             "UploadPart",
-            (write(B, K),),
+            (part(B, K),),
         ),
         ("list_objects_v2", "GET", {"Bucket": B, "Prefix": "p/"}, "ListObjectsV2", (listing(B, "p/"),)),
     ],
@@ -771,3 +777,23 @@ _KEY_TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1
 def test_any_key_botocore_sends_is_read_back_exactly(key: str, style: str) -> None:
     op = classify_boto(style, "get_object", Bucket=B, Key=key)
     assert op.targets == (read(B, key),)
+
+
+@pytest.mark.parametrize(
+    ("headers", "overwrite"),
+    [
+        ([], Overwrite.GUARDABLE),
+        ([("If-None-Match", "*")], Overwrite.GUARDABLE),
+        ([("If-Match", '"e1"')], Overwrite.MAY),
+        ([("If-None-Match", '"e1"')], Overwrite.MAY),
+        ([("If-None-Match", "*"), ("If-Match", '"e1"')], Overwrite.MAY),
+        ([("If-None-Match", "*"), ("If-None-Match", '"e1"')], Overwrite.MAY),
+    ],
+)
+def test_a_write_that_asks_to_replace_an_object_cannot_be_guarded(
+    headers: list[tuple[str, str]], overwrite: Overwrite
+) -> None:
+    assert raw("PUT", f"/{B}/k", headers).targets == (write(B, "k", overwrite),)
+    assert raw("POST", f"/{B}/k?uploadId=u", headers).targets == (write(B, "k", overwrite),)
+    # Parts never replace an object, whatever the caller sends.
+    assert raw("PUT", f"/{B}/k?partNumber=1&uploadId=u", headers).targets == (part(B, "k"),)
