@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from proxy.access.grants import Action, Grant, Overwrite, Target
@@ -31,13 +31,16 @@ BUDGET_SPENT = "budget_spent"
 # A `create` grant covers the key, but the write asked to replace an object (its own If-Match or
 # If-None-Match).
 CREATE_ONLY = "create_only"
+# Overwriting or deleting under a protected resource with a grant fewer than two people approved.
+PROTECTED = "protected"
 
 
 @dataclass(frozen=True, slots=True)
 class Deny:
     reason: str  # one of the reasons above
     target: Target | None = None  # the first target nothing covered
-    grant: Grant | None = None  # SOURCE_NETWORK, BUDGET_SPENT, CREATE_ONLY: the grant that may not be used
+    # SOURCE_NETWORK, BUDGET_SPENT, CREATE_ONLY, PROTECTED: the grant that may not be used
+    grant: Grant | None = None
 
 
 Decision = Allow | Deny
@@ -52,14 +55,32 @@ def within_networks(decision: Decision, usable: Callable[[Grant], bool]) -> Deci
     return decision
 
 
+def within_protection(
+    decision: Decision, targets: Iterable[Target], protects: Callable[[Target], bool]
+) -> Decision:
+    """The decision once protected resources are honoured: under one, a grant fewer than two people
+    approved may still create (its writes are guarded with If-None-Match: *) but neither overwrites
+    nor deletes, whatever actions it names."""
+    if not isinstance(decision, Allow):
+        return decision
+    create_only = decision.create_only
+    for target, grant in zip(targets, decision.grants, strict=True):
+        if grant.two_person or not protects(target):
+            continue
+        if target.overwrites:
+            return Deny(PROTECTED, target, grant)
+        create_only = create_only or target.overwrite is Overwrite.GUARDABLE
+    return replace(decision, create_only=create_only) if create_only != decision.create_only else decision
+
+
 def authorize(targets: Iterable[Target], grants: Iterable[Grant], now: datetime) -> Decision:
     """Allow only if every target is covered by an active grant; fail closed on an empty target list.
 
     Where several grants cover a target, one granting the action itself is named before a `create`
-    grant, then the one that lasts longest, so audit attributes the access to the grant that would
-    still allow it (one without a budget first, so no budget is drawn down needlessly). A read under a
-    grant whose byte budget is spent is denied as BUDGET_SPENT. A write allowed only by a `create`
-    grant is allowed `create_only`.
+    grant, then one two people approved (see within_protection), then the one that lasts longest, so
+    audit attributes the access to the grant that would still allow it (one without a budget first, so
+    no budget is drawn down needlessly). A read under a grant whose byte budget is spent is denied as
+    BUDGET_SPENT. A write allowed only by a `create` grant is allowed `create_only`.
     """
     active = [g for g in grants if g.is_active(now)]
     chosen: list[Grant] = []
@@ -70,7 +91,7 @@ def authorize(targets: Iterable[Target], grants: Iterable[Grant], now: datetime)
         covering = [g for g in active if g.covers_unspent(target)]
         if not covering:
             return _uncovered(target, active)
-        chosen.append(max(covering, key=lambda g: (target.action in g.actions, *preferred(g))))
+        chosen.append(max(covering, key=lambda g: (target.action in g.actions, g.two_person, *preferred(g))))
     return Allow(tuple(chosen), create_only=any(map(_needs_guard, targets, chosen)))
 
 

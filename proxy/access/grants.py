@@ -11,6 +11,9 @@ from enum import StrEnum
 
 from proxy.access.budgets import Budget
 
+# Overwriting or deleting under a protected resource needs a grant approved by this many distinct people.
+PROTECTED_APPROVALS = 2
+
 
 class Action(StrEnum):
     READ = "read"
@@ -47,6 +50,13 @@ class Target:
     scope: Scope = Scope.OBJECT
     overwrite: Overwrite = Overwrite.MAY  # write targets only: see Overwrite
 
+    @property
+    def overwrites(self) -> bool:
+        """Can replace or remove data: a delete, an admin change, or a write nothing guards."""
+        if self.action is Action.WRITE:
+            return self.overwrite is Overwrite.MAY
+        return self.action in (Action.DELETE, Action.ADMIN)
+
     def describe(self) -> str:
         if self.scope is Scope.BUCKET:
             return f"s3://{self.bucket}"
@@ -75,6 +85,7 @@ class Grant:
     starts_at: datetime | None = None  # scheduled access: not in force before this moment
     budget: Budget | None = None  # what the grant may move in all (proxy/access/budgets.py)
     spent: bool = False  # its byte budget is used up: it reads nothing more
+    approvals: int = 0  # distinct people who approved the request it came from (0: instant, admin, standing)
 
     def covers_unspent(self, target: Target) -> bool:
         """Covers `target` and, for reads, still has budget left."""
@@ -85,6 +96,11 @@ class Grant:
     @property
     def resource(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+    @property
+    def two_person(self) -> bool:
+        """Approved by enough distinct people to overwrite or delete under a protected resource."""
+        return self.approvals >= PROTECTED_APPROVALS
 
     def is_active(self, now: datetime) -> bool:
         if self.revoked_at is not None and self.revoked_at <= now:

@@ -13,11 +13,14 @@ from datetime import datetime, timedelta
 
 from proxy.access.budgets import Budget, exceeds, tighter
 from proxy.access.durations import format_duration
-from proxy.access.grants import Action, Grant
+from proxy.access.grants import PROTECTED_APPROVALS, Action, Grant, Scope, Target
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.identity.principals import Principal
 
 ANYONE = "*"  # in a group list: every authenticated principal
+# Requests for these on a protected resource need PROTECTED_APPROVALS, whatever the rule says, and are
+# never granted instantly.
+PROTECTED_ACTIONS = frozenset({Action.WRITE, Action.DELETE, Action.ADMIN})
 MAX_JUSTIFICATION = 2000
 MAX_TICKET = 200
 
@@ -43,6 +46,7 @@ class Resource:
     name: str
     paths: tuple[ResourcePath, ...]
     description: str = ""
+    protected: bool = False  # overwriting or deleting under it needs two distinct approvals
 
     def path_for(self, bucket: str, prefix: str) -> ResourcePath | None:
         """The most specific of this resource's paths that contains `s3://bucket/prefix`."""
@@ -102,9 +106,11 @@ class Policy:
     expiry_warning: timedelta = timedelta(minutes=15)
     admin_groups: frozenset[str] = frozenset()
     _by_name: dict[str, Resource] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _protected: list[ResourcePath] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._by_name.update((r.name, r) for r in self.resources)
+        self._protected.extend(p for r in self.resources if r.protected for p in r.paths)
 
     def resource(self, name: str) -> Resource | None:
         return self._by_name.get(name)
@@ -126,6 +132,20 @@ class Policy:
         if any(p.bucket == bucket and p.prefix == slashed for r in self.resources for p in r.paths):
             return slashed
         return prefix
+
+    def protects(self, target: Target) -> bool:
+        """Whether `target` can overwrite or delete something under a protected resource.
+
+        A listing-style target (a bucket's configuration, prefix "") reaches everything below it, so it
+        is protected when a protected path lies inside it."""
+        for path in self._protected:
+            if path.bucket != target.bucket:
+                continue
+            if target.key.startswith(path.prefix):
+                return True
+            if target.scope is Scope.PREFIX and path.prefix.startswith(target.key):
+                return True
+        return False
 
     def rules_for(self, resource: str) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.resource == resource)
@@ -189,6 +209,7 @@ class NeedsApproval:
     rule: Rule
     duration: timedelta
     approvals_required: int
+    protected: bool = False  # overwrites or deletes under a protected resource: two approvals at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,17 +288,41 @@ def evaluate(policy: Policy, ask: Ask) -> Evaluation:
         return Rejected(
             "budget_too_large", f"the budget asked for is too large for {resource.name}: {too_loose}"
         )
+    guarded = resource.protected and not PROTECTED_ACTIONS.isdisjoint(ask.actions)
     if ask.break_glass:
         if not rule.break_glass:
             return Rejected(
                 "break_glass_not_allowed", f"break-glass access is not allowed on {resource.name}"
             )
+        if guarded:
+            return Rejected(
+                "protected_resource",
+                f"{resource.name} is protected: {_actions_text(ask.actions & PROTECTED_ACTIONS)} there needs "
+                f"{PROTECTED_APPROVALS} approvals, which break-glass skips; ask for read, list or create",
+            )
         return Instant(resource, rule, duration, "break_glass")
+    if guarded:
+        if not rule.approver_groups:
+            return Rejected(
+                "protected_resource",
+                f"{resource.name} is protected: {_actions_text(ask.actions & PROTECTED_ACTIONS)} there needs "
+                f"{PROTECTED_APPROVALS} approvals, and its rule names no approver group",
+            )
+        return NeedsApproval(resource, rule, duration, approvals_needed(resource, rule, ask.actions), True)
     if in_groups(ask.requester, rule.instant_groups):
         return Instant(resource, rule, duration, "instant_group")
     if rule.approvals_required == 0:
         return Instant(resource, rule, duration, "no_approval_required")
     return NeedsApproval(resource, rule, duration, rule.approvals_required)
+
+
+def approvals_needed(resource: Resource, rule: Rule, actions: frozenset[Action]) -> int:
+    """Distinct approvals a request needs: the rule's, and at least two for overwriting or deleting
+    under a protected resource."""
+    needed = max(rule.approvals_required, 1)
+    if resource.protected and not PROTECTED_ACTIONS.isdisjoint(actions):
+        return max(needed, PROTECTED_APPROVALS)
+    return needed
 
 
 def granted_budget(rule: Rule, asked: Budget | None) -> Budget | None:
@@ -377,9 +422,9 @@ def check_approval(
         return Rejected(
             "already_approved",
             f"{approver.name} has already approved {request.id}; each approver counts once "
-            f"({len(request.approvers)} of {max(rule.approvals_required, 1)})",
+            f"({len(request.approvers)} of {approvals_needed(resource, rule, request.actions)})",
         )
-    required = max(rule.approvals_required, 1)
+    required = approvals_needed(resource, rule, request.actions)
     return Approve(len(request.approvers) + 1, required)
 
 

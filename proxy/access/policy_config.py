@@ -43,6 +43,8 @@ def _groups(values: list[str]) -> list[str]:
 class ResourceSettings(_Section):
     paths: list[str] = Field(min_length=1)
     description: str = ""
+    # Overwriting or deleting anything under it needs a grant approved by two distinct people.
+    protected: bool = False
 
     @field_validator("paths")
     @classmethod
@@ -217,6 +219,7 @@ class PolicySettings(_Section):
                 name,
                 tuple(ResourcePath(*parse_resource(p)) for p in spec.paths),
                 spec.description,
+                spec.protected,
             )
             for name, spec in self.resources.items()
         )

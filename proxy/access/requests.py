@@ -59,6 +59,8 @@ class AccessRequest:
     starts_at: datetime | None = None
     ticket: str = ""  # a reference in the team's tracker, e.g. ML-1234, when the rule asks for one
     budget: Budget | None = None  # what the grant may move in all, within the rule's maximum
+    # Overwrites or deletes under a protected resource: two distinct approvals, never instant.
+    protected: bool = False
 
     @property
     def resource(self) -> str:

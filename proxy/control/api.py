@@ -166,6 +166,7 @@ def grant_to_json(grant: Grant, now: datetime | None = None, usage: Usage | None
         "budget": grant.budget.as_dict() if grant.budget is not None else None,
         "usage": (usage or Usage()).as_dict(),
         "budget_spent": grant.spent,
+        "approvals": grant.approvals,
     }
     if now is not None:
         body["active"] = grant.is_active(now)
@@ -204,6 +205,7 @@ def request_to_json(request: AccessRequest) -> dict[str, Any]:
         "starts_at": iso(request.starts_at),
         "ticket": request.ticket or None,
         "budget": request.budget.as_dict() if request.budget is not None else None,
+        "protected": request.protected,
     }
 
 
@@ -221,6 +223,7 @@ def rule_to_json(resource: Resource, rule: Rule, principal: Principal) -> dict[s
         "resource": resource.name,
         "description": resource.description,
         "paths": [str(p) for p in resource.paths],
+        "protected": resource.protected,
         "actions": sorted(a.value for a in rule.actions),
         "default_duration": format_duration(rule.default_duration),
         "max_duration": format_duration(rule.max_duration),

@@ -90,6 +90,15 @@ def _request_body(request: AccessRequest) -> list[Block]:
         SectionBlock(fields=fields),
         SectionBlock(text=MarkdownTextObject(text=f"*Justification*\n>{justification}"[:3000])),
     ]
+    if request.protected:
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f":lock: *Protected:* overwriting or deleting in {esc(request.resource_name)} "
+                    f"needs {request.approvals_required} distinct approvals, whatever its rule says"
+                )
+            )
+        )
     if request.approvals:
         names = ", ".join(esc(a.approver) for a in request.approvals)
         blocks.append(

@@ -21,11 +21,13 @@ from proxy.access.decide import (
     ABSENT,
     BUDGET_SPENT,
     CREATE_ONLY,
+    PROTECTED,
     SOURCE_NETWORK,
     Allow,
     Decision,
     Deny,
     within_networks,
+    within_protection,
 )
 from proxy.access.grants import Target
 from proxy.audit.text import clean_text
@@ -162,7 +164,8 @@ def authorize(
         if _probes_granted_directory(view, caller, operation, now):
             return Deny(ABSENT, decision.target)
         return decision
-    return within_networks(decision, lambda grant: gateway.networks.allows(grant, source))
+    decision = within_networks(decision, lambda grant: gateway.networks.allows(grant, source))
+    return within_protection(decision, targets, gateway.policy.protects)
 
 
 def _probes_granted_directory(view: View, caller: Caller, op: Operation, now: datetime) -> bool:
@@ -191,6 +194,16 @@ def refusal(gateway: Gateway, caller: Caller, deny: Deny, source: str) -> S3Erro
             "a write with its own If-Match or If-None-Match (other than *) may replace one and needs write.",
             resource=deny.target.describe(),
         )
+    elif deny.reason == PROTECTED and deny.grant is not None and deny.target is not None:
+        target = deny.target
+        url = request_access_url(gateway.settings.server.public_url, target)
+        err = S3Error.access_denied(
+            f"Access Denied: {target.describe()} is protected: {target.action.value} there needs a grant "
+            f"approved by two people, and grant {deny.grant.id} was approved by {deny.grant.approvals}. "
+            f"Request access at {url}",
+            resource=target.describe(),
+        )
+        err.headers[REQUEST_URL_HEADER] = url
     elif deny.target is None:
         err = S3Error.access_denied("Access Denied: this operation is not supported by the gateway.")
     else:

@@ -116,6 +116,8 @@ grants = Table(
     Column("max_objects", BigInteger, nullable=True),
     Column("single_use", Boolean, nullable=False, server_default=false()),
     Column("spent_at", UtcDateTime, nullable=True),
+    # Protected resources (migration 0014): distinct people who approved the request it came from.
+    Column("approvals", Integer, nullable=False, server_default="0"),
     Index("ix_grants_principal", "principal"),
     Index("ix_grants_changed_in", "changed_in"),
 )
@@ -159,6 +161,8 @@ access_requests = Table(
     Column("ticket", String(200), nullable=False, server_default=""),
     # Migration 0011: the budget asked for, {"max_bytes", "max_objects", "single_use"}, or None.
     Column("budget", JSON, nullable=True),
+    # Migration 0014: asks to overwrite or delete under a protected resource.
+    Column("protected", Boolean, nullable=False, server_default=false()),
     Index("ix_access_requests_status", "status"),
     Index("ix_access_requests_requester", "requester"),
 )

@@ -572,4 +572,5 @@ def grant_of_row(row: Row[Any]) -> Grant:
         starts_at=m["starts_at"],
         budget=_budget_of(m),
         spent=m["spent_at"] is not None,
+        approvals=m["approvals"],
     )

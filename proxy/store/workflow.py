@@ -179,7 +179,7 @@ class WorkflowStore:
             made: Grant | None = None
             if counted and int(count or 0) >= required:
                 current = _request(row, ())
-                made = await _insert_grant(conn, current, grant, now)
+                made = await _insert_grant(conn, current, grant, now, approvals=int(count or 0))
                 await conn.execute(
                     _while_pending(request_id).values(
                         status=RequestStatus.APPROVED.value,
@@ -446,7 +446,7 @@ def _require_pending(row: Row[Any], now: datetime) -> None:
 
 
 async def _insert_grant(
-    conn: AsyncConnection, request: AccessRequest, spec: NewGrant, now: datetime
+    conn: AsyncConnection, request: AccessRequest, spec: NewGrant, now: datetime, *, approvals: int = 0
 ) -> Grant:
     starts_at, expires_at = request.window(now)  # the clock starts when access is granted, or scheduled
     grant = Grant(
@@ -462,6 +462,7 @@ async def _insert_grant(
         extra={"created_by": spec.created_by, "revoked_by": "", "revoke_reason": ""},
         starts_at=starts_at,
         budget=request.budget,
+        approvals=approvals,
     )
     await conn.execute(insert(grants).values(**_grant_values(grant, spec.created_by)))
     return grant
@@ -483,6 +484,7 @@ def _grant_values(grant: Grant, created_by: str) -> dict[str, Any]:
         "request_id": grant.request_id,
         "created_by": created_by,
         "starts_at": grant.starts_at,
+        "approvals": grant.approvals,
         **budget_values(grant.budget),
     }
 
@@ -517,6 +519,7 @@ def _request_values(request: AccessRequest) -> dict[str, Any]:
         "starts_at": request.starts_at,
         "ticket": request.ticket,
         "budget": request.budget.as_dict() if request.budget is not None else None,
+        "protected": request.protected,
     }
 
 
@@ -561,4 +564,5 @@ def _request(row: Row[Any], approvals: tuple[Approval, ...]) -> AccessRequest:
         starts_at=row.starts_at,
         ticket=row.ticket,
         budget=Budget.from_dict(row.budget),
+        protected=bool(row.protected),
     )

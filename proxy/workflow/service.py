@@ -197,14 +197,13 @@ class Workflow:
             status=RequestStatus.PENDING,
             created_at=now,
             expires_at=now + self.policy.pending_ttl,
-            approvals_required=max(evaluation.rule.approvals_required, 1)
-            if isinstance(evaluation, NeedsApproval)
-            else 0,
+            approvals_required=evaluation.approvals_required if isinstance(evaluation, NeedsApproval) else 0,
             break_glass=break_glass,
             source_cidrs=evaluation.rule.source_cidrs,
             starts_at=starts_at,
             ticket=ask.ticket,
             budget=rules.granted_budget(evaluation.rule, budget),
+            protected=isinstance(evaluation, NeedsApproval) and evaluation.protected,
         )
         if isinstance(evaluation, Instant):
             return await self._grant_now(request, evaluation, covered)
