@@ -473,4 +473,5 @@ main.add_command(audit)
 main.add_command(sidecar)
 
 # Access requests, approvals, API tokens and `init`: they register themselves on `main`.
-import proxy.cli_access  # noqa: E402, F401
+import proxy.cli_access  # noqa: E402
+import proxy.cli_extend  # noqa: E402, F401

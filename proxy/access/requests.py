@@ -57,6 +57,12 @@ class AccessRequest:
     # Scheduled access: the window starts here rather than at approval (None: at approval).
     starts_at: datetime | None = None
     ticket: str = ""  # a reference in the team's tracker, e.g. ML-1234, when the rule asks for one
+    # An extension: the grant it extends (its window starts where that grant ends).
+    extends: str | None = None
+
+    @property
+    def is_extension(self) -> bool:
+        return self.extends is not None
 
     @property
     def resource(self) -> str:

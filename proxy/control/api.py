@@ -21,6 +21,7 @@ from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
+from proxy.workflow.extend import extend_grant
 from proxy.workflow.service import Outcome, Workflow, WorkflowError
 
 log = structlog.get_logger("grantgate.api")
@@ -198,6 +199,7 @@ def request_to_json(request: AccessRequest) -> dict[str, Any]:
         "source_cidrs": list(request.source_cidrs),
         "starts_at": iso(request.starts_at),
         "ticket": request.ticket or None,
+        "extends": request.extends,
     }
 
 
@@ -434,6 +436,24 @@ async def revoke_grant(request: web.Request) -> web.Response:
     return web.json_response(grant_to_json(grant, workflow.now()))
 
 
+async def extend(request: web.Request) -> web.Response:
+    """More time on a grant, starting where it ends: answered like a new request."""
+    workflow = request.app[WORKFLOW]
+    body = await json_body(request)
+    duration = text_field(body, "duration")
+    if not duration:
+        raise Problem(400, "invalid_body", "'duration' is required, e.g. \"2h\"")
+    grant_id = request.match_info["id"]
+    outcome = await extend_grant(
+        workflow, grant_id, caller(request), duration, text_field(body, "justification")
+    )
+    return web.json_response(
+        outcome_to_json(outcome, workflow.now()),
+        status=201,
+        headers={"Location": f"/api/v1/requests/{outcome.request.id}"},
+    )
+
+
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/openapi.json", openapi),
     ("GET", "/whoami", whoami),
@@ -448,6 +468,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/grants", list_grants),
     ("GET", "/grants/{id}", get_grant),
     ("DELETE", "/grants/{id}", revoke_grant),
+    ("POST", "/grants/{id}/extend", extend),
 )
 
 

@@ -154,6 +154,10 @@ def _schemas() -> dict[str, Any]:
                 "source_cidrs": {"type": "array", "items": {"type": "string"}},
                 "starts_at": {**_TIME, "description": "Scheduled access: when the window starts."},
                 "ticket": {"type": ["string", "null"]},
+                "extends": {
+                    "type": ["string", "null"],
+                    "description": "An extension: the grant it extends (its window starts where that ends).",
+                },
             },
             "required": ["id", "status", "requester", "resource", "actions", "grant_id"],
         },
@@ -392,6 +396,34 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Grant"), "The revoked grant."),
                     **_problems(401, 403, 404),
+                },
+            },
+        },
+        "/api/v1/grants/{id}/extend": {
+            "post": {
+                "summary": "Extend a grant you hold",
+                "description": "A request for `duration` more, starting where the grant ends (no gap, "
+                "nothing shortened), decided by the policy as a new request; its maximum counts the whole "
+                "span. The grant stays in force while the extension waits.",
+                "parameters": [grant_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["duration"],
+                                "properties": {
+                                    "duration": {"type": "string", "examples": ["2h"]},
+                                    "justification": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(_ref("RequestOutcome"), "The extension request as stored."),
+                    **_problems(400, 401, 403, 404, 409, 422),
                 },
             },
         },

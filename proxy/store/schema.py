@@ -150,6 +150,11 @@ access_requests = Table(
     # Migration 0010: when the asked-for window starts (None: at approval), and a ticket reference.
     Column("starts_at", UtcDateTime, nullable=True),
     Column("ticket", String(200), nullable=False, server_default=""),
+    # Migration 0013: the grant an extension extends; a bundle's other parts ([{resource_name, bucket,
+    # prefix}], the first part is the row's own) and every grant its approval made, in part order.
+    Column("extends_grant", String(32), nullable=True),
+    Column("bundle", JSON, nullable=True),
+    Column("grant_ids", JSON, nullable=True),
     Index("ix_access_requests_status", "status"),
     Index("ix_access_requests_requester", "requester"),
 )

@@ -512,6 +512,7 @@ def _request_values(request: AccessRequest) -> dict[str, Any]:
         "review_comment": request.review_comment,
         "starts_at": request.starts_at,
         "ticket": request.ticket,
+        "extends_grant": request.extends,
     }
 
 
@@ -555,4 +556,5 @@ def _request(row: Row[Any], approvals: tuple[Approval, ...]) -> AccessRequest:
         review_comment=row.review_comment,
         starts_at=row.starts_at,
         ticket=row.ticket,
+        extends=row.extends_grant,
     )

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import pytest
 from botocore.exceptions import ClientError
 from playwright.sync_api import sync_playwright
-from support.access import denied_link, read
+from support.access import api, denied_link, read
 from support.world import BUCKET, ROOT, Identity, World, running_world
 
 from proxy.store.sql import SqlStore
@@ -424,3 +424,44 @@ def test_no_return_address_takes_the_browser_to_another_site(world: World, evil_
     page.goto(origin + "/access")
     assert page.get_by_role("button", name="Revoke").count() == 1  # still active
     assert _Evil.visits == []
+
+
+def test_extend_button_on_my_access_asks_for_more_time_and_the_approver_sees_it(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    alice, carol = people["alice"], people["carol"]
+    created = api(
+        world,
+        world.api_token(alice),
+        "POST",
+        "/requests",
+        {"resource": f"s3://{BUCKET}/models/extend/", "duration": "2h", "justification": WHY},
+    )[1]
+    grant = api(world, world.api_token(carol), "POST", f"/requests/{created['id']}/approve")[1]["grant"]
+
+    page = new_page(browser)
+    page.goto(world.http.control_url + "/access")
+    sign_in(page, "alice")
+    row = page.locator(f"tr#{grant['id']}")
+    row.locator("summary", has_text="Extend").click()
+    row.locator("input[name=duration]").fill("3h")
+    row.locator("input[name=justification]").fill("the evaluation needs the weekend")
+    shoot(page, "my-access-extend")
+    row.get_by_role("button", name="Ask to extend").click()
+    page.wait_for_load_state()
+    assert "sent for approval" in page.locator(".flash-success").inner_text()
+    assert f"extends {grant['id']}" in page.locator("table").nth(1).inner_text()
+
+    carol_page = new_page(browser)
+    carol_page.goto(world.http.control_url + "/inbox")
+    sign_in(carol_page, "carol")
+    card = carol_page.locator("article", has_text=f"{grant['id']}")
+    assert "starts where it ends" in card.inner_text()
+
+    # Over the maximum (2h held + 7h): one error, nothing sent.
+    row = page.locator(f"tr#{grant['id']}")
+    row.locator("summary", has_text="Extend").click()
+    row.locator("input[name=duration]").fill("7h")
+    row.get_by_role("button", name="Ask to extend").click()
+    page.wait_for_load_state()
+    assert "in all, longer than the maximum of 8h" in page.locator(".flash-error").inner_text()
