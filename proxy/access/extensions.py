@@ -51,3 +51,11 @@ def reworded(rejected: Rejected, extension: Extension, maximum: timedelta | None
         f"{format_duration(extension.span)} in all, longer than the maximum of {format_duration(maximum)}; "
         "ask for less",
     )
+
+
+def offered(grant: Grant) -> timedelta:
+    """What a one-click extension (the expiry DM's button) asks for: as long again as the grant ran,
+    to the minute, at least a minute; the policy still decides."""
+    start = grant.starts_at or grant.created_at
+    length = (grant.expires_at or start) - start
+    return max(timedelta(minutes=int(length.total_seconds() // 60)), timedelta(minutes=1))

@@ -32,6 +32,7 @@ from proxy.observe.events import AnomalyAlert
 APPROVE = "grantgate_approve"
 DENY = "grantgate_deny"
 DENY_VIEW = "grantgate_deny_reason"
+EXTEND = "grantgate_extend"  # the expiry DM's button: its value is the grant's id
 REQUEST_VIEW = "grantgate_request"
 # block_id / action_id of the request modal's inputs
 RESOURCE_BLOCK, RESOURCE_INPUT = "resource", "resource_input"
@@ -84,6 +85,8 @@ def _request_body(request: AccessRequest) -> list[Block]:
         fields.append(MarkdownTextObject(text=f"*Scheduled from*\n{_when(request.starts_at)}"))
     if request.ticket:
         fields.append(MarkdownTextObject(text=f"*Ticket*\n{esc(request.ticket)}"))
+    if request.extends is not None:
+        fields.append(MarkdownTextObject(text=f"*Extends*\n`{request.extends}` (starts where it ends)"))
     justification = esc(request.justification) or "_none given_"
     blocks: list[Block] = [
         HeaderBlock(text=f"Access request: {request.resource_name}"[:150]),
@@ -161,6 +164,19 @@ def expiring_dm(grant: Grant, reason: str) -> str:
     return (
         f":alarm_clock: Your access to `{esc(grant.resource)}` ({actions_text(grant.actions)}) {esc(reason)} "
         f"(at {_when(grant.expires_at)}). Request it again with `/grantgate` if you still need it."
+    )
+
+
+def expiring_dm_blocks(grant: Grant, reason: str, by: timedelta) -> list[dict[str, Any]]:
+    """The expiry warning with a button asking to extend the grant by `by` (the policy decides)."""
+    button = ButtonElement(
+        text=f"Extend by {format_duration(by)}", action_id=EXTEND, value=grant.id, style="primary"
+    )
+    return _dicts(
+        [
+            SectionBlock(text=MarkdownTextObject(text=expiring_dm(grant, reason))),
+            ActionsBlock(block_id=f"extend:{grant.id}", elements=[button]),
+        ]
     )
 
 
