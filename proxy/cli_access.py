@@ -105,6 +105,7 @@ def _describe_request(r: dict[str, Any]) -> str:
         f"Request {r['id']}: {r['status']}" + ("  [break-glass]" if r.get("break_glass") else ""),
         f"  requester:      {r['requester']}",
         f"  resource:       {r['resource']}  ({r['resource_name']})",
+        *(f"                  {more}  (bundle: granted together)" for more in r.get("resources", [])[1:]),
         f"  actions:        {', '.join(r['actions'])} for {r['duration']}",
         f"  justification:  {r['justification'] or '-'}",
         f"  created:        {_when(r['created_at'])} UTC",
@@ -124,7 +125,7 @@ def _describe_request(r: dict[str, Any]) -> str:
         comment = f" ({r['decision_comment']})" if r.get("decision_comment") else ""
         lines.append(f"  decided:        by {r['decided_by']} at {_when(r['decided_at'])}{comment}")
     if r.get("grant_id"):
-        lines.append(f"  grant:          {r['grant_id']}")
+        lines.append(f"  grant:          {', '.join(r.get('grant_ids') or [r['grant_id']])}")
     if r.get("needs_review"):
         lines.append("  review:         pending (break-glass access is reviewed after the fact)")
     elif r.get("reviewed_by"):

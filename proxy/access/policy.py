@@ -341,7 +341,30 @@ def check_approval(
 
     Judged against the policy and group memberships as they are now: an approver who left the
     security team no longer approves, and a requester who left the team can no longer be approved.
+    A bundle needs every part's rule satisfied: an approver of each resource, and the most approvals
+    any of them requires.
     """
+    parts = request.parts()
+    judged = [p for p in parts if len(parts) == 1 or not _granted_without_approval(policy, p, requester)]
+    verdicts = [_check_part_approval(policy, part, requester, approver, now) for part in judged or parts[:1]]
+    for verdict in verdicts:
+        if isinstance(verdict, Rejected):
+            return verdict
+    return max(verdicts, key=lambda v: v.required)  # type: ignore[union-attr]
+
+
+def _granted_without_approval(policy: Policy, part: AccessRequest, requester: Principal) -> bool:
+    """A bundle's part that on its own would be granted at once needs no approver of its resource."""
+    resource = policy.resource(part.resource_name)
+    rule = select_rule(policy, resource, requester, part.actions) if resource is not None else None
+    if rule is None or isinstance(rule, Rejected):
+        return False
+    return rule.approvals_required == 0 or not rule.instant_groups.isdisjoint(requester.groups)
+
+
+def _check_part_approval(
+    policy: Policy, request: AccessRequest, requester: Principal, approver: Principal, now: datetime
+) -> Approve | Rejected:
     problem = _pending_problem(request, now)
     if problem is not None:
         return problem
@@ -376,7 +399,7 @@ def check_denial(policy: Policy, request: AccessRequest, actor: Principal, now: 
         return problem
     if actor.name == request.requester:
         return Rejected("self_approval", "you cannot deny your own request: cancel it instead")
-    if policy.is_admin(actor) or policy.is_approver_of(actor, request.resource_name):
+    if policy.is_admin(actor) or any(policy.is_approver_of(actor, p.resource_name) for p in request.parts()):
         return None
     return Rejected("not_an_approver", f"{actor.name} may not decide requests for {request.resource_name}")
 
@@ -400,7 +423,7 @@ def check_review(policy: Policy, request: AccessRequest, actor: Principal) -> Re
         )
     if actor.name == request.requester:
         return Rejected("self_approval", "nobody reviews their own break-glass access")
-    if policy.is_admin(actor) or policy.is_approver_of(actor, request.resource_name):
+    if policy.is_admin(actor) or any(policy.is_approver_of(actor, p.resource_name) for p in request.parts()):
         return None
     return Rejected("not_an_approver", f"{actor.name} may not review requests for {request.resource_name}")
 
@@ -422,7 +445,7 @@ def may_view_request(policy: Policy, request: AccessRequest, actor: Principal) -
     return (
         actor.name == request.requester
         or policy.is_admin(actor)
-        or policy.is_approver_of(actor, request.resource_name)
+        or any(policy.is_approver_of(actor, part.resource_name) for part in request.parts())
     )
 
 

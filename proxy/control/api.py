@@ -21,6 +21,7 @@ from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
+from proxy.workflow.bundles import request_bundle
 from proxy.workflow.extend import extend_grant
 from proxy.workflow.service import Outcome, Workflow, WorkflowError
 
@@ -200,6 +201,8 @@ def request_to_json(request: AccessRequest) -> dict[str, Any]:
         "starts_at": iso(request.starts_at),
         "ticket": request.ticket or None,
         "extends": request.extends,
+        "resources": list(request.resources),
+        "grant_ids": list(request.grant_ids) or ([request.grant_id] if request.grant_id else []),
     }
 
 
@@ -271,6 +274,27 @@ def moment_field(body: dict[str, Any], name: str) -> datetime | None:
         raise Problem(400, "invalid_body", f"{name!r}: {exc}") from None
 
 
+def _resources_field(body: dict[str, Any]) -> list[str]:
+    """`"resource": "..."`, or `"resources": [..]` for a bundle granted together; never both."""
+    if "resources" in body and "resource" in body:
+        raise Problem(400, "invalid_body", "send 'resource' or 'resources', not both")
+    if "resources" not in body:
+        resource = text_field(body, "resource")
+        if not resource:
+            raise Problem(400, "invalid_body", "'resource' is required, e.g. \"s3://bucket/prefix/\"")
+        return [resource]
+    resources = body["resources"]
+    if (
+        not isinstance(resources, list)
+        or not resources
+        or not all(isinstance(r, str) and r.strip() and len(r) <= MAX_TEXT for r in resources)
+    ):
+        raise Problem(
+            400, "invalid_body", "'resources' must be a non-empty list of resources, e.g. [\"models\"]"
+        )
+    return resources
+
+
 def _bool_query(request: web.Request, name: str) -> bool | None:
     value = request.query.get(name)
     if value is None or value == "":
@@ -337,9 +361,7 @@ async def list_resources(request: web.Request) -> web.Response:
 async def create_request(request: web.Request) -> web.Response:
     workflow = request.app[WORKFLOW]
     body = await json_body(request)
-    resource = text_field(body, "resource")
-    if not resource:
-        raise Problem(400, "invalid_body", "'resource' is required, e.g. \"s3://bucket/prefix/\"")
+    resources = _resources_field(body)
     actions = body.get("actions", ["read"])
     if isinstance(actions, str):
         actions = [actions]
@@ -348,16 +370,30 @@ async def create_request(request: web.Request) -> web.Response:
     break_glass = body.get("break_glass", False)
     if not isinstance(break_glass, bool):
         raise Problem(400, "invalid_body", "'break_glass' must be true or false")
-    outcome = await workflow.request_access(
-        caller(request),
-        resource,
-        actions,
-        text_field(body, "duration") or None,
-        text_field(body, "justification"),
-        break_glass=break_glass,
-        ticket=text_field(body, "ticket"),
-        starts_at=moment_field(body, "starts_at"),
-    )
+    if len(resources) > 1 and break_glass:
+        raise Problem(400, "invalid_body", "break-glass is for one resource at a time, not a bundle")
+    if len(resources) > 1:
+        outcome = await request_bundle(
+            workflow,
+            caller(request),
+            resources,
+            actions,
+            text_field(body, "duration") or None,
+            text_field(body, "justification"),
+            ticket=text_field(body, "ticket"),
+            starts_at=moment_field(body, "starts_at"),
+        )
+    else:
+        outcome = await workflow.request_access(
+            caller(request),
+            resources[0],
+            actions,
+            text_field(body, "duration") or None,
+            text_field(body, "justification"),
+            break_glass=break_glass,
+            ticket=text_field(body, "ticket"),
+            starts_at=moment_field(body, "starts_at"),
+        )
     return web.json_response(
         outcome_to_json(outcome, workflow.now()),
         status=201,

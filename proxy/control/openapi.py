@@ -117,8 +117,16 @@ def _schemas() -> dict[str, Any]:
                     "description": "A ticket reference, e.g. ML-1234; required by some rules, which may "
                     "also give the pattern it must match. Shown to approvers and kept in the audit.",
                 },
+                "resources": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "maxItems": 20,
+                    "description": "Instead of `resource`: a bundle (a model and its eval set). Each "
+                    "resource's own rule must be satisfied; approvers see one request; the grants are "
+                    "created together or not at all.",
+                },
             },
-            "required": ["resource"],
+            "oneOf": [{"required": ["resource"]}, {"required": ["resources"]}],
         },
         "Approval": {
             "type": "object",
@@ -154,6 +162,16 @@ def _schemas() -> dict[str, Any]:
                 "source_cidrs": {"type": "array", "items": {"type": "string"}},
                 "starts_at": {**_TIME, "description": "Scheduled access: when the window starts."},
                 "ticket": {"type": ["string", "null"]},
+                "resources": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Every resource asked for: `resource` first, then a bundle's others.",
+                },
+                "grant_ids": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Once granted: every grant made, in `resources` order.",
+                },
                 "extends": {
                     "type": ["string", "null"],
                     "description": "An extension: the grant it extends (its window starts where that ends).",

@@ -74,10 +74,17 @@ def request_summary(request: AccessRequest) -> str:
     )
 
 
+def _resources_field(request: AccessRequest) -> str:
+    if not request.bundle:
+        return f"*Resource*\n{esc(request.resource_name)}: `{esc(request.resource)}`"
+    lines = [f"{esc(p.resource_name)}: `{esc(p.resource)}`" for p in request.parts()]
+    return "*Resources* (granted together)\n" + "\n".join(lines)
+
+
 def _request_body(request: AccessRequest) -> list[Block]:
     fields = [
         MarkdownTextObject(text=f"*Requester*\n{esc(request.requester)}"),
-        MarkdownTextObject(text=f"*Resource*\n{esc(request.resource_name)}: `{esc(request.resource)}`"),
+        MarkdownTextObject(text=_resources_field(request)),
         MarkdownTextObject(text=f"*Actions*\n{actions_text(request.actions)}"),
         MarkdownTextObject(text=f"*Duration*\n{format_duration(request.duration)}"),
     ]

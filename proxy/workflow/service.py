@@ -259,7 +259,8 @@ class Workflow:
             return Outcome(stored, None, (), f"approval recorded; {remaining} more needed")
         await self._settled()
         self._emit(RequestDecided(now, approver.name, comment, stored))
-        self._emit(GrantCreated(now, approver.name, comment, result.grant))
+        for made in (result.grant, *result.more):  # a bundle's grants, made together
+            self._emit(GrantCreated(now, approver.name, comment, made))
         until = format_duration(stored.duration)
         message = f"approved: {stored.requester} has access for {until}"
         if result.grant.starts_at is not None:

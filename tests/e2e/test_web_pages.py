@@ -465,3 +465,26 @@ def test_extend_button_on_my_access_asks_for_more_time_and_the_approver_sees_it(
     row.get_by_role("button", name="Ask to extend").click()
     page.wait_for_load_state()
     assert "in all, longer than the maximum of 8h" in page.locator(".flash-error").inner_text()
+
+
+def test_a_bundle_is_one_card_in_the_inbox_and_one_approval_grants_it_all(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    alice = people["alice"]
+    resources = [f"s3://{BUCKET}/models/bundle/", f"s3://{BUCKET}/training-data/bundle-evals/"]
+    body = {"resources": resources, "duration": "1h", "justification": WHY}
+    created = api(world, world.api_token(alice), "POST", "/requests", body)[1]
+
+    carol_page = new_page(browser)
+    carol_page.goto(world.http.control_url + "/inbox")
+    sign_in(carol_page, "carol")
+    card = carol_page.locator(f"article#{created['id']}")
+    text = card.inner_text()
+    assert all(r in text for r in resources) and "granted together or not at all" in text
+    assert carol_page.locator("article", has_text="bundle-evals").count() == 1  # one card, not two
+    shoot(carol_page, "inbox-bundle")
+    card.get_by_role("button", name="Approve").click()
+    carol_page.wait_for_load_state()
+    assert "alice has access for 1h" in carol_page.locator(".flash-success").inner_text()
+    done = api(world, world.api_token(alice), "GET", f"/requests/{created['id']}")[1]
+    assert done["status"] == "approved" and len(done["grant_ids"]) == 2

@@ -567,3 +567,30 @@ async def test_the_workflow_settles_each_grant_change_before_it_answers(
     assert instant.grant is not None
     await flow.revoke(instant.grant.id, people["bob"])
     assert len(settled) == 3 and settled[-1] == await store.version()
+
+
+# --- bundles ---
+
+
+async def test_bundle_grants_are_made_together_or_not_at_all(
+    flow: Workflow, people: dict[str, Principal], events: list[Any], store: SqlStore, monkeypatch: Any
+) -> None:
+    from proxy.store import workflow as workflow_store
+    from proxy.workflow.bundles import request_bundle
+
+    wanted = [f"s3://{BUCKET}/models/", f"s3://{BUCKET}/training-data/"]
+    outcome = await request_bundle(flow, people["alice"], wanted, ["read"], "1h", WHY)
+    rid = outcome.request.id
+    await flow.approve(rid, people["carol"])
+    # The second grant's insert fails (a duplicate id): the first must not survive it.
+    monkeypatch.setattr(workflow_store, "new_grant_id", lambda: "g_same")
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await flow.approve(rid, people["dave"])
+    assert await store.list_grants(principal="alice") == []
+    assert (await flow.get_request(rid, people["alice"])).status is RequestStatus.PENDING
+
+    monkeypatch.undo()
+    done = await flow.approve(rid, people["dave"])
+    grants = {g.id: g.resource for g in await store.list_grants(principal="alice")}
+    assert [grants[g] for g in done.request.grant_ids] == wanted
+    assert kinds(events).count("grant_created") == 2
