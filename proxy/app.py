@@ -27,6 +27,7 @@ from proxy.s3 import listener
 from proxy.s3.bucketprobe import BucketProbe
 from proxy.s3.upstream import Upstream, new_pool
 from proxy.store.sql import SqlStore
+from proxy.workflow.oncall import PagerDutyOnCall
 from proxy.workflow.service import Workflow, running_workflow
 from proxy.written import WrittenVersion
 
@@ -124,7 +125,13 @@ async def serve(
             store=gateway.state.store,
         ) as notifiers,
         running_workflow(
-            Workflow(gateway.state.store, policy, gateway.bus, settle=gateway.state.settle_own_write),
+            Workflow(
+                gateway.state.store,
+                policy,
+                gateway.bus,
+                settle=gateway.state.settle_own_write,
+                oncall=PagerDutyOnCall(settings.pagerduty) if settings.pagerduty.enabled else None,
+            ),
             settings.policy.sweep_interval_seconds,
         ) as workflow,
     ):

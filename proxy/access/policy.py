@@ -73,6 +73,9 @@ class Rule:
     # and checked against `ticket_pattern` (a regular expression the whole reference must match).
     ticket_required: bool = False
     ticket_pattern: str = ""
+    # A PagerDuty service id: whoever is on call for it is approved at once (looked up by the workflow,
+    # see proxy/workflow/oncall.py; unreachable means normal approval).
+    oncall_service: str = ""
 
     def admits(self, principal: Principal) -> bool:
         return in_groups(principal, self.requester_groups)
@@ -167,11 +170,12 @@ class Ask:
     justification: str
     break_glass: bool = False
     ticket: str = ""
+    on_call: bool = False  # the requester is on call for the rule's oncall_service, as looked up
 
 
 @dataclass(frozen=True, slots=True)
 class Instant:
-    """Granted at once. `why`: "instant_group", "no_approval_required" or "break_glass"."""
+    """Granted at once. `why`: "instant_group", "no_approval_required", "on_call" or "break_glass"."""
 
     resource: Resource
     rule: Rule
@@ -233,6 +237,15 @@ def select_rule(
     )
 
 
+def oncall_service(policy: Policy, ask: Ask) -> str:
+    """The PagerDuty service whose on-call the rule for `ask` approves at once ("" when none)."""
+    matched = policy.match(ask.bucket, ask.prefix)
+    if matched is None:
+        return ""
+    rule = select_rule(policy, matched[0], ask.requester, ask.actions)
+    return "" if isinstance(rule, Rejected) else rule.oncall_service
+
+
 def evaluate(policy: Policy, ask: Ask) -> Evaluation:
     """Decide a new request: granted at once, waiting for approvals, or rejected with a reason."""
     matched = policy.match(ask.bucket, ask.prefix)
@@ -268,6 +281,8 @@ def evaluate(policy: Policy, ask: Ask) -> Evaluation:
         return Instant(resource, rule, duration, "instant_group")
     if rule.approvals_required == 0:
         return Instant(resource, rule, duration, "no_approval_required")
+    if rule.oncall_service and ask.on_call:
+        return Instant(resource, rule, duration, "on_call")
     return NeedsApproval(resource, rule, duration, rule.approvals_required)
 
 

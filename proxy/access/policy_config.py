@@ -66,6 +66,8 @@ class RuleSettings(_Section):
     break_glass: bool = False
     ticket_required: bool = False
     ticket_pattern: str = ""  # e.g. "^ML-[0-9]+$": the whole reference must match
+    # A PagerDuty service id (e.g. "PSVC123"): its on-call is approved at once ([pagerduty] section).
+    oncall_service: str = Field("", pattern=r"^[A-Z0-9]{0,32}$")
 
     @field_validator("ticket_pattern")
     @classmethod
@@ -135,6 +137,7 @@ class RuleSettings(_Section):
             break_glass=self.break_glass,
             ticket_required=self.ticket_required,
             ticket_pattern=self.ticket_pattern,
+            oncall_service=self.oncall_service,
         )
 
 

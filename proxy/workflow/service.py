@@ -42,6 +42,7 @@ from proxy.store.workflow import (
     WorkflowStore,
     new_request_id,
 )
+from proxy.workflow.oncall import PagerDutyOnCall
 
 log = structlog.get_logger("grantgate.workflow")
 
@@ -114,6 +115,7 @@ class Workflow:
         *,
         clock: Callable[[], datetime] = utc_now,
         settle: Callable[[], Awaitable[None]] | None = None,
+        oncall: PagerDutyOnCall | None = None,
     ) -> None:
         self.store = store
         self.requests = WorkflowStore(store)
@@ -123,6 +125,7 @@ class Workflow:
         # Run after a grant was created or revoked and before saying so: the gateway's S3 listener
         # (every worker) honours the change by then (LiveState.settle_own_write).
         self._settle = settle
+        self.oncall = oncall  # who is on call, for rules that approve it at once (workflow/oncall.py)
 
     def now(self) -> datetime:
         return self._clock()
@@ -163,6 +166,8 @@ class Workflow:
         ask = Ask(
             requester, bucket, prefix, wanted, lifetime, justification.strip(), break_glass, ticket.strip()
         )
+        if self.oncall is not None:
+            ask = await self.oncall.judged(self.policy, ask)
         evaluation = rules.evaluate(self.policy, ask)
         if isinstance(evaluation, Rejected):
             raise _refusal(evaluation)
@@ -212,6 +217,7 @@ class Workflow:
             "instant_group": "approved instantly: member of "
             + ", ".join(sorted(instant.rule.instant_groups)),
             "no_approval_required": "approved instantly: no approval required",
+            "on_call": f"approved instantly: on call in PagerDuty for {instant.rule.oncall_service}",
             "break_glass": "break-glass: granted without approval, flagged for review",
         }[instant.why]
         source = "break-glass" if instant.why == "break_glass" else "request"
