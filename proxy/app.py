@@ -123,6 +123,8 @@ async def serve(
             gateway.bus,
             observability.metrics.registry if observability.metrics else None,
             store=gateway.state.store,
+            email=settings.email,
+            policy=policy,
         ) as notifiers,
         running_workflow(
             Workflow(

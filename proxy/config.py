@@ -13,6 +13,7 @@ from proxy.access.oncall import PagerDutySettings
 from proxy.access.policy_config import PolicySettings
 from proxy.control.web_settings import WebSettings
 from proxy.identity.trust import StsSettings
+from proxy.notify.mail_settings import EmailSettings
 from proxy.notify.settings import SlackSettings, WebhookSettings
 from proxy.observe.settings import AnomalySettings, AuditSettings, MetricsSettings, ObserveSettings
 
@@ -111,6 +112,8 @@ class Settings(_Section):
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     # Rules with `oncall_service` approve whoever PagerDuty says is on call for it.
     pagerduty: PagerDutySettings = Field(default_factory=PagerDutySettings)
+    # Notifications by email (SMTP, STARTTLS and authentication) for teams without Slack.
+    email: EmailSettings = Field(default_factory=EmailSettings)
     # Where relative paths in the file are resolved from (the file's directory).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
