@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from proxy.access.budgets import Budget, exceeds, tighter
 from proxy.access.durations import format_duration
 from proxy.access.grants import Action, Grant
 from proxy.access.requests import AccessRequest, RequestStatus
@@ -76,6 +77,8 @@ class Rule:
     # A PagerDuty service id: whoever is on call for it is approved at once (looked up by the workflow,
     # see proxy/workflow/oncall.py; unreachable means normal approval).
     oncall_service: str = ""
+    budget: Budget | None = None  # given to grants whose request names none
+    max_budget: Budget | None = None  # the loosest budget a request may ask for
 
     def admits(self, principal: Principal) -> bool:
         return in_groups(principal, self.requester_groups)
@@ -171,6 +174,7 @@ class Ask:
     break_glass: bool = False
     ticket: str = ""
     on_call: bool = False  # the requester is on call for the rule's oncall_service, as looked up
+    budget: Budget | None = None  # None: the rule's default budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +275,11 @@ def evaluate(policy: Policy, ask: Ask) -> Evaluation:
     problem = _justification_problem(rule, ask) or ticket_problem(rule, ask.ticket)
     if problem is not None:
         return problem
+    too_loose = exceeds(ask.budget, rule.max_budget) if ask.budget is not None else None
+    if too_loose is not None:
+        return Rejected(
+            "budget_too_large", f"the budget asked for is too large for {resource.name}: {too_loose}"
+        )
     if ask.break_glass:
         if not rule.break_glass:
             return Rejected(
@@ -284,6 +293,11 @@ def evaluate(policy: Policy, ask: Ask) -> Evaluation:
     if rule.oncall_service and ask.on_call:
         return Instant(resource, rule, duration, "on_call")
     return NeedsApproval(resource, rule, duration, rule.approvals_required)
+
+
+def granted_budget(rule: Rule, asked: Budget | None) -> Budget | None:
+    """A grant's budget under `rule`: the one asked for, else the rule's default, within its maximum."""
+    return tighter(asked, rule.budget, rule.max_budget)
 
 
 def _justification_problem(rule: Rule, ask: Ask) -> Rejected | None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from proxy.access.budgets import Budget
 from proxy.access.durations import parse_duration
 from proxy.access.grants import Action, parse_actions, parse_resource
 from proxy.access.policy import ANYONE, Policy, Resource, ResourcePath, Rule, StandingAccess
@@ -68,6 +70,16 @@ class RuleSettings(_Section):
     ticket_pattern: str = ""  # e.g. "^ML-[0-9]+$": the whole reference must match
     # A PagerDuty service id (e.g. "PSVC123"): its on-call is approved at once ([pagerduty] section).
     oncall_service: str = Field("", pattern=r"^[A-Z0-9]{0,32}$")
+    # The budget a grant gets when the request names none, and the loosest one a request may ask for:
+    # {max_bytes = "20GiB", max_objects = 10, single_use = true}, each optional.
+    budget: dict[str, Any] | None = None
+    max_budget: dict[str, Any] | None = None
+
+    @field_validator("budget", "max_budget")
+    @classmethod
+    def _valid_budget(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        Budget.from_dict(value)
+        return value
 
     @field_validator("ticket_pattern")
     @classmethod
@@ -138,6 +150,8 @@ class RuleSettings(_Section):
             ticket_required=self.ticket_required,
             ticket_pattern=self.ticket_pattern,
             oncall_service=self.oncall_service,
+            budget=Budget.from_dict(self.budget),
+            max_budget=Budget.from_dict(self.max_budget),
         )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from proxy.access.budgets import Budget
 from proxy.access.grants import Action
 
 
@@ -95,6 +96,8 @@ class AccessRequest:
     @property
     def is_extension(self) -> bool:
         return self.extends is not None
+
+    budget: Budget | None = None  # what the grant may move in all, within the rule's maximum
 
     @property
     def resource(self) -> str:

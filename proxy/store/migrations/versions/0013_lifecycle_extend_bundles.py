@@ -2,7 +2,7 @@
 may cover several resources granted together (the others besides its first, and every grant made).
 
 Revision ID: 0013
-Revises: 0010 (the newest on the lifecycle2 branch; the coordinator re-chains after 0011 and 0012)
+Revises: 0011 (budgets; the coordinator re-chains after 0012)
 Create Date: 2026-12-12
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
