@@ -51,6 +51,9 @@ async def request_bundle(
         evaluation = rules.evaluate(policy, ask)
         if isinstance(evaluation, Rejected):
             raise _refusal(Rejected(evaluation.code, f"{text.strip()}: {evaluation.message}"))
+        if evaluation.rule.budget is not None or evaluation.rule.max_budget is not None:
+            # One request carries one budget: a budgeted resource is asked for on its own.
+            raise Invalid("budgeted_resource", f"{text.strip()} has a budget: request it on its own")
         if any((bucket, prefix) == (b, p) for b, p, _ in parts):
             raise Invalid("duplicate_resource", f"{text.strip()} is named twice in the bundle")
         parts.append((bucket, prefix, evaluation))

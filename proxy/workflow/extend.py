@@ -80,6 +80,7 @@ def _extension_request(
         source_cidrs=evaluation.rule.source_cidrs,
         starts_at=extension.starts_at,
         extends=grant.id,
+        budget=rules.granted_budget(evaluation.rule, None),  # as a new request naming none gets
     )
 
 
