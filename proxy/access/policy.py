@@ -173,8 +173,9 @@ class Ask:
     justification: str
     break_glass: bool = False
     ticket: str = ""
-    on_call: bool = False  # the requester is on call for the rule's oncall_service, as looked up
     budget: Budget | None = None  # None: the rule's default budget
+    # Keyword-only, so that positional construction never shifts onto it.
+    on_call: bool = field(default=False, kw_only=True)  # on call for the rule's oncall_service
 
 
 @dataclass(frozen=True, slots=True)
