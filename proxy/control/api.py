@@ -132,7 +132,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def caller(request: web.Request) -> Principal:
-    return request[PRINCIPAL]
+    principal = request[PRINCIPAL]
+    # Only the token middleware sets it; anything else here is a wiring bug, refused rather than served.
+    if not isinstance(principal, Principal):
+        raise Problem(401, "unauthenticated", "no authenticated caller for this route")
+    return principal
 
 
 # --- rendering --------------------------------------------------------------------------------------
@@ -321,14 +325,15 @@ async def list_resources(request: web.Request) -> web.Response:
     out = []
     for resource in policy.resources:
         rule = mine.get(resource)
-        entry = {
-            "name": resource.name,
-            "description": resource.description,
-            "paths": [str(p) for p in resource.paths],
-        }
-        entry["requestable"] = rule is not None
-        entry["rule"] = rule_to_json(resource, rule, who) if rule is not None else None
-        out.append(entry)
+        out.append(
+            {
+                "name": resource.name,
+                "description": resource.description,
+                "paths": [str(p) for p in resource.paths],
+                "requestable": rule is not None,
+                "rule": rule_to_json(resource, rule, who) if rule is not None else None,
+            }
+        )
     return web.json_response({"resources": out})
 
 

@@ -137,7 +137,7 @@ def verify_signature(secret: bytes, header: str, body: bytes, now: float, tolera
 
 def backoff(attempt: int, first: float, cap: float) -> float:
     """Delay before attempt `attempt + 1`: first, 2x, 4x, ... capped."""
-    return min(cap, first * (2 ** (attempt - 1)))
+    return min(cap, first * 2.0 ** (attempt - 1))
 
 
 def retryable(status: int) -> bool:

@@ -278,16 +278,14 @@ class SqlStore:
         """Revoke a key; True if the key exists (revoking twice keeps the first time), False if unknown."""
         require_aware(now)
         async with self._writer.begin() as conn:
-            result = await conn.execute(
+            holder: str | None = await conn.scalar(
                 update(access_keys)
                 .where(access_keys.c.access_key_id == access_key_id, access_keys.c.revoked_at.is_(None))
                 .values(revoked_at=now)
+                .returning(access_keys.c.principal)
             )
-            if result.rowcount:
+            if holder is not None:
                 await bump_version(conn, keys_changed=[access_key_id])
-                holder = await conn.scalar(
-                    select(access_keys.c.principal).where(access_keys.c.access_key_id == access_key_id)
-                )
                 # A revoked key means the person's standing is in doubt: their web sessions end too.
                 await end_sessions_of(conn, holder, now)
                 return True
