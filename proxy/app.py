@@ -19,7 +19,7 @@ from proxy.audit.log import AuditLog
 from proxy.config import ConfigError, Settings, reason
 from proxy.control.app import control_app
 from proxy.gateway import Gateway
-from proxy.live_state import LiveState, start_change_listener
+from proxy.live_state import LiveState
 from proxy.notify.notifiers import notifying
 from proxy.observe.events import EventBus
 from proxy.observe.observers import metrics_listener, observing
@@ -78,12 +78,12 @@ async def running_gateway(
         )
         await state.refresh(force=True)
         refresher = asyncio.create_task(state.run(), name="state-refresh")
-        listener_task = start_change_listener(store, state)
+        listener_task = store.listen_for_changes(state.wake)
         pool = new_pool(settings.upstream)
         try:
             bus = EventBus()
             bus.subscribe(AuditLog())
-            yield Gateway(settings, state, Upstream(settings.upstream, pool), bus)
+            yield Gateway(settings, state, Upstream(settings.upstream, pool), bus, store)
         finally:
             for task in (refresher, listener_task):
                 if task is not None:
@@ -108,7 +108,7 @@ async def serve(
         observing(
             settings.observe(),
             policy,
-            gateway.state.store,
+            gateway.store,
             gateway.state,
             gateway.bus,
             spool_dir=settings.audit_spool_dir(),
@@ -121,10 +121,10 @@ async def serve(
             settings.server.public_url,
             gateway.bus,
             observability.metrics.registry if observability.metrics else None,
-            store=gateway.state.store,
+            store=gateway.store,
         ) as notifiers,
         running_workflow(
-            Workflow(gateway.state.store, policy, gateway.bus, settle=gateway.state.settle_own_write),
+            Workflow(gateway.store, policy, gateway.bus, settle=gateway.state.settle_own_write),
             settings.policy.sweep_interval_seconds,
         ) as workflow,
     ):

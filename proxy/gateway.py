@@ -13,6 +13,7 @@ from proxy.config import Settings
 from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
 from proxy.s3.upstream import Upstream
+from proxy.store.sql import SqlStore
 
 
 @dataclass
@@ -21,6 +22,8 @@ class Gateway:
     state: LiveState
     upstream: Upstream
     bus: EventBus
+    # The store the state is loaded from, for the services around the data plane (workflow, observers).
+    store: SqlStore
 
     @cached_property
     def networks(self) -> NetworkRules:

@@ -99,7 +99,7 @@ async def serve_s3(
         observing(
             settings.observe(),
             settings.policy.build(),
-            gateway.state.store,
+            gateway.store,
             gateway.state,
             gateway.bus,
             spool_dir=settings.audit_spool_dir(),
