@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -29,18 +29,11 @@ SOURCE_NETWORK = "source_network"  # the data plane's deny reason for a grant us
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """What a detector saw; `subject` says what the cooldown is about (one alert per subject)."""
+    """What a detector saw: the alert it deserves, and what the cooldown is about (one alert per subject).
+    Whether anything is done about it (`response`) is decided by `Detectors`, from the settings."""
 
-    kind: str
     subject: str
-    message: str
-    severity: str = "warning"
-    principal: str | None = None
-    resource: str | None = None
-    grant_id: str | None = None
-    source_ip: str | None = None
-    request_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    alert: AnomalyAlert
 
 
 class Detector(Protocol):
@@ -91,19 +84,26 @@ class Exfiltration:
             return []
         return [
             Finding(
-                self.kind,
-                subject=event.principal,
-                severity="critical",
-                message=(
-                    f"{event.principal} downloaded {entry[1]} bytes in {self.window:g}s "
-                    f"(threshold {self.threshold})"
+                event.principal,
+                AnomalyAlert(
+                    self.kind,
+                    severity="critical",
+                    message=(
+                        f"{event.principal} downloaded {entry[1]} bytes in {self.window:g}s "
+                        f"(threshold {self.threshold})"
+                    ),
+                    principal=event.principal,
+                    resource=_resource_of(self.catalog, event),
+                    grant_id=event.grant_ids[0],
+                    source_ip=event.source_ip,
+                    request_id=event.request_id,
+                    details={
+                        "bytes": entry[1],
+                        "window_seconds": self.window,
+                        "threshold_bytes": self.threshold,
+                    },
+                    at=now,
                 ),
-                principal=event.principal,
-                resource=_resource_of(self.catalog, event),
-                grant_id=event.grant_ids[0],
-                source_ip=event.source_ip,
-                request_id=event.request_id,
-                details={"bytes": entry[1], "window_seconds": self.window, "threshold_bytes": self.threshold},
             )
         ]
 
@@ -145,19 +145,23 @@ class OutsideNetwork:
             used = f"used grant {grant}" if grant else "was refused"
             found.append(
                 Finding(
-                    self.kind,
-                    subject=f"{event.principal}|{selector}|{event.source_ip}",
-                    severity="critical",
-                    message=(
-                        f"{event.principal} {used} on {selector} from "
-                        f"{event.source_ip or 'an unknown address'}, outside {', '.join(map(str, allowed))}"
+                    f"{event.principal}|{selector}|{event.source_ip}",
+                    AnomalyAlert(
+                        self.kind,
+                        severity="critical",
+                        message=(
+                            f"{event.principal} {used} on {selector} from "
+                            f"{event.source_ip or 'an unknown address'}, "
+                            f"outside {', '.join(map(str, allowed))}"
+                        ),
+                        principal=event.principal,
+                        resource=_named(self.catalog, selector, event),
+                        grant_id=grant,
+                        source_ip=event.source_ip,
+                        request_id=event.request_id,
+                        details={"allowed_networks": [str(n) for n in allowed], "refused": refused},
+                        at=now,
                     ),
-                    principal=event.principal,
-                    resource=_named(self.catalog, selector, event),
-                    grant_id=grant,
-                    source_ip=event.source_ip,
-                    request_id=event.request_id,
-                    details={"allowed_networks": [str(n) for n in allowed], "refused": refused},
                 )
             )
         return found
@@ -212,18 +216,22 @@ class NewGroupReader:
             return []
         return [
             Finding(
-                self.kind,
-                subject=f"{resource}|{','.join(event.groups)}",
-                message=(
-                    f"{event.principal} (groups {', '.join(event.groups)}) read {resource}, which no one "
-                    "in those groups has read before"
+                f"{resource}|{','.join(event.groups)}",
+                AnomalyAlert(
+                    self.kind,
+                    severity="warning",
+                    message=(
+                        f"{event.principal} (groups {', '.join(event.groups)}) read {resource}, which no one "
+                        "in those groups has read before"
+                    ),
+                    principal=event.principal,
+                    resource=resource,
+                    grant_id=event.grant_ids[0],
+                    source_ip=event.source_ip,
+                    request_id=event.request_id,
+                    details={"groups": list(event.groups), "known_groups": sorted(readers - set(new_groups))},
+                    at=now,
                 ),
-                principal=event.principal,
-                resource=resource,
-                grant_id=event.grant_ids[0],
-                source_ip=event.source_ip,
-                request_id=event.request_id,
-                details={"groups": list(event.groups), "known_groups": sorted(readers - set(new_groups))},
             )
         ]
 
@@ -253,13 +261,17 @@ class DenialBurst:
             return []
         return [
             Finding(
-                self.kind,
-                subject=subject,
-                message=f"{self.threshold} refused requests from {subject} within {self.window:g}s",
-                principal=event.principal,
-                source_ip=event.source_ip,
-                request_id=event.request_id,
-                details={"count": len(times), "window_seconds": self.window, "last_reason": event.reason},
+                subject,
+                AnomalyAlert(
+                    self.kind,
+                    severity="warning",
+                    message=f"{self.threshold} refused requests from {subject} within {self.window:g}s",
+                    principal=event.principal,
+                    source_ip=event.source_ip,
+                    request_id=event.request_id,
+                    details={"count": len(times), "window_seconds": self.window, "last_reason": event.reason},
+                    at=now,
+                ),
             )
         ]
 
@@ -276,14 +288,17 @@ class BreakGlass:
         who = record.principal or "someone"
         return [
             Finding(
-                self.kind,
-                subject=f"{who}|{record.grant_id}",
-                severity="critical",
-                message=f"break-glass access used by {who} on {record.target or record.resource or '?'}",
-                principal=record.principal,
-                resource=record.resource or record.target,
-                grant_id=record.grant_id,
-                details=record.event,
+                f"{who}|{record.grant_id}",
+                AnomalyAlert(
+                    self.kind,
+                    severity="critical",
+                    message=f"break-glass access used by {who} on {record.target or record.resource or '?'}",
+                    principal=record.principal,
+                    resource=record.resource or record.target,
+                    grant_id=record.grant_id,
+                    details=record.event,
+                    at=now,
+                ),
             )
         ]
 
@@ -319,14 +334,20 @@ class OutsideHours:
             return []
         return [
             Finding(
-                self.kind,
-                subject=event.principal,
-                message=f"{event.principal} used its access at {moment.astimezone(self.zone):%a %H:%M %Z}",
-                principal=event.principal,
-                resource=_resource_of(self.catalog, event),
-                grant_id=event.grant_ids[0],
-                source_ip=event.source_ip,
-                request_id=event.request_id,
+                event.principal,
+                AnomalyAlert(
+                    self.kind,
+                    severity="warning",
+                    message=(
+                        f"{event.principal} used its access at {moment.astimezone(self.zone):%a %H:%M %Z}"
+                    ),
+                    principal=event.principal,
+                    resource=_resource_of(self.catalog, event),
+                    grant_id=event.grant_ids[0],
+                    source_ip=event.source_ip,
+                    request_id=event.request_id,
+                    at=now,
+                ),
             )
         ]
 
@@ -371,27 +392,16 @@ class Detectors:
         alerts = []
         for rule in self.rules:
             for finding in rule.observe(event, now):
-                key = f"{finding.kind}|{finding.subject}"
+                key = f"{finding.alert.kind}|{finding.subject}"
                 last = self._last.get(key)
                 if last is not None and now - last < self.cooldown:
                     continue
                 self._last.touch(key, now)
                 self._last[key] = now
-                alerts.append(self._alert(finding, now))
+                alerts.append(self._responded(finding.alert))
         return alerts
 
-    def _alert(self, finding: Finding, now: float) -> AnomalyAlert:
-        response = getattr(getattr(self.settings, finding.kind, None), "response", "alert")
-        return AnomalyAlert(
-            kind=finding.kind,
-            severity=finding.severity,
-            message=finding.message,
-            at=now,
-            principal=finding.principal,
-            resource=finding.resource,
-            grant_id=finding.grant_id,
-            source_ip=finding.source_ip,
-            request_id=finding.request_id,
-            details=finding.details,
-            response=SUSPEND if response == "suspend" and finding.grant_id else None,
-        )
+    def _responded(self, alert: AnomalyAlert) -> AnomalyAlert:
+        """The alert with what its rule's settings say to do about it."""
+        response = getattr(getattr(self.settings, alert.kind, None), "response", "alert")
+        return replace(alert, response=SUSPEND if response == "suspend" and alert.grant_id else None)
