@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.gateway_config import write_gateway_config
 from support.postgres import PostgresCluster, throwaway_cluster
 from support.rawclient import RawClient
 from support.streaming import StreamingUpstream
@@ -117,28 +118,16 @@ class Replicas:
 
 def _config(directory: Path, name: str, store_url: str, upstream_url: str) -> tuple[Path, int, int]:
     s3_port, control_port = free_port(), free_port()
-    path = directory / f"{name}.toml"
-    path.write_text(
-        f"""[server]
-s3_port = {s3_port}
-control_port = {control_port}
-public_url = "http://127.0.0.1:{control_port}"
-secret_key_file = "server.key"
-refresh_interval_seconds = {REFRESH_SECONDS}
-state_grace_seconds = {GRACE_SECONDS}
-
-[upstream]
-endpoint_url = "{upstream_url}"
-access_key_id = "{UPSTREAM_KEY}"
-secret_access_key = "{UPSTREAM_KEY}"
-
-[store]
-url = "{store_url}"
-
-[audit]
-flush_interval_seconds = 0.2
-spool_dir = "spool-{name}"
-"""
+    path = write_gateway_config(
+        directory / f"{name}.toml",
+        s3_port=s3_port,
+        control_port=control_port,
+        upstream_url=upstream_url,
+        upstream_key=UPSTREAM_KEY,
+        store_url=store_url,
+        refresh_interval=REFRESH_SECONDS,
+        server=f"state_grace_seconds = {GRACE_SECONDS}",
+        sections=f'[audit]\nflush_interval_seconds = 0.2\nspool_dir = "spool-{name}"',
     )
     return path, s3_port, control_port
 
