@@ -22,10 +22,9 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.stream import Credentials, Process, free_port, gateway_process, provision, wait_http
+from bench.stream import Credentials, Process, free_port, gateway_process, provision, sigv4_headers, wait_http
 from tests.support.gateway_config import write_gateway_config
 
 BUCKET = "load"
@@ -140,20 +139,7 @@ async def drive(port: int, creds: Credentials, connections: int, seconds: float,
         headers = {"host": host}
         if method == "PUT":
             headers["content-length"] = str(len(body))
-        headers.update(
-            sigv4.sign(
-                method,
-                path,
-                (),
-                headers,
-                payload_hash,
-                access_key_id=creds.access_key_id,
-                secret=creds.secret,
-                session_token=None,
-                region="us-east-1",
-                now=datetime.now(UTC),
-            )
-        )
+        headers.update(sigv4_headers(creds, method, path, (), headers, payload_hash))
         started = time.perf_counter()
         try:
             async with session.request(

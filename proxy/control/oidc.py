@@ -89,16 +89,7 @@ def basic_auth(client_id: str, secret: str) -> str:
 def verify_id_token(token: str, settings: OidcSettings, keys: KeySet, nonce: str, now: datetime) -> Identity:
     """Check the ID token as OpenID Connect Core 3.1.3.7 asks; SignInError on any failure."""
     try:
-        claims = checked_claims(
-            token,
-            keys,
-            algorithms=settings.algorithms,
-            issuer=settings.issuer,
-            audiences=[settings.client_id],
-            leeway=settings.leeway_seconds,
-            now=now,
-            required=("sub", "exp", "iat"),
-        )
+        claims = checked_claims(token, keys, settings, [settings.client_id], now, ("sub", "exp", "iat"))
     except TokenRefused as refused:
         raise SignInError(
             _SIGN_IN_REFUSALS[refused.refusal].format(claim=refused.claim, detail=refused.detail)

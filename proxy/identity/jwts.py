@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from joserfc import jwt
 from joserfc.errors import (
@@ -42,24 +42,33 @@ class TokenRefused(Exception):
         self.detail = detail
 
 
+class Issuer(Protocol):
+    """Whose tokens are checked, and how: the settings of an OpenID provider or a workload issuer."""
+
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def algorithms(self) -> list[str]: ...
+    @property
+    def leeway_seconds(self) -> int: ...
+
+
 def checked_claims(
     token: str,
     keys: KeySet,
-    *,
-    algorithms: Sequence[str],
-    issuer: str,
+    issuer: Issuer,
     audiences: Sequence[str],
-    leeway: int,
     now: datetime,
     required: Sequence[str] = ("sub", "exp"),
 ) -> dict[str, Any]:
     """The claims of `token` once its signature and claims hold at `now`; TokenRefused otherwise.
 
-    The issuer must be `issuer`, the audience (one or a list) must name one of `audiences`, every claim
-    in `required` must be present, and exp/nbf/iat must hold within `leeway` seconds.
+    The token must be signed by one of `keys` with one of the issuer's algorithms, come from the issuer,
+    name one of `audiences` (in a single audience or a list), carry every claim in `required`, and
+    exp/nbf/iat must hold within the issuer's leeway.
     """
     try:
-        decoded = jwt.decode(token, keys, algorithms=list(algorithms))
+        decoded = jwt.decode(token, keys, algorithms=issuer.algorithms)
     except InvalidKeyIdError:
         raise TokenRefused(Refusal.UNKNOWN_KEY) from None
     except JoseError:
@@ -70,8 +79,8 @@ def checked_claims(
     present: ClaimsOption = {"essential": True}
     registry = JWTClaimsRegistry(
         now=int(now.timestamp()),
-        leeway=leeway,
-        iss={"essential": True, "value": issuer},
+        leeway=issuer.leeway_seconds,
+        iss={"essential": True, "value": issuer.issuer},
         aud={"essential": True, "values": list(audiences)},
         **dict.fromkeys(required, present),
     )

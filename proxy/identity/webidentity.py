@@ -72,15 +72,7 @@ def unverified_issuer(token: str) -> str:
 def verify_token(token: str, settings: IssuerSettings, keys: KeySet, now: datetime) -> WebIdentity:
     """Check signature, issuer, audience and expiry (nbf/iat too) of `token`; IdentityError if any fails."""
     try:
-        claims = checked_claims(
-            token,
-            keys,
-            algorithms=settings.algorithms,
-            issuer=settings.issuer,
-            audiences=settings.audiences,
-            leeway=settings.leeway_seconds,
-            now=now,
-        )
+        claims = checked_claims(token, keys, settings, settings.audiences, now)
     except TokenRefused as refused:
         raise _refusal(refused) from None
     subject, exp = claims.get("sub"), claims.get("exp")

@@ -61,6 +61,32 @@ def _resource_of(catalog: ResourceCatalog, event: RequestEvent) -> str:
     return catalog.name_for(event.bucket, subject_key(event)) or f"s3://{event.bucket}"
 
 
+def _granted_use(
+    kind: str,
+    severity: str,
+    message: str,
+    event: RequestEvent,
+    catalog: ResourceCatalog,
+    now: float,
+    details: dict[str, Any] | None = None,
+) -> Finding:
+    """What a principal did under a grant, one alert per principal: who, on what, under which grant,
+    from where."""
+    alert = AnomalyAlert(
+        kind,
+        severity,
+        message,
+        now,
+        principal=event.principal,
+        resource=_resource_of(catalog, event),
+        grant_id=event.grant_ids[0],
+        source_ip=event.source_ip,
+        request_id=event.request_id,
+        details=details or {},
+    )
+    return Finding(event.principal or "", alert)
+
+
 class Exfiltration:
     """Bytes sent to one principal within a sliding window crossing a threshold: a model being copied out."""
 
@@ -83,27 +109,15 @@ class Exfiltration:
         if not before <= self.threshold < entry[1]:
             return []
         return [
-            Finding(
-                event.principal,
-                AnomalyAlert(
-                    self.kind,
-                    severity="critical",
-                    message=(
-                        f"{event.principal} downloaded {entry[1]} bytes in {self.window:g}s "
-                        f"(threshold {self.threshold})"
-                    ),
-                    principal=event.principal,
-                    resource=_resource_of(self.catalog, event),
-                    grant_id=event.grant_ids[0],
-                    source_ip=event.source_ip,
-                    request_id=event.request_id,
-                    details={
-                        "bytes": entry[1],
-                        "window_seconds": self.window,
-                        "threshold_bytes": self.threshold,
-                    },
-                    at=now,
-                ),
+            _granted_use(
+                self.kind,
+                "critical",
+                f"{event.principal} downloaded {entry[1]} bytes in {self.window:g}s "
+                f"(threshold {self.threshold})",
+                event,
+                self.catalog,
+                now,
+                {"bytes": entry[1], "window_seconds": self.window, "threshold_bytes": self.threshold},
             )
         ]
 
@@ -333,21 +347,13 @@ class OutsideHours:
         if self.within(moment):
             return []
         return [
-            Finding(
-                event.principal,
-                AnomalyAlert(
-                    self.kind,
-                    severity="warning",
-                    message=(
-                        f"{event.principal} used its access at {moment.astimezone(self.zone):%a %H:%M %Z}"
-                    ),
-                    principal=event.principal,
-                    resource=_resource_of(self.catalog, event),
-                    grant_id=event.grant_ids[0],
-                    source_ip=event.source_ip,
-                    request_id=event.request_id,
-                    at=now,
-                ),
+            _granted_use(
+                self.kind,
+                "warning",
+                f"{event.principal} used its access at {moment.astimezone(self.zone):%a %H:%M %Z}",
+                event,
+                self.catalog,
+                now,
             )
         ]
 
