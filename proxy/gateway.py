@@ -13,6 +13,7 @@ from proxy.config import Settings
 from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
 from proxy.s3.upstream import Upstream
+from proxy.store.budgets import BudgetLedger
 from proxy.store.sql import SqlStore
 
 
@@ -28,6 +29,10 @@ class Gateway:
     @cached_property
     def networks(self) -> NetworkRules:
         return NetworkRules(self.settings.policy.build())
+
+    @cached_property
+    def ledger(self) -> BudgetLedger:
+        return BudgetLedger(self.store)
 
     @property
     def max_skew(self) -> timedelta:

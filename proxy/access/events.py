@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from proxy.access.budgets import Usage
 from proxy.access.grants import Grant
 from proxy.access.requests import AccessRequest
 
@@ -50,6 +51,7 @@ def grant_fields(grant: Grant) -> dict[str, Any]:
         "source": grant.source,
         "request_id": grant.request_id,
         "starts_at": iso(grant.starts_at),
+        "budget": grant.budget.as_dict() if grant.budget is not None else None,
     }
 
 
@@ -145,6 +147,18 @@ class GrantExpired(WorkflowEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class GrantBudgetSpent(WorkflowEvent):
+    """Sent once per grant whose byte budget ran out: its reads are refused from now on."""
+
+    kind: ClassVar[str] = "grant_budget_spent"
+    grant: Grant
+    usage: Usage
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **grant_fields(self.grant), "usage": self.usage.as_dict()}
+
+
+@dataclass(frozen=True, slots=True)
 class BreakGlassUsed(WorkflowEvent):
     """An emergency grant was taken without approval: always alert, review after the fact."""
 
@@ -173,6 +187,7 @@ ALL_EVENTS: tuple[type[WorkflowEvent], ...] = (
     GrantRevoked,
     GrantExpiring,
     GrantExpired,
+    GrantBudgetSpent,
     BreakGlassUsed,
     BreakGlassReviewed,
 )

@@ -15,12 +15,14 @@ import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from proxy.access.budgets import Budget, Usage
 from proxy.access.durations import format_duration, parse_moment
 from proxy.access.grants import Grant
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
+from proxy.workflow.budgets import usage_of
 from proxy.workflow.service import Outcome, Workflow, WorkflowError
 
 log = structlog.get_logger("grantgate.api")
@@ -148,7 +150,7 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def grant_to_json(grant: Grant, now: datetime | None = None) -> dict[str, Any]:
+def grant_to_json(grant: Grant, now: datetime | None = None, usage: Usage | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": grant.id,
         "principal": grant.principal,
@@ -165,6 +167,9 @@ def grant_to_json(grant: Grant, now: datetime | None = None) -> dict[str, Any]:
         "revoked_by": grant.extra.get("revoked_by") or None,
         "revoke_reason": grant.extra.get("revoke_reason") or None,
         "starts_at": iso(grant.starts_at),
+        "budget": grant.budget.as_dict() if grant.budget is not None else None,
+        "usage": (usage or Usage()).as_dict(),
+        "budget_spent": grant.spent,
     }
     if now is not None:
         body["active"] = grant.is_active(now)
@@ -202,6 +207,7 @@ def request_to_json(request: AccessRequest) -> dict[str, Any]:
         "source_cidrs": list(request.source_cidrs),
         "starts_at": iso(request.starts_at),
         "ticket": request.ticket or None,
+        "budget": request.budget.as_dict() if request.budget is not None else None,
     }
 
 
@@ -231,10 +237,20 @@ def rule_to_json(resource: Resource, rule: Rule, principal: Principal) -> dict[s
         "source_cidrs": list(rule.source_cidrs),
         "ticket_required": rule.ticket_required,
         "ticket_pattern": rule.ticket_pattern or None,
+        "budget": rule.budget.as_dict() if rule.budget is not None else None,
+        "max_budget": rule.max_budget.as_dict() if rule.max_budget is not None else None,
     }
 
 
 # --- input ------------------------------------------------------------------------------------------
+
+
+def budget_field(body: dict[str, Any]) -> Budget | None:
+    """`"budget": {"max_bytes": int, "max_objects": int, "single_use": bool}`, each optional."""
+    try:
+        return Budget.from_dict(body.get("budget"))
+    except ValueError as exc:
+        raise Problem(400, "invalid_budget", str(exc)) from None
 
 
 async def json_body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
@@ -360,6 +376,7 @@ async def create_request(request: web.Request) -> web.Response:
         break_glass=break_glass,
         ticket=text_field(body, "ticket"),
         starts_at=moment_field(body, "starts_at"),
+        budget=budget_field(body),
     )
     return web.json_response(
         outcome_to_json(outcome, workflow.now()),
@@ -422,13 +439,15 @@ async def list_grants(request: web.Request) -> web.Response:
         active=_bool_query(request, "active"),
     )
     now = workflow.now()
-    return web.json_response({"grants": [grant_to_json(g, now) for g in found]})
+    usage = await usage_of(workflow.store, found)
+    return web.json_response({"grants": [grant_to_json(g, now, usage.get(g.id)) for g in found]})
 
 
 async def get_grant(request: web.Request) -> web.Response:
     workflow = request.app[WORKFLOW]
     grant = await workflow.get_grant(request.match_info["id"], caller(request))
-    return web.json_response(grant_to_json(grant, workflow.now()))
+    usage = await usage_of(workflow.store, [grant])
+    return web.json_response(grant_to_json(grant, workflow.now(), usage.get(grant.id)))
 
 
 async def revoke_grant(request: web.Request) -> web.Response:

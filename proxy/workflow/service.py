@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from proxy.access import policy as rules
+from proxy.access.budgets import Budget
 from proxy.access.durations import format_duration, parse_duration
 from proxy.access.events import (
     ApprovalRecorded,
@@ -149,6 +150,7 @@ class Workflow:
         break_glass: bool = False,
         ticket: str = "",
         starts_at: datetime | None = None,
+        budget: Budget | None = None,
     ) -> Outcome:
         """Ask for access. Granted at once (instant groups, no approval needed, break-glass), pending
         approval, or refused with a WorkflowError that says why.
@@ -161,7 +163,15 @@ class Workflow:
         wanted = self._actions(actions)
         lifetime = self._duration(duration)
         ask = Ask(
-            requester, bucket, prefix, wanted, lifetime, justification.strip(), break_glass, ticket.strip()
+            requester,
+            bucket,
+            prefix,
+            wanted,
+            lifetime,
+            justification.strip(),
+            break_glass,
+            ticket.strip(),
+            budget,
         )
         evaluation = rules.evaluate(self.policy, ask)
         if isinstance(evaluation, Rejected):
@@ -194,6 +204,7 @@ class Workflow:
             source_cidrs=evaluation.rule.source_cidrs,
             starts_at=starts_at,
             ticket=ask.ticket,
+            budget=rules.granted_budget(evaluation.rule, budget),
         )
         if isinstance(evaluation, Instant):
             return await self._grant_now(request, evaluation, covered)

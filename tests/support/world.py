@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 import boto3
 from botocore.config import Config
 
+from proxy.access.budgets import Budget, Usage
 from proxy.access.grants import Grant, parse_actions, parse_resource
+from proxy.store.budgets import BudgetLedger
 from proxy.store.sql import SqlStore
 from proxy.store.workflow import WorkflowStore
 from support.gateway_config import write_gateway_config
@@ -214,7 +216,13 @@ class World:
         return Identity(name, key.access_key_id, secret, groups)
 
     def grant(
-        self, who: Identity, resource: str, actions: str, *, ttl: timedelta | None = timedelta(hours=1)
+        self,
+        who: Identity,
+        resource: str,
+        actions: str,
+        *,
+        ttl: timedelta | None = timedelta(hours=1),
+        budget: Budget | None = None,
     ) -> Grant:
         bucket, prefix = parse_resource(resource)
 
@@ -230,6 +238,7 @@ class World:
                     now=now,
                     expires_at=None if ttl is None else now + ttl,
                     created_by="test",
+                    budget=budget,
                 )
             finally:
                 await store.close()
@@ -248,6 +257,18 @@ class World:
 
         run_sync(revoke())
         self.sync()
+
+    def usage(self, grant: Grant) -> Usage:
+        """What a budgeted grant has moved, as the store's ledger holds it."""
+
+        async def read() -> Usage:
+            store = await SqlStore.open(self.store_url)
+            try:
+                return (await BudgetLedger(store).usage([grant.id])).get(grant.id, Usage())
+            finally:
+                await store.close()
+
+        return run_sync(read())
 
     def revoke_key(self, who: Identity) -> None:
         async def revoke() -> None:
@@ -331,6 +352,7 @@ def _config(
     control_port: int,
     tls: tuple[Path, Path] | None,
     extra_config: str = "",
+    workers: int = 1,
 ) -> Path:
     return write_gateway_config(
         directory / f"{name}.toml",
@@ -340,15 +362,16 @@ def _config(
         upstream_key=UPSTREAM_KEY,
         store_url=store_url,
         refresh_interval=0.1,
-        workers=1,  # tests wait on /readyz, whose state version is worker 0's alone
+        workers=workers,  # 1 unless asked: tests wait on /readyz, whose state version is worker 0's alone
         server=f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"' if tls else "",
         sections=extra_config,
     )
 
 
 @contextlib.contextmanager
-def running_world(directory: Path, extra_config: str = "") -> Iterator[World]:
-    """`extra_config`: more TOML sections for both gateways' configuration files."""
+def running_world(directory: Path, extra_config: str = "", workers: int = 1) -> Iterator[World]:
+    """`extra_config`: more TOML sections for both gateways' configuration files; `workers`: processes
+    per gateway (a world's sync() then only knows worker 0 has caught up)."""
     from moto.server import ThreadedMotoServer
 
     moto_port = free_port()
@@ -365,7 +388,7 @@ def running_world(directory: Path, extra_config: str = "") -> Iterator[World]:
         for name, tls in (("http", None), ("https", (cert, key))):
             s3_port, control_port = free_port(), free_port()
             config = _config(
-                directory, name, store_url, upstream_url, s3_port, control_port, tls, extra_config
+                directory, name, store_url, upstream_url, s3_port, control_port, tls, extra_config, workers
             )
             scheme = "https" if tls else "http"
             gateway = GatewayProcess(
