@@ -28,9 +28,9 @@ from proxy.identity.keys import AccessKey
 from proxy.identity.principals import Principal
 from proxy.identity.sessions import issue_session
 from proxy.sidecar.command import sidecar
+from proxy.store.engine import StoreError
 from proxy.store.sql import (
     SqlStore,
-    StoreError,
     database_revision,
     head_revision,
     upgrade_database,

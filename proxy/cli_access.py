@@ -18,8 +18,10 @@ import click
 
 from proxy.access.durations import format_remaining
 from proxy.access.presets import PRESETS, render_preset
-from proxy.cli import UserError, _echo_json, _iso, _now, _settings, _table, _with_store, main
+from proxy.cli import UserError, _echo_json, _iso, _now, _table, main
 from proxy.cli_base import group_option, json_option
+from proxy.cli_base import settings as _settings
+from proxy.cli_base import with_store as _with_store
 from proxy.client import ApiClient, ApiError, ClientConfig, load_client_config, save_client_config
 from proxy.config import ConfigError
 from proxy.identity.tokens import ApiToken

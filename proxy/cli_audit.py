@@ -124,7 +124,7 @@ def _table(rows: list[list[str]]) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one event per line.")
 @click.pass_context
-def audit(ctx: click.Context, as_json: bool, **options: Any) -> None:
+def audit(ctx: click.Context, /, as_json: bool, **options: Any) -> None:
     """The audit trail: list events (filtered), or see the subcommands."""
     if ctx.invoked_subcommand is not None:
         return
@@ -154,7 +154,7 @@ def audit(ctx: click.Context, as_json: bool, **options: Any) -> None:
     help="Write to this file instead of standard output.",
 )
 @click.pass_context
-def audit_export(ctx: click.Context, output: Path | None, **options: Any) -> None:
+def audit_export(ctx: click.Context, /, output: Path | None, **options: Any) -> None:
     """Export matching events as JSON lines (for a SIEM), oldest first."""
     client = _api(ctx)
     if client is not None:
