@@ -8,6 +8,7 @@ from functools import cached_property
 
 from aiohttp import web
 
+from proxy.access.decoys import DecoySet
 from proxy.access.networks import NetworkRules
 from proxy.config import Settings
 from proxy.live_state import LiveState
@@ -25,6 +26,10 @@ class Gateway:
     @cached_property
     def networks(self) -> NetworkRules:
         return NetworkRules(self.settings.policy.build())
+
+    @cached_property
+    def decoys(self) -> DecoySet:
+        return self.settings.policy.decoys()
 
     @property
     def max_skew(self) -> timedelta:

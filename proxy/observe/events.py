@@ -69,6 +69,7 @@ class RequestEvent:
     keys_touched: int = 0
     prefix: str | None = None  # the prefix a listing covers (its key is None)
     deny_reason: str | None = None  # why refused, machine-readable: no_grant, source_network...
+    decoy: str | None = None  # s3://bucket/key of the decoy this request read (proxy/access/decoys.py)
 
     def as_dict(self) -> dict[str, Any]:
         # Every field is an immutable scalar or tuple of str, so a shallow copy equals asdict()'s deep
@@ -83,7 +84,8 @@ _REQUEST_EVENT_FIELDS = tuple(f.name for f in fields(RequestEvent))
 class AnomalyAlert:
     """Something in the traffic looks wrong (proxy/observe/anomalies.py): audited, counted, notified."""
 
-    # exfiltration | outside_network | new_group_reader | denial_burst | break_glass | outside_hours
+    # exfiltration | outside_network | new_group_reader | denial_burst | break_glass | outside_hours |
+    # decoy_touched | model_pull
     kind: str
     severity: str  # warning | critical
     message: str
