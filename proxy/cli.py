@@ -22,6 +22,7 @@ from proxy.cli_base import actor as _actor
 from proxy.cli_base import group_option, json_option, missing_sqlite_file
 from proxy.cli_base import settings as _settings
 from proxy.cli_base import with_store as _with_store
+from proxy.cli_decoys import decoys
 from proxy.config import ConfigError, Settings
 from proxy.control.web_settings import dev_login_refusal
 from proxy.identity.keys import AccessKey
@@ -471,6 +472,7 @@ def _grant_json(grant: Grant) -> dict[str, Any]:
 
 main.add_command(audit)
 main.add_command(sidecar)
+main.add_command(decoys)
 
 # Access requests, approvals, API tokens and `init`: they register themselves on `main`.
 import proxy.cli_access  # noqa: E402, F401
