@@ -36,7 +36,10 @@ PEOPLE: dict[str, list[str]] = {"alice": ["ml"], "bob": ["infra"], "carol": ["se
 
 
 def run_demo(
-    s3_port: int = 9000, api_port: int = 9001, state_dir: str = ".demo", credentials_out: str | None = None
+    s3_port: int = 9000,
+    api_port: int = 9001,
+    state_dir: str | Path = ".demo",
+    credentials_out: str | Path | None = None,
 ) -> None:
     install_event_loop()
     tune_malloc()
@@ -44,7 +47,7 @@ def run_demo(
     asyncio.run(_demo(s3_port, api_port, Path(state_dir), credentials_out))
 
 
-async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: str | None) -> None:
+async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: str | Path | None) -> None:
     from moto.server import ThreadedMotoServer
 
     emulator_port = _free_port()
