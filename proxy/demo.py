@@ -65,7 +65,7 @@ async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: s
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = asyncio.create_task(serve(settings, stop, ready))
+        server = asyncio.create_task(serve(settings, settings.policy.build(), stop, ready))
         await asyncio.wait([server, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
         if server.done():
             server.result()  # surfaces the start-up error
