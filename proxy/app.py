@@ -23,7 +23,7 @@ from proxy.gateway import Gateway
 from proxy.live_state import LiveState, start_change_listener
 from proxy.notify.notifiers import notifying
 from proxy.observe.events import EventBus
-from proxy.observe.observers import metrics_listener, observing
+from proxy.observe.observers import Observability, metrics_listener, observing
 from proxy.s3 import listener
 from proxy.s3.bucketprobe import BucketProbe
 from proxy.s3.upstream import Upstream, new_pool
@@ -96,6 +96,23 @@ async def running_gateway(
         await store.close()
 
 
+def observing_gateway(
+    gateway: Gateway, *, worker: int = 0, metrics_token: str = ""
+) -> contextlib.AbstractAsyncContextManager[Observability]:
+    """The observers of one gateway process's events (audit, metrics, anomaly rules), configured from
+    its settings: see proxy/observe/observers.py."""
+    return observing(
+        gateway.settings.observe(),
+        gateway.policy,
+        gateway.state.store,
+        gateway.state,
+        gateway.bus,
+        spool_dir=gateway.settings.audit_spool_dir(),
+        worker=worker,
+        metrics_token=metrics_token,
+    )
+
+
 async def serve(
     settings: Settings,
     policy: Policy,
@@ -108,15 +125,7 @@ async def serve(
     async with (
         running_gateway(settings, policy, written) as gateway,
         # Observers start before the workflow, so its first events are recorded, and stop after it.
-        observing(
-            settings.observe(),
-            policy,
-            gateway.state.store,
-            gateway.state,
-            gateway.bus,
-            spool_dir=settings.audit_spool_dir(),
-            metrics_token=settings.metrics_token(),
-        ) as observability,
+        observing_gateway(gateway, metrics_token=settings.metrics_token()) as observability,
         metrics_listener(observability),
         notifying(
             settings.webhooks,

@@ -135,13 +135,14 @@ format = "json"
 [web]
 # The demo's sign-in page lets you pick alice, bob or carol. Never enable this in production.
 dev_login = true
-{_DEMO_POLICY}"""
+{DEMO_POLICY}"""
     )
     return config
 
 
-# alice (ml) needs one approval from security (carol); bob (infra) is approved instantly.
-_DEMO_POLICY = f"""
+# The demo's policy, also the one the web page tests run under: alice (ml) needs one approval from
+# security (carol); bob (infra) is approved instantly.
+DEMO_POLICY = f"""
 [policy]
 pending_ttl = "24h"
 admin_groups = ["security"]

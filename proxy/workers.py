@@ -27,6 +27,7 @@ from proxy.access.policy import Policy
 from proxy.app import (
     install_event_loop,
     listen,
+    observing_gateway,
     refuse_shared_s3_port,
     running_gateway,
     s3_app_runner,
@@ -38,7 +39,6 @@ from proxy.app import (
 from proxy.config import ConfigError, Settings
 from proxy.observe.logging import configure_logging
 from proxy.observe.multiprocess import shared_metrics, worker_exited
-from proxy.observe.observers import observing
 from proxy.store.engine import StoreError
 from proxy.written import WrittenVersion
 
@@ -101,15 +101,7 @@ async def serve_s3(
     settings = worker_settings(settings, index)
     async with (
         running_gateway(settings, policy, written) as gateway,
-        observing(
-            settings.observe(),
-            policy,
-            gateway.state.store,
-            gateway.state,
-            gateway.bus,
-            spool_dir=settings.audit_spool_dir(),
-            worker=index,
-        ),
+        observing_gateway(gateway, worker=index),
     ):
         runner = s3_app_runner(gateway)
         await runner.setup()

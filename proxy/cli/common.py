@@ -87,12 +87,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import click
 
-from proxy.access.durations import format_remaining, parse_duration
+from proxy.access.durations import format_remaining, iso, parse_duration
 from proxy.access.grants import Grant, parse_actions, parse_resource
+from proxy.access.views import grant_to_json
 from proxy.cli import remote
-from proxy.cli.common import UserError, actor, echo_json, iso, json_option, now, settings, table, with_store
+from proxy.cli.common import UserError, actor, echo_json, json_option, now, settings, table, with_store
 from proxy.store.sql import SqlStore
 
 
@@ -65,7 +65,7 @@ def grants_add(
             err=True,
         )
     if as_json:
-        echo_json(_grant_json(grant))
+        echo_json(grant_to_json(grant))
         return
     until = "standing (no expiry)" if grant.expires_at is None else f"until {iso(grant.expires_at)}"
     click.echo(f"granted {grant.id}: {grant.principal} {_actions(grant)} on {grant.resource}, {until}")
@@ -92,7 +92,7 @@ def grants_list(
         lambda store: store.list_grants(principal=principal, active_at=None if show_all else at),
     )
     if as_json:
-        echo_json([_grant_json(g) for g in found])
+        echo_json([grant_to_json(g) for g in found])
         return
     if not found:
         click.echo("no grants" if show_all else "no active grants")
@@ -128,23 +128,6 @@ def _expires_in(grant: Grant, now: datetime) -> str:
     if grant.expires_at <= now:
         return "expired"
     return format_remaining(grant.expires_at - now)
-
-
-def _grant_json(grant: Grant) -> dict[str, Any]:
-    return {
-        "id": grant.id,
-        "principal": grant.principal,
-        "resource": grant.resource,
-        "bucket": grant.bucket,
-        "prefix": grant.prefix,
-        "actions": sorted(a.value for a in grant.actions),
-        "created_at": iso(grant.created_at),
-        "expires_at": iso(grant.expires_at),
-        "revoked_at": iso(grant.revoked_at),
-        "source": grant.source,
-        "request_id": grant.request_id,
-        **grant.extra,
-    }
 
 
 def _list_via_api(ctx: click.Context, principal: str | None, show_all: bool, as_json: bool) -> None:

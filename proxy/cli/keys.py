@@ -7,12 +7,11 @@ from datetime import timedelta
 
 import click
 
-from proxy.access.durations import format_duration, parse_duration
+from proxy.access.durations import format_duration, iso, parse_duration
 from proxy.cli.common import (
     UserError,
     echo_json,
     group_option,
-    iso,
     json_option,
     now,
     settings,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import click
 
+from proxy.access.durations import iso
 from proxy.cli.common import (
     UserError,
     echo_json,
     group_option,
-    iso,
     json_option,
     now,
     settings,
