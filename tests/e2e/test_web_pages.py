@@ -19,22 +19,12 @@ import pytest
 from botocore.exceptions import ClientError
 from playwright.sync_api import sync_playwright
 from support.access import denied_link, read
+from support.browser import CHROMIUM, CHROMIUM_ARGS
 from support.world import BUCKET, ROOT, Identity, World, running_world
 
 from proxy.demo import DEMO_POLICY
 from proxy.store.sql import SqlStore
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 KEY = "models/llama-3-8b-instruct.Q4_K_M.gguf"
 WHY = "Evaluate the new Q4_K_M quantisation against last week's baseline"

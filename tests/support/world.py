@@ -330,6 +330,7 @@ def _config(
     control_port: int,
     tls: tuple[Path, Path] | None,
     extra_config: str = "",
+    workers: int = 1,
 ) -> Path:
     tls_lines = f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"\n' if tls else ""
     path = directory / f"{name}.toml"
@@ -340,7 +341,7 @@ control_port = {control_port}
 public_url = "http://127.0.0.1:{control_port}"
 secret_key_file = "server.key"
 refresh_interval_seconds = 0.1
-workers = 1  # tests wait on /readyz, whose state version is worker 0's alone
+workers = {workers}  # 1 unless asked: tests wait on /readyz, whose state version is worker 0's alone
 {tls_lines}
 [upstream]
 endpoint_url = "{upstream_url}"
@@ -356,8 +357,9 @@ url = "{store_url}"
 
 
 @contextlib.contextmanager
-def running_world(directory: Path, extra_config: str = "") -> Iterator[World]:
-    """`extra_config`: more TOML sections for both gateways' configuration files."""
+def running_world(directory: Path, extra_config: str = "", workers: int = 1) -> Iterator[World]:
+    """`extra_config`: more TOML sections for both gateways' configuration files; `workers`: processes
+    per gateway (a world's sync() then only knows worker 0 has caught up)."""
     from moto.server import ThreadedMotoServer
 
     moto_port = free_port()
@@ -374,7 +376,7 @@ def running_world(directory: Path, extra_config: str = "") -> Iterator[World]:
         for name, tls in (("http", None), ("https", (cert, key))):
             s3_port, control_port = free_port(), free_port()
             config = _config(
-                directory, name, store_url, upstream_url, s3_port, control_port, tls, extra_config
+                directory, name, store_url, upstream_url, s3_port, control_port, tls, extra_config, workers
             )
             scheme = "https" if tls else "http"
             gateway = GatewayProcess(
