@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench bench-stream clean helm fuzz load
+.PHONY: demo test lint typecheck bench bench-stream clean helm fuzz load image oidc-provider
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,20 @@ helm: $(BIN)/helm
 $(BIN)/helm: deploy/tools/install-helm.sh | $(BIN)/.installed
 	bash deploy/tools/install-helm.sh $(BIN)
 
+# The OCI image from the Dockerfile, built by buildah on a Debian base assembled by mmdebstrap (no daemon,
+# no registry), and unpacked into build/image/ for tests/deploy/test_image.py. Needs root and the Debian
+# packages buildah and mmdebstrap (.ci/run installs them).
+IMAGE_DIR ?= build/image
+image:
+	bash deploy/image/build.sh $(IMAGE_DIR)
+
+# The real OpenID provider the sign-in tests run (tests/oidc: the npm package oidc-provider, pinned by
+# package-lock.json) for node; `npm ci` only when the lock file changed.
+oidc-provider: tests/oidc/node_modules/.package-lock.json
+
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
 # GrantGate against the origin directly and a tuned nginx (installs nginx-light and wrk with apt-get).
 # Coverage-guided fuzzing of the pure parsers, FUZZ_SECONDS per target; findings land in fuzz/findings/.
 FUZZ_SECONDS ?= 60
@@ -56,4 +70,4 @@ bench-stream: $(BIN)/.installed
 	$(BIN)/python -m bench.stream $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .ruff_cache build/image tests/oidc/node_modules

@@ -40,7 +40,10 @@ PEOPLE: dict[str, list[str]] = {"alice": ["ml"], "bob": ["infra"], "carol": ["se
 
 
 def run_demo(
-    s3_port: int = 9000, api_port: int = 9001, state_dir: str = ".demo", credentials_out: str | None = None
+    s3_port: int = 9000,
+    api_port: int = 9001,
+    state_dir: str | Path = ".demo",
+    credentials_out: str | Path | None = None,
 ) -> None:
     install_event_loop()
     tune_malloc()
@@ -48,7 +51,7 @@ def run_demo(
     asyncio.run(_demo(s3_port, api_port, Path(state_dir), credentials_out))
 
 
-async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: str | None) -> None:
+async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: str | Path | None) -> None:
     from moto.server import ThreadedMotoServer
 
     emulator_port = _free_port()
@@ -67,7 +70,7 @@ async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: s
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = asyncio.create_task(serve(settings, stop, ready))
+        server = asyncio.create_task(serve(settings, settings.policy.build(), stop, ready))
         await asyncio.wait([server, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
         if server.done():
             server.result()  # surfaces the start-up error
@@ -138,13 +141,14 @@ format = "json"
 [web]
 # The demo's sign-in page lets you pick alice, bob or carol. Never enable this in production.
 dev_login = true
-{_DEMO_POLICY}"""
+{DEMO_POLICY}"""
     )
     return config
 
 
-# alice (ml) needs one approval from security (carol); bob (infra) is approved instantly.
-_DEMO_POLICY = f"""
+# The demo's policy, also the one the web page tests run under: alice (ml) needs one approval from
+# security (carol); bob (infra) is approved instantly.
+DEMO_POLICY = f"""
 [policy]
 pending_ttl = "24h"
 admin_groups = ["security"]

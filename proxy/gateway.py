@@ -10,22 +10,29 @@ from aiohttp import web
 
 from proxy.access.decoys import DecoySet
 from proxy.access.networks import NetworkRules
+from proxy.access.policy import Policy
 from proxy.config import Settings
 from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
 from proxy.s3.upstream import Upstream
+from proxy.store.budgets import BudgetLedger
 
 
 @dataclass
 class Gateway:
     settings: Settings
+    policy: Policy  # built once at start from settings.policy
     state: LiveState
     upstream: Upstream
     bus: EventBus
 
     @cached_property
     def networks(self) -> NetworkRules:
-        return NetworkRules(self.settings.policy.build())
+        return NetworkRules(self.policy)
+
+    @cached_property
+    def ledger(self) -> BudgetLedger:
+        return BudgetLedger(self.state.store)
 
     @cached_property
     def decoys(self) -> DecoySet:

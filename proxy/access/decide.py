@@ -24,13 +24,15 @@ NO_GRANT = "no_grant"
 SOURCE_NETWORK = "source_network"  # a grant covers it, but not from the caller's network
 # A HEAD on a "directory" the caller holds grants below: answered as S3 answers a missing key.
 ABSENT = "absent"
+# A grant covers it, but its byte budget is spent.
+BUDGET_SPENT = "budget_spent"
 
 
 @dataclass(frozen=True, slots=True)
 class Deny:
     reason: str  # one of the reasons above
     target: Target | None = None  # the first target nothing covered
-    grant: Grant | None = None  # SOURCE_NETWORK: the grant that may not be used from there
+    grant: Grant | None = None  # SOURCE_NETWORK, BUDGET_SPENT: the grant that may not be used
 
 
 Decision = Allow | Deny
@@ -49,7 +51,8 @@ def authorize(targets: Iterable[Target], grants: Iterable[Grant], now: datetime)
     """Allow only if every target is covered by an active grant; fail closed on an empty target list.
 
     Where several grants cover a target, the one that lasts longest is named, so audit attributes the
-    access to the grant that would still allow it.
+    access to the grant that would still allow it (one without a budget first, so no budget is drawn
+    down needlessly). A read under a grant whose byte budget is spent is denied as BUDGET_SPENT.
     """
     active = [g for g in grants if g.is_active(now)]
     chosen: list[Grant] = []
@@ -57,11 +60,17 @@ def authorize(targets: Iterable[Target], grants: Iterable[Grant], now: datetime)
     if not targets:
         return Deny(NO_TARGET)
     for target in targets:
-        covering = [g for g in active if g.covers(target)]
+        covering = [g for g in active if g.covers_unspent(target)]
         if not covering:
-            return Deny(NO_GRANT, target)
-        chosen.append(max(covering, key=lasting))
+            spent = next((g for g in active if g.covers(target)), None)
+            return Deny(NO_GRANT, target) if spent is None else Deny(BUDGET_SPENT, target, spent)
+        chosen.append(max(covering, key=preferred))
     return Allow(tuple(chosen))
+
+
+def preferred(grant: Grant) -> tuple[bool, int, float]:
+    # A grant without a budget is used before one whose budget would be drawn down.
+    return (grant.budget is None, *lasting(grant))
 
 
 def lasting(grant: Grant) -> tuple[int, float]:

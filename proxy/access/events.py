@@ -7,17 +7,13 @@ knowing they exist. Each event turns into a flat, JSON-ready dict with `as_dict(
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
+from proxy.access.budgets import Usage
+from proxy.access.durations import iso
 from proxy.access.grants import Grant
 from proxy.access.requests import AccessRequest
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def request_fields(request: AccessRequest) -> dict[str, Any]:
@@ -50,6 +46,7 @@ def grant_fields(grant: Grant) -> dict[str, Any]:
         "source": grant.source,
         "request_id": grant.request_id,
         "starts_at": iso(grant.starts_at),
+        "budget": grant.budget.as_dict() if grant.budget is not None else None,
     }
 
 
@@ -145,6 +142,18 @@ class GrantExpired(WorkflowEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class GrantBudgetSpent(WorkflowEvent):
+    """Sent once per grant whose byte budget ran out: its reads are refused from now on."""
+
+    kind: ClassVar[str] = "grant_budget_spent"
+    grant: Grant
+    usage: Usage
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**WorkflowEvent.as_dict(self), **grant_fields(self.grant), "usage": self.usage.as_dict()}
+
+
+@dataclass(frozen=True, slots=True)
 class BreakGlassUsed(WorkflowEvent):
     """An emergency grant was taken without approval: always alert, review after the fact."""
 
@@ -173,6 +182,7 @@ ALL_EVENTS: tuple[type[WorkflowEvent], ...] = (
     GrantRevoked,
     GrantExpiring,
     GrantExpired,
+    GrantBudgetSpent,
     BreakGlassUsed,
     BreakGlassReviewed,
 )

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from proxy.access.budgets import Budget
+
 
 class Action(StrEnum):
     READ = "read"
@@ -61,6 +63,14 @@ class Grant:
     request_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     starts_at: datetime | None = None  # scheduled access: not in force before this moment
+    budget: Budget | None = None  # what the grant may move in all (proxy/access/budgets.py)
+    spent: bool = False  # its byte budget is used up: it reads nothing more
+
+    def covers_unspent(self, target: Target) -> bool:
+        """Covers `target` and, for reads, still has budget left."""
+        return self.covers(target) and not (
+            self.spent and target.action is Action.READ and target.scope is Scope.OBJECT
+        )
 
     @property
     def resource(self) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from proxy.access.budgets import Budget, exceeds, tighter
 from proxy.access.durations import format_duration
 from proxy.access.grants import Action, Grant
 from proxy.access.requests import AccessRequest, RequestStatus
@@ -73,6 +74,8 @@ class Rule:
     # and checked against `ticket_pattern` (a regular expression the whole reference must match).
     ticket_required: bool = False
     ticket_pattern: str = ""
+    budget: Budget | None = None  # given to grants whose request names none
+    max_budget: Budget | None = None  # the loosest budget a request may ask for
 
     def admits(self, principal: Principal) -> bool:
         return in_groups(principal, self.requester_groups)
@@ -167,6 +170,7 @@ class Ask:
     justification: str
     break_glass: bool = False
     ticket: str = ""
+    budget: Budget | None = None  # None: the rule's default budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +262,11 @@ def evaluate(policy: Policy, ask: Ask) -> Evaluation:
     problem = _justification_problem(rule, ask) or ticket_problem(rule, ask.ticket)
     if problem is not None:
         return problem
+    too_loose = exceeds(ask.budget, rule.max_budget) if ask.budget is not None else None
+    if too_loose is not None:
+        return Rejected(
+            "budget_too_large", f"the budget asked for is too large for {resource.name}: {too_loose}"
+        )
     if ask.break_glass:
         if not rule.break_glass:
             return Rejected(
@@ -269,6 +278,11 @@ def evaluate(policy: Policy, ask: Ask) -> Evaluation:
     if rule.approvals_required == 0:
         return Instant(resource, rule, duration, "no_approval_required")
     return NeedsApproval(resource, rule, duration, rule.approvals_required)
+
+
+def granted_budget(rule: Rule, asked: Budget | None) -> Budget | None:
+    """A grant's budget under `rule`: the one asked for, else the rule's default, within its maximum."""
+    return tighter(asked, rule.budget, rule.max_budget)
 
 
 def _justification_problem(rule: Rule, ask: Ask) -> Rejected | None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from proxy.access.budgets import Budget
 from proxy.access.decoys import DecoySet
 from proxy.access.durations import parse_duration
 from proxy.access.grants import Action, parse_actions, parse_resource
@@ -84,6 +86,16 @@ class RuleSettings(_Section):
     break_glass: bool = False
     ticket_required: bool = False
     ticket_pattern: str = ""  # e.g. "^ML-[0-9]+$": the whole reference must match
+    # The budget a grant gets when the request names none, and the loosest one a request may ask for:
+    # {max_bytes = "20GiB", max_objects = 10, single_use = true}, each optional.
+    budget: dict[str, Any] | None = None
+    max_budget: dict[str, Any] | None = None
+
+    @field_validator("budget", "max_budget")
+    @classmethod
+    def _valid_budget(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        Budget.from_dict(value)
+        return value
 
     @field_validator("ticket_pattern")
     @classmethod
@@ -153,6 +165,8 @@ class RuleSettings(_Section):
             break_glass=self.break_glass,
             ticket_required=self.ticket_required,
             ticket_pattern=self.ticket_pattern,
+            budget=Budget.from_dict(self.budget),
+            max_budget=Budget.from_dict(self.max_budget),
         )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from proxy.access.budgets import Budget
 from proxy.access.grants import Action
 
 
@@ -57,6 +58,7 @@ class AccessRequest:
     # Scheduled access: the window starts here rather than at approval (None: at approval).
     starts_at: datetime | None = None
     ticket: str = ""  # a reference in the team's tracker, e.g. ML-1234, when the rule asks for one
+    budget: Budget | None = None  # what the grant may move in all, within the rule's maximum
 
     @property
     def resource(self) -> str:

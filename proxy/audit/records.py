@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -283,6 +283,56 @@ def usage_of(event: RequestEvent) -> Usage | None:
         usage.bytes_written = event.bytes_in
         usage.objects_written = int(ok and event.operation in _OBJECT_WRITES)
     return usage
+
+
+# --- receipts ---------------------------------------------------------------------------------------
+
+
+def fold_receipts(bodies: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Receipts from stored `s3_request` records (oldest first): one row per principal, grant, object
+    version and direction, with the bytes moved in all and whether any transfer of it completed."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for body in bodies:
+        event = body.get("event") or {}
+        if event.get("complete") is None or event.get("decision") != "allow":
+            continue
+        direction = "read" if event.get("action") == "read" else "write"
+        moved = int(event.get("bytes_out" if direction == "read" else "bytes_in") or 0)
+        ident = (
+            body.get("principal"),
+            body.get("grant_id"),
+            event.get("bucket"),
+            event.get("key"),
+            event.get("version_id"),
+            event.get("etag"),
+            direction,
+        )
+        at = body.get("at")
+        row = rows.get(ident)
+        if row is None:
+            rows[ident] = {
+                "principal": ident[0],
+                "grant_id": ident[1],
+                "bucket": ident[2],
+                "key": ident[3],
+                "version_id": ident[4],
+                "etag": ident[5],
+                "direction": direction,
+                "size": event.get("object_size"),
+                "checksum": event.get("checksum"),
+                "bytes": moved,
+                "complete": bool(event["complete"]),
+                "transfers": 1,
+                "first_at": at,
+                "last_at": at,
+            }
+            continue
+        row["bytes"] += moved
+        row["complete"] = row["complete"] or bool(event["complete"])
+        row["transfers"] += 1
+        row["last_at"] = at
+        row["checksum"] = row["checksum"] or event.get("checksum")
+    return list(rows.values())
 
 
 def usage_record(usage: Usage, now: datetime) -> AuditRecord:

@@ -35,6 +35,7 @@ from proxy.audit.records import (
     Usage,
     bodies_of,
     chain,
+    fold_receipts,
 )
 from proxy.store.engine import require_aware, write_engine
 from proxy.store.schema import (
@@ -196,6 +197,13 @@ class AuditStore:
             after = int(page[-1].seq)
             if left is not None:
                 left -= len(page)
+
+    async def receipts(
+        self, *, principal: str | None = None, grant_id: str | None = None, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Which objects and versions moved (see records.fold_receipts), from the chained records."""
+        query = AuditQuery(principal=principal, grant_id=grant_id, since=since, kind="s3_request")
+        return fold_receipts([event.body async for event in self.stream(query)])
 
     async def usage(self, grant_id: str) -> Usage | None:
         async with self._engine.connect() as conn:

@@ -66,8 +66,11 @@ class Batch:
                     self.usage[usage.grant_id].add(usage)
                 else:
                     self.usage[usage.grant_id] = usage
-            per_request = settings.data_plane == "requests" or (
-                settings.record_denials and item.decision != "allow"
+            # An object read or written is always chained, whatever the setting: it is a receipt.
+            per_request = (
+                settings.data_plane == "requests"
+                or (settings.record_denials and item.decision != "allow")
+                or item.complete is not None
             )
             if per_request:
                 self.records.append(request_record(item, catalog))

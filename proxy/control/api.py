@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.access.durations import format_duration, parse_moment
-from proxy.access.grants import Grant
+from proxy.access.budgets import Budget
+from proxy.access.durations import format_duration, iso, parse_moment
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.views import grant_to_json
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
+from proxy.workflow.budgets import usage_of
 from proxy.workflow.service import Outcome, Workflow, WorkflowError
 
 log = structlog.get_logger("grantgate.api")
@@ -138,35 +140,6 @@ def caller(request: web.Request) -> Principal:
 # --- rendering --------------------------------------------------------------------------------------
 
 
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def grant_to_json(grant: Grant, now: datetime | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": grant.id,
-        "principal": grant.principal,
-        "resource": grant.resource,
-        "bucket": grant.bucket,
-        "prefix": grant.prefix,
-        "actions": sorted(a.value for a in grant.actions),
-        "created_at": iso(grant.created_at),
-        "expires_at": iso(grant.expires_at),
-        "revoked_at": iso(grant.revoked_at),
-        "source": grant.source,
-        "request_id": grant.request_id,
-        "created_by": grant.extra.get("created_by", ""),
-        "revoked_by": grant.extra.get("revoked_by") or None,
-        "revoke_reason": grant.extra.get("revoke_reason") or None,
-        "starts_at": iso(grant.starts_at),
-    }
-    if now is not None:
-        body["active"] = grant.is_active(now)
-    return body
-
-
 def request_to_json(request: AccessRequest) -> dict[str, Any]:
     return {
         "id": request.id,
@@ -198,6 +171,7 @@ def request_to_json(request: AccessRequest) -> dict[str, Any]:
         "source_cidrs": list(request.source_cidrs),
         "starts_at": iso(request.starts_at),
         "ticket": request.ticket or None,
+        "budget": request.budget.as_dict() if request.budget is not None else None,
     }
 
 
@@ -227,10 +201,20 @@ def rule_to_json(resource: Resource, rule: Rule, principal: Principal) -> dict[s
         "source_cidrs": list(rule.source_cidrs),
         "ticket_required": rule.ticket_required,
         "ticket_pattern": rule.ticket_pattern or None,
+        "budget": rule.budget.as_dict() if rule.budget is not None else None,
+        "max_budget": rule.max_budget.as_dict() if rule.max_budget is not None else None,
     }
 
 
 # --- input ------------------------------------------------------------------------------------------
+
+
+def budget_field(body: dict[str, Any]) -> Budget | None:
+    """`"budget": {"max_bytes": int, "max_objects": int, "single_use": bool}`, each optional."""
+    try:
+        return Budget.from_dict(body.get("budget"))
+    except ValueError as exc:
+        raise Problem(400, "invalid_budget", str(exc)) from None
 
 
 async def json_body(request: web.Request, *, required: bool = True) -> dict[str, Any]:
@@ -355,6 +339,7 @@ async def create_request(request: web.Request) -> web.Response:
         break_glass=break_glass,
         ticket=text_field(body, "ticket"),
         starts_at=moment_field(body, "starts_at"),
+        budget=budget_field(body),
     )
     return web.json_response(
         outcome_to_json(outcome, workflow.now()),
@@ -417,13 +402,15 @@ async def list_grants(request: web.Request) -> web.Response:
         active=_bool_query(request, "active"),
     )
     now = workflow.now()
-    return web.json_response({"grants": [grant_to_json(g, now) for g in found]})
+    usage = await usage_of(workflow.store, found)
+    return web.json_response({"grants": [grant_to_json(g, now, usage.get(g.id)) for g in found]})
 
 
 async def get_grant(request: web.Request) -> web.Response:
     workflow = request.app[WORKFLOW]
     grant = await workflow.get_grant(request.match_info["id"], caller(request))
-    return web.json_response(grant_to_json(grant, workflow.now()))
+    usage = await usage_of(workflow.store, [grant])
+    return web.json_response(grant_to_json(grant, workflow.now(), usage.get(grant.id)))
 
 
 async def revoke_grant(request: web.Request) -> web.Response:

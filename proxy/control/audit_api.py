@@ -120,7 +120,29 @@ async def grant_usage(request: web.Request) -> web.Response:
     }
     if usage is not None:
         body.update({k: v for k, v in usage.as_dict().items() if k not in ("grant_id", "principal")})
+    # Objects are distinct object versions, not reads: eight ranged reads of one file are one object.
+    receipts = await request.app[OBSERVABILITY].audit.receipts(grant_id=grant.id)
+    for field, direction in (("objects_read", "read"), ("objects_written", "write")):
+        body[field] = len(
+            {(r["bucket"], r["key"], r["version_id"]) for r in receipts if r["direction"] == direction}
+        )
     return web.json_response(body)
+
+
+async def list_receipts(request: web.Request) -> web.Response:
+    """Which exact objects and versions a principal or grant took: `?principal=&grant_id=&since=`."""
+    _require_reader(request)
+    since = request.query.get("since")
+    try:
+        moment = parse_moment(since, datetime.now(UTC)) if since else None
+    except ValueError as exc:
+        raise Problem(400, "invalid_query", str(exc)) from None
+    found = await request.app[OBSERVABILITY].audit.receipts(
+        principal=request.query.get("principal") or None,
+        grant_id=request.query.get("grant_id") or None,
+        since=moment,
+    )
+    return web.json_response({"receipts": found})
 
 
 async def list_suspensions(request: web.Request) -> web.Response:
@@ -171,6 +193,7 @@ ROUTES = (
     ("GET", "/audit", list_events),
     ("GET", "/audit/verify", verify),
     ("GET", "/audit/usage/{grant_id}", grant_usage),
+    ("GET", "/audit/receipts", list_receipts),
     ("GET", "/audit/suspensions", list_suspensions),
     ("POST", "/audit/suspensions/{grant_id}/lift", lift_suspension),
 )

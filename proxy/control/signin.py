@@ -169,7 +169,8 @@ async def sign_out(request: web.Request, visit: Visit) -> web.StreamResponse:
         await ctx.sessions.end(visit.session.sid, visit.now)
     visit.session = Session.fresh(visit.now, SIGN_IN_WINDOW).flash("info", "You are signed out.")
     visit.principal = None
-    return redirect("/signin")
+    # Not straight back to the provider: its own session would sign the browser in again at once.
+    return redirect("/signin?retry=1")
 
 
 def _same(a: str, b: str) -> bool:

@@ -35,6 +35,7 @@ class Outcome(StrEnum):
     UPSTREAM_ERROR = "upstream_error"  # the bucket could not be reached or fell short mid-body
     CLIENT_DISCONNECTED = "client_disconnected"
     REVOKED = "revoked"  # cut in flight: the grant or the access key was revoked
+    BUDGET_SPENT = "budget_spent"  # cut in flight: the grant's byte budget ran out
     STATE_UNAVAILABLE = "state_unavailable"  # cut in flight: access state past its grace period
     INTERNAL_ERROR = "internal_error"
     ERROR = "error"  # STS: the gateway's own state was unavailable
@@ -69,6 +70,12 @@ class RequestEvent:
     keys_touched: int = 0
     prefix: str | None = None  # the prefix a listing covers (its key is None)
     deny_reason: str | None = None  # why refused, machine-readable: no_grant, source_network...
+    # The object as the bucket answered for it (a receipt): reads and writes of one object only.
+    version_id: str | None = None
+    etag: str | None = None
+    object_size: int | None = None
+    checksum: str | None = None  # "crc32c:..." when the bucket gave one
+    complete: bool | None = None  # the whole object (or range asked for) moved
     decoy: str | None = None  # s3://bucket/key of the decoy this request read (proxy/access/decoys.py)
 
     def as_dict(self) -> dict[str, Any]:

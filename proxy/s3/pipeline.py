@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import structlog
 from aiohttp import web
 
-from proxy.access.decide import ABSENT, SOURCE_NETWORK, Decision, Deny, within_networks
+from proxy.access.decide import ABSENT, BUDGET_SPENT, SOURCE_NETWORK, Decision, Deny, within_networks
 from proxy.access.grants import Target
 from proxy.audit.text import clean_text
 from proxy.gateway import Gateway
@@ -25,6 +25,8 @@ from proxy.identity.principals import Caller
 from proxy.live_state import View
 from proxy.observe.events import Outcome
 from proxy.s3 import bodies, forwarding, relay, sigv4
+from proxy.s3.budget import BudgetedRead, budgeted_grant
+from proxy.s3.budget import refused as budget_refused
 from proxy.s3.errors import S3Error
 from proxy.s3.httpclient import Body, UpstreamError
 from proxy.s3.operations import Operation, classify
@@ -177,6 +179,8 @@ def refusal(gateway: Gateway, caller: Caller, deny: Deny, source: str) -> S3Erro
     """The S3 error a denial is answered with."""
     if deny.reason == ABSENT:
         return S3Error.no_such_key()
+    if deny.reason == BUDGET_SPENT and deny.grant is not None:
+        return budget_refused(deny.grant, "", gateway.settings.server.public_url)
     if deny.reason == SOURCE_NETWORK and deny.grant is not None:
         grant = deny.grant
         err = S3Error.access_denied(
@@ -251,7 +255,12 @@ async def forward(
         failure = bodies.failure(body)
         if failure is not None:
             raise failure
-        return await relay.relay(request, upstream, trace)
+        read = budgeted_read(gateway, op, trace)
+        try:
+            return await relay.relay(request, upstream, trace, read)
+        finally:
+            if read is not None:
+                await read.close()
     finally:
         upstream.release()
 
@@ -271,6 +280,16 @@ async def authorized_key_list(
     if isinstance(decision, Deny):
         raise refusal(gateway, admission.caller, decision, trace.source_ip)
     return data, forwarding.plain_framing(admission.signed.payload_hash, len(data))
+
+
+def budgeted_read(gateway: Gateway, op: Operation, trace: Trace) -> BudgetedRead | None:
+    """A read that draws on its grant's budget; None (one check) for grants without one."""
+    grant = budgeted_grant(op, trace.decision)
+    if grant is None or op.bucket is None or op.key is None:
+        return None
+    return BudgetedRead(
+        gateway.ledger, grant, op.bucket, op.key, gateway.settings.server.public_url, gateway.bus.emit
+    )
 
 
 def transfer_watch(gateway: Gateway, admission: Admission) -> TransferWatch | None:

@@ -3,14 +3,17 @@ be, else copied as it arrives), and the gateway's own S3 errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from aiohttp import web
 
 from proxy.observe.events import Outcome
 from proxy.s3 import forwarding, passthrough, splice
+from proxy.s3.budget import BudgetedRead
 from proxy.s3.errors import S3Error
 from proxy.s3.httpclient import UpstreamError, UpstreamResponse
-from proxy.s3.trace import Trace
+from proxy.s3.trace import Trace, identity_of
 from proxy.s3.watch import TransferCut
 
 log = structlog.get_logger("grantgate.s3")
@@ -23,9 +26,17 @@ class _Relayed(web.StreamResponse):
     _send_headers_immediately = False
 
 
-async def relay(request: web.Request, upstream: UpstreamResponse, trace: Trace) -> web.StreamResponse:
-    """Stream the bucket's answer back unchanged: status, headers, body (206/304/412/416 included)."""
+async def relay(
+    request: web.Request, upstream: UpstreamResponse, trace: Trace, budget: BudgetedRead | None = None
+) -> web.StreamResponse:
+    """Stream the bucket's answer back unchanged: status, headers, body (206/304/412/416 included).
+
+    `budget`: a read drawing on its grant's budget, refused before any header goes out when the budget
+    cannot take it, and cut at the limit (never a clean short object) when it runs out mid-body."""
+    if budget is not None:
+        await budget.open(upstream.status, upstream.headers, upstream.content_length)
     trace.upstream_status = upstream.status
+    trace.identity = identity_of(trace.operation, upstream.status, upstream.headers)
     response = _Relayed(status=upstream.status, reason=upstream.reason)
     for name, value in forwarding.downstream_headers(upstream.headers):
         response.headers.add(name, value)
@@ -41,7 +52,9 @@ async def relay(request: web.Request, upstream: UpstreamResponse, trace: Trace) 
         return response
     moved = trace.meter.outbound
     try:
-        if not await passthrough.download(request, response, upstream, moved):
+        if budget is not None:
+            await _budgeted_copy(response, upstream, moved, budget)
+        elif not await passthrough.download(request, response, upstream, moved):
             async for data in upstream.content.iter_any():
                 moved(len(data))
                 await response.write(data)
@@ -49,7 +62,12 @@ async def relay(request: web.Request, upstream: UpstreamResponse, trace: Trace) 
         # Headers are out, so no error can be sent: cut the client off, as for a short upstream body.
         trace.end(cut.outcome)
         log.warning("transfer_cut", request_id=trace.request_id, outcome=cut.outcome.value)
-        _abort(request)
+        if cut.outcome is Outcome.BUDGET_SPENT and request.transport is not None:
+            # What the budget paid for still reaches the client; then the connection ends short of
+            # the promised length, which every client reports as an incomplete body.
+            request.transport.close()
+        else:
+            _abort(request)
         raise ConnectionResetError(cut.code) from None
     except ConnectionResetError:
         raise  # the client went away: the pipeline records it
@@ -62,6 +80,22 @@ async def relay(request: web.Request, upstream: UpstreamResponse, trace: Trace) 
         raise ConnectionResetError("upstream body incomplete") from exc
     await response.write_eof()
     return response
+
+
+async def _budgeted_copy(
+    response: web.StreamResponse,
+    upstream: UpstreamResponse,
+    moved: Callable[[int], None],
+    budget: BudgetedRead,
+) -> None:
+    # Never spliced: every piece is counted against the budget before it is sent.
+    async for data in upstream.content.iter_any():
+        allowed = await budget.take(len(data))
+        if allowed:
+            moved(allowed)
+            await response.write(data if allowed == len(data) else data[:allowed])
+        if allowed < len(data):
+            raise budget.cut()
 
 
 def error_response(request: web.Request, err: S3Error, request_id: str) -> web.Response:

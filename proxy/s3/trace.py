@@ -7,7 +7,9 @@ into the request's `RequestEvent` once, in the pipeline's `finally`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.access.decide import ABSENT, Allow, Decision, Deny
 from proxy.access.grants import Scope
@@ -65,6 +67,7 @@ class Trace:
     ttfb_ms: float | None = None
     error: S3Error | None = None  # the S3 error the client was answered with
     ending: Outcome | None = None  # cut off: revoked, upstream_error, client_disconnected, internal_error
+    identity: ObjectIdentity | None = None  # forward: the object read or written, as the bucket named it
 
     def since_start_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -107,8 +110,65 @@ def event_of(trace: Trace, duration_ms: float) -> RequestEvent:
         if op
         else None,
         deny_reason=decision.reason if isinstance(decision, Deny) and decision.reason != ABSENT else None,
+        **receipt_fields(trace),
         decoy=trace.decoy,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectIdentity:
+    version_id: str | None
+    etag: str | None
+    size: int | None
+    checksum: str | None
+    expected: int | None  # body bytes the answer promised (reads); None for writes
+
+
+# The operations whose answers name one object read or written whole (or by range).
+RECEIPT_OPERATIONS = frozenset({"GetObject", "PutObject", "CopyObject", "CompleteMultipartUpload"})
+
+
+def identity_of(op: Operation | None, status: int, headers: Mapping[str, str]) -> ObjectIdentity | None:
+    """The object a successful read or write moved, from the bucket's answer (pure)."""
+    if op is None or op.name not in RECEIPT_OPERATIONS or not 200 <= status < 300:
+        return None
+    length = headers.get("Content-Length")
+    expected = int(length) if op.name == "GetObject" and length and length.isdigit() else None
+    size = expected
+    total = headers.get("Content-Range", "").rpartition("/")[2]
+    if total.isdigit():
+        size = int(total)
+    checksum = next(
+        (
+            f"{name[15:].lower()}:{value}"
+            for name, value in headers.items()
+            if name.lower().startswith("x-amz-checksum-") and name.lower() != "x-amz-checksum-type"
+        ),
+        None,
+    )
+    etag = headers.get("ETag")
+    return ObjectIdentity(
+        headers.get("x-amz-version-id"), etag.strip('"') if etag else None, size, checksum, expected
+    )
+
+
+def receipt_fields(trace: Trace) -> dict[str, Any]:
+    found = trace.identity
+    if found is None:
+        return {}
+    if found.expected is not None:
+        complete = trace.ending is None and trace.meter.bytes_out == found.expected
+        size = found.size
+    else:
+        complete = trace.ending is None
+        size = found.size if found.size is not None else trace.meter.bytes_in or None
+    return {
+        "version_id": found.version_id,
+        "etag": found.etag,
+        "object_size": size,
+        "checksum": found.checksum,
+        "complete": complete,
+    }
 
 
 def verdict(answered: bool, err: S3Error | None) -> Verdict:

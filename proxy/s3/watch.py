@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from proxy.access.decide import Allow
+from proxy.access.decide import BUDGET_SPENT, Allow, Deny
 from proxy.access.grants import Target
 from proxy.live_state import View
 from proxy.observe.events import Outcome
@@ -73,7 +73,12 @@ class TransferWatch:
             raise TransferCut(
                 "AccessDenied", "Access Denied: the access key for this transfer was revoked.", 403
             )
-        if not isinstance(view.grants.decide(self._principal, self._targets, now), Allow):
+        decision = view.grants.decide(self._principal, self._targets, now)
+        # A spent budget stops new reads; a transfer in flight is held to what it reserved by its own
+        # draw on the budget (proxy/s3/budget.py), so it is not cut here with its reservation unused.
+        if not isinstance(decision, Allow) and not (
+            isinstance(decision, Deny) and decision.reason == BUDGET_SPENT
+        ):
             raise TransferCut(
                 "AccessDenied", "Access Denied: the grant for this transfer was revoked or has expired.", 403
             )

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 
 # Named constraints, so later migrations can alter them by name on every backend.
@@ -109,6 +110,12 @@ grants = Table(
     Column("changed_in", BigInteger, nullable=False, server_default="0"),
     # Scheduled access (migration 0010): not in force before this moment.
     Column("starts_at", UtcDateTime, nullable=True),
+    # Budgets (migration 0011): None when the grant has no limit of that kind; `spent_at` once its
+    # byte budget is used up (stamped like a revocation, so every gateway stops its reads).
+    Column("max_bytes", BigInteger, nullable=True),
+    Column("max_objects", BigInteger, nullable=True),
+    Column("single_use", Boolean, nullable=False, server_default=false()),
+    Column("spent_at", UtcDateTime, nullable=True),
     Index("ix_grants_principal", "principal"),
     Index("ix_grants_changed_in", "changed_in"),
 )
@@ -150,6 +157,8 @@ access_requests = Table(
     # Migration 0010: when the asked-for window starts (None: at approval), and a ticket reference.
     Column("starts_at", UtcDateTime, nullable=True),
     Column("ticket", String(200), nullable=False, server_default=""),
+    # Migration 0011: the budget asked for, {"max_bytes", "max_objects", "single_use"}, or None.
+    Column("budget", JSON, nullable=True),
     Index("ix_access_requests_status", "status"),
     Index("ix_access_requests_requester", "requester"),
 )
@@ -243,6 +252,30 @@ web_sessions = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("ended_at", UtcDateTime, nullable=True),
+)
+
+# --- budgets (migration 0011) ---
+
+# What each budgeted grant has moved: bytes served or reserved by a transfer in flight, and distinct
+# objects read. Every gateway draws on the same row (locked per draw), so a budget holds across workers
+# and replicas.
+grant_usage = Table(
+    "grant_usage",
+    metadata,
+    Column("grant_id", String(32), primary_key=True),
+    Column("bytes", BigInteger, nullable=False),
+    Column("objects", BigInteger, nullable=False),
+)
+
+# The objects a budgeted grant has read, and for single-use grants the byte ranges served (or claimed
+# by a transfer in flight) of each, as [[start, end), ...].
+grant_objects = Table(
+    "grant_objects",
+    metadata,
+    Column("grant_id", String(32), primary_key=True),
+    Column("object", String(64), primary_key=True),  # SHA-256 of bucket and key: keys may be 1 KiB long
+    Column("ranges", JSON, nullable=False),
+    Column("first_at", UtcDateTime, nullable=False),
 )
 
 # --- audit (revision 0003) ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from proxy.access.budgets import Budget
 from proxy.access.grants import Action, Grant, parse_actions
 from proxy.identity.keys import AccessKey, derive_secret, new_access_key_id
 from proxy.identity.principals import Principal
@@ -310,6 +311,7 @@ class SqlStore:
         source: str = "cli",
         created_by: str = "",
         request_id: str | None = None,
+        budget: Budget | None = None,
     ) -> Grant:
         check_name(principal, "principal")
         require_aware(now, expires_at)
@@ -330,10 +332,12 @@ class SqlStore:
             source=source,
             request_id=request_id,
             extra={"created_by": created_by, "revoked_by": "", "revoke_reason": ""},
+            budget=budget if budget is not None and budget.limited else None,
         )
         async with self._writer.begin() as conn:
             await conn.execute(
                 insert(grants).values(
+                    **budget_values(grant.budget),
                     id=grant.id,
                     principal=principal,
                     bucket=bucket,
@@ -536,6 +540,19 @@ def _stored_actions(column: str) -> frozenset[Action]:
     return parse_actions(column)
 
 
+def budget_values(budget: Budget | None) -> dict[str, Any]:
+    """A grant's budget as its columns."""
+    if budget is None:
+        return {"max_bytes": None, "max_objects": None, "single_use": False}
+    return {"max_bytes": budget.max_bytes, "max_objects": budget.max_objects, "single_use": budget.single_use}
+
+
+def _budget_of(m: Any) -> Budget | None:
+    if m["max_bytes"] is None and m["max_objects"] is None and not m["single_use"]:
+        return None  # most grants: no Budget object built per row of a snapshot
+    return Budget(m["max_bytes"], m["max_objects"], bool(m["single_use"]))
+
+
 def grant_of_row(row: Row[Any]) -> Grant:
     # By name through the mapping: a third of the cost of row attributes, which a snapshot of
     # 100 000 grants feels.
@@ -553,4 +570,6 @@ def grant_of_row(row: Row[Any]) -> Grant:
         request_id=m["request_id"],
         extra={key: m[key] for key in ("created_by", "revoked_by", "revoke_reason")},
         starts_at=m["starts_at"],
+        budget=_budget_of(m),
+        spent=m["spent_at"] is not None,
     )

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Row, Update, and_, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from proxy.access.budgets import Budget
 from proxy.access.grants import Action, Grant, parse_actions
 from proxy.access.requests import AccessRequest, Approval, RequestStatus
 from proxy.identity.principals import Principal
@@ -32,6 +33,7 @@ from proxy.store.schema import (
 from proxy.store.sql import (
     SqlStore,
     actions_text,
+    budget_values,
     bump_version,
     check_name,
     grant_active,
@@ -459,6 +461,7 @@ async def _insert_grant(
         request_id=request.id,
         extra={"created_by": spec.created_by, "revoked_by": "", "revoke_reason": ""},
         starts_at=starts_at,
+        budget=request.budget,
     )
     await conn.execute(insert(grants).values(**_grant_values(grant, spec.created_by)))
     return grant
@@ -480,6 +483,7 @@ def _grant_values(grant: Grant, created_by: str) -> dict[str, Any]:
         "request_id": grant.request_id,
         "created_by": created_by,
         "starts_at": grant.starts_at,
+        **budget_values(grant.budget),
     }
 
 
@@ -512,6 +516,7 @@ def _request_values(request: AccessRequest) -> dict[str, Any]:
         "review_comment": request.review_comment,
         "starts_at": request.starts_at,
         "ticket": request.ticket,
+        "budget": request.budget.as_dict() if request.budget is not None else None,
     }
 
 
@@ -555,4 +560,5 @@ def _request(row: Row[Any], approvals: tuple[Approval, ...]) -> AccessRequest:
         review_comment=row.review_comment,
         starts_at=row.starts_at,
         ticket=row.ticket,
+        budget=Budget.from_dict(row.budget),
     )

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from support import tools
 
 from proxy.config import Settings
 
@@ -30,18 +28,9 @@ VALUES = {"default": [], "full": ["-f", str(FULL_VALUES)]}
 NAMESPACE = "ml-platform"
 
 
-def helm_binary() -> str:
-    for candidate in (Path(sys.prefix) / "bin" / "helm", shutil.which("helm")):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    if os.environ.get("CI"):
-        pytest.fail("helm is not installed: CI must run `make helm` (deploy/tools/install-helm.sh)")
-    pytest.skip("helm is not installed: run `make helm`")
-
-
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [helm_binary(), *args], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
+        [tools.helm(), *args], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
     )
     if check and done.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{done.stderr}\n{done.stdout}")

@@ -4,56 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import promql_parser
 import pytest
-import yaml
-from botocore.exceptions import ClientError
-from support.observed import api, api_token, observed_world, scrape
-from support.world import BUCKET, ROOT, World
+from support.monitoring import DASHBOARD, as_promql, dashboard_queries, panels, rules, traffic
+from support.observed import observed_world, scrape
 
-DASHBOARD = ROOT / "deploy" / "grafana" / "grantgate.json"
-RULES = ROOT / "deploy" / "prometheus" / "grantgate-rules.yaml"
 # Series Prometheus itself writes for every scrape target; no exporter has them.
 PROMETHEUS_OWN = frozenset({"up"})
-_GRAFANA_RANGES = re.compile(r"\$__(rate_interval|interval|range)\b|\$\{__(rate_interval|interval|range)\}")
-_GRAFANA_VARIABLE = re.compile(r"\$\{\w+(?::\w+)?\}|\$\w+")
-_LABEL_VALUES = re.compile(r"^\s*label_values\((?P<selector>.+),\s*\w+\s*\)\s*$")
-
-
-# --- reading the files ------------------------------------------------------------------------------
-
-
-def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for panel in panels:
-        yield panel
-        yield from _panels(panel.get("panels", []))
-
-
-def dashboard_queries() -> list[str]:
-    """Every PromQL expression of the dashboard: panel targets and template variable queries."""
-    board = json.loads(DASHBOARD.read_text())
-    found = [t["expr"] for p in _panels(board["panels"]) for t in p.get("targets", []) if t.get("expr")]
-    for variable in board["templating"]["list"]:
-        if variable["type"] != "query":
-            continue
-        query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
-        match = _LABEL_VALUES.match(query)
-        assert match, f"variable {variable['name']}: unexpected query {query!r}"
-        found.append(match["selector"])
-    return found
-
-
-def as_promql(grafana_expr: str) -> str:
-    """Grafana's variables replaced by values Prometheus itself would accept."""
-    return _GRAFANA_VARIABLE.sub(".*", _GRAFANA_RANGES.sub("5m", grafana_expr))
-
-
-def rules() -> list[dict[str, Any]]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
 
 
 def metric_names(expr: str) -> set[str]:
@@ -91,23 +50,8 @@ def metric_names(expr: str) -> set[str]:
 def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """The names of every sample a real gateway exports after reads, refusals and workflow events."""
     with observed_world(tmp_path_factory.mktemp("monitoring")) as world:
-        _traffic(world)
+        traffic(world)
         return {name for name, _labels in scrape(world.http.control_url)}
-
-
-def _traffic(world: World) -> None:
-    tag = secrets.token_hex(4)
-    who = world.person(f"mon-{tag}", groups=("ml",))
-    world.upstream().put_object(Bucket=BUCKET, Key=f"datasets/{tag}/x", Body=b"x" * 100)
-    world.grant(who, f"s3://{BUCKET}/datasets/{tag}/", "read,write")
-    s3 = world.client(who)
-    s3.get_object(Bucket=BUCKET, Key=f"datasets/{tag}/x")["Body"].read()
-    s3.put_object(Bucket=BUCKET, Key=f"datasets/{tag}/y", Body=b"y")
-    with pytest.raises(ClientError):
-        s3.get_object(Bucket=BUCKET, Key=f"nowhere/{tag}")
-    body = {"resource": f"s3://{BUCKET}/models/{tag}/", "actions": ["read"]}
-    status, _ = api(world, "POST", "/requests", api_token(world, who), body)
-    assert status == 201
 
 
 # --- the tests ----------------------------------------------------------------------------------------
@@ -160,13 +104,13 @@ def test_the_dashboard_is_importable_with_a_datasource_variable() -> None:
     datasource = variables["datasource"]
     assert datasource["type"] == "datasource" and datasource["query"] == "prometheus"
     assert board["uid"] and board["title"] and board.get("id") is None
-    for panel in _panels(board["panels"]):
+    for panel in panels(board["panels"]):
         if panel["type"] == "row":
             continue
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
-    ids = [p["id"] for p in _panels(board["panels"])]
+    ids = [p["id"] for p in panels(board["panels"])]
     assert len(ids) == len(set(ids))
 
 

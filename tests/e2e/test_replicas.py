@@ -26,9 +26,11 @@ from support.rawclient import RawClient
 from support.streaming import StreamingUpstream
 from support.world import UPSTREAM_KEY, GatewayProcess, Identity, free_port, run_sync
 
+from proxy.access.budgets import Budget
 from proxy.access.grants import Grant, parse_actions
 from proxy.audit.store import AuditQuery, AuditStore
 from proxy.s3.sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD
+from proxy.store.budgets import BudgetLedger
 from proxy.store.sql import SqlStore, upgrade_database
 from proxy.store.workflow import WorkflowStore
 
@@ -70,11 +72,17 @@ class Replicas:
         self.sync()
         return identity
 
-    def grant(self, who: Identity, prefix: str, actions: str = "read") -> Grant:
+    def grant(self, who: Identity, prefix: str, actions: str = "read", budget: Budget | None = None) -> Grant:
         async def add(store: SqlStore) -> Grant:
             now = datetime.now(UTC)
             return await store.add_grant(
-                who.name, BUCKET, prefix, parse_actions(actions), now=now, expires_at=now + timedelta(hours=1)
+                who.name,
+                BUCKET,
+                prefix,
+                parse_actions(actions),
+                now=now,
+                expires_at=now + timedelta(hours=1),
+                budget=budget,
             )
 
         return self.store(add)
@@ -371,6 +379,31 @@ def test_revoking_a_grant_fails_an_upload_in_flight_before_its_last_byte(replica
 
 
 # ---------------------------------------------------------------- the database goes away (runs last)
+
+
+def test_a_byte_budget_holds_across_two_replicas_downloading_at_once(replicas: Replicas) -> None:
+    """Two downloads of the same grant, one on each replica, draw on one budget in the store: together
+    they receive no more than it allows, both are cut, and the next read on either replica is refused."""
+    carol = replicas.person("carol-budget")
+    limit = 40 * MIB + 1234
+    grant = replicas.grant(carol, "big/", budget=Budget(max_bytes=limit))
+    replicas.sync()
+    downloads = [SlowDownload(), SlowDownload()]
+    readers = [
+        threading.Thread(target=d.run, args=(_client(g, carol), f"/{BUCKET}/big/w{n}.bin"), daemon=True)
+        for n, (d, g) in enumerate(zip(downloads, (replicas.a, replicas.b), strict=True))
+    ]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(30)
+    assert all(d.status == 200 and d.ending not in ("", "complete") for d in downloads)
+    assert sum(d.received for d in downloads) <= limit
+    used = replicas.store(lambda store: BudgetLedger(store).usage([grant.id]))[grant.id]
+    assert used.bytes == sum(d.received for d in downloads) == limit
+    replicas.sync()
+    for gateway in (replicas.a, replicas.b):
+        assert get(gateway, carol, "big/again.bin")[:2] == (403, "AccessDenied")
 
 
 def test_without_the_database_replicas_serve_within_grace_then_fail_closed_and_spool_audit(

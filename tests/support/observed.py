@@ -81,8 +81,8 @@ actions = ["read"]
 
 
 @contextlib.contextmanager
-def observed_world(directory: Path) -> Iterator[World]:
-    with running_world(directory, extra_config=CONFIG) as world:
+def observed_world(directory: Path, workers: int = 1) -> Iterator[World]:
+    with running_world(directory, extra_config=CONFIG, workers=workers) as world:
         yield world
 
 
@@ -97,9 +97,14 @@ def eventually(check: Callable[[], T | None], timeout: float = 10.0, what: str =
         time.sleep(0.1)
 
 
-def scrape(control_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample a gateway exports: (name, sorted labels) -> value."""
-    with urllib.request.urlopen(control_url + "/metrics", timeout=5) as resp:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(control_url: str, token: str | None = None) -> Samples:
+    """Every sample a gateway exports: (name, sorted labels) -> value. `token`: the metrics bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(control_url + "/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as resp:
         text = resp.read().decode()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

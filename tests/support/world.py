@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 import boto3
 from botocore.config import Config
 
+from proxy.access.budgets import Budget, Usage
 from proxy.access.grants import Grant, parse_actions, parse_resource
+from proxy.store.budgets import BudgetLedger
 from proxy.store.sql import SqlStore
 from proxy.store.workflow import WorkflowStore
 from support.rawclient import RawClient
@@ -213,7 +215,13 @@ class World:
         return Identity(name, key.access_key_id, secret, groups)
 
     def grant(
-        self, who: Identity, resource: str, actions: str, *, ttl: timedelta | None = timedelta(hours=1)
+        self,
+        who: Identity,
+        resource: str,
+        actions: str,
+        *,
+        ttl: timedelta | None = timedelta(hours=1),
+        budget: Budget | None = None,
     ) -> Grant:
         bucket, prefix = parse_resource(resource)
 
@@ -229,6 +237,7 @@ class World:
                     now=now,
                     expires_at=None if ttl is None else now + ttl,
                     created_by="test",
+                    budget=budget,
                 )
             finally:
                 await store.close()
@@ -247,6 +256,18 @@ class World:
 
         run_sync(revoke())
         self.sync()
+
+    def usage(self, grant: Grant) -> Usage:
+        """What a budgeted grant has moved, as the store's ledger holds it."""
+
+        async def read() -> Usage:
+            store = await SqlStore.open(self.store_url)
+            try:
+                return (await BudgetLedger(store).usage([grant.id])).get(grant.id, Usage())
+            finally:
+                await store.close()
+
+        return run_sync(read())
 
     def revoke_key(self, who: Identity) -> None:
         async def revoke() -> None:
@@ -330,6 +351,7 @@ def _config(
     control_port: int,
     tls: tuple[Path, Path] | None,
     extra_config: str = "",
+    workers: int = 1,
 ) -> Path:
     tls_lines = f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"\n' if tls else ""
     path = directory / f"{name}.toml"
@@ -340,7 +362,7 @@ control_port = {control_port}
 public_url = "http://127.0.0.1:{control_port}"
 secret_key_file = "server.key"
 refresh_interval_seconds = 0.1
-workers = 1  # tests wait on /readyz, whose state version is worker 0's alone
+workers = {workers}  # 1 unless asked: tests wait on /readyz, whose state version is worker 0's alone
 {tls_lines}
 [upstream]
 endpoint_url = "{upstream_url}"
@@ -356,8 +378,9 @@ url = "{store_url}"
 
 
 @contextlib.contextmanager
-def running_world(directory: Path, extra_config: str = "") -> Iterator[World]:
-    """`extra_config`: more TOML sections for both gateways' configuration files."""
+def running_world(directory: Path, extra_config: str = "", workers: int = 1) -> Iterator[World]:
+    """`extra_config`: more TOML sections for both gateways' configuration files; `workers`: processes
+    per gateway (a world's sync() then only knows worker 0 has caught up)."""
     from moto.server import ThreadedMotoServer
 
     moto_port = free_port()
@@ -374,7 +397,7 @@ def running_world(directory: Path, extra_config: str = "") -> Iterator[World]:
         for name, tls in (("http", None), ("https", (cert, key))):
             s3_port, control_port = free_port(), free_port()
             config = _config(
-                directory, name, store_url, upstream_url, s3_port, control_port, tls, extra_config
+                directory, name, store_url, upstream_url, s3_port, control_port, tls, extra_config, workers
             )
             scheme = "https" if tls else "http"
             gateway = GatewayProcess(

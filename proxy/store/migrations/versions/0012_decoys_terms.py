@@ -1,7 +1,7 @@
 """Decoy objects planted in the bucket (what, where, when, by whom).
 
 Revision ID: 0012
-Revises: 0010 (0011 lands from another branch; re-point this to "0011" when merging)
+Revises: 0011
 Create Date: 2026-12-04
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

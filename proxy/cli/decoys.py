@@ -7,7 +7,7 @@ import json
 
 import click
 
-from proxy.cli_base import actor, json_option, settings, with_store
+from proxy.cli.common import actor, json_option, settings, with_store
 from proxy.decoys.plant import DEFAULT_SIZE, PlantError, plant
 from proxy.store.decoys import DecoyStore
 
