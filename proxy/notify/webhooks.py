@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
-from proxy.access.events import WorkflowEvent, grant_fields, iso, request_fields
+from proxy.access.durations import iso
+from proxy.access.events import WorkflowEvent, grant_fields, request_fields
 from proxy.access.grants import Grant
 from proxy.access.requests import AccessRequest
 from proxy.notify.counters import Outcomes

@@ -23,6 +23,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Memory bound per detector: the least recently seen subjects are forgotten first.
 MAX_SUBJECTS = 10_000
 SUSPEND = "suspend_grant"
+SUSPEND_PRINCIPAL = "suspend_principal"  # every grant the alert's principal holds
 BREAK_GLASS_EVENTS = frozenset({"break_glass_used"})
 SOURCE_NETWORK = "source_network"  # the data plane's deny reason for a grant used from elsewhere
 
@@ -34,6 +35,8 @@ class Finding:
 
     subject: str
     alert: AnomalyAlert
+    # What a "suspend" response takes out of service: the grant seen, or all of the principal's.
+    suspends: str = "grant"
 
 
 class Detector(Protocol):
@@ -358,6 +361,40 @@ class OutsideHours:
         ]
 
 
+class DecoyTouched:
+    """A decoy read, by anyone, under any grant or none: nobody has a reason to, so it is critical."""
+
+    kind = "decoy_touched"
+
+    def __init__(self, catalog: ResourceCatalog) -> None:
+        self.catalog = catalog
+
+    def observe(self, event: Any, now: float) -> list[Finding]:
+        if not isinstance(event, RequestEvent) or not event.decoy or not event.principal:
+            return []
+        allowed = event.decision == "allow"
+        alert = AnomalyAlert(
+            self.kind,
+            "critical",
+            f"{event.principal} touched decoy {event.decoy} ({event.operation}, "
+            f"{'allowed' if allowed else 'refused'}) from {event.source_ip or 'an unknown address'}",
+            now,
+            principal=event.principal,
+            resource=_resource_of(self.catalog, event),
+            grant_id=event.grant_ids[0] if event.grant_ids else None,
+            source_ip=event.source_ip,
+            request_id=event.request_id,
+            details={
+                "decoy": event.decoy,
+                "operation": event.operation,
+                "allowed": allowed,
+                "grant_ids": list(event.grant_ids),
+                "user_agent": event.user_agent,
+            },
+        )
+        return [Finding(f"{event.principal}|{event.decoy}", alert, suspends="principal")]
+
+
 class Detectors:
     """The enabled rules, with one cooldown per (kind, subject)."""
 
@@ -390,6 +427,8 @@ class Detectors:
         h = s.outside_hours
         if h.enabled:
             rules.append(OutsideHours(h.start, h.end, h.days, h.timezone, catalog))
+        if s.decoy_touched.enabled:
+            rules.append(DecoyTouched(catalog))
         self.rules = rules if settings.enabled else []
 
     def feed(self, event: Any, now: float) -> list[AnomalyAlert]:
@@ -404,10 +443,19 @@ class Detectors:
                     continue
                 self._last.touch(key, now)
                 self._last[key] = now
-                alerts.append(self._responded(finding.alert))
+                alerts.append(self._responded(finding))
         return alerts
 
-    def _responded(self, alert: AnomalyAlert) -> AnomalyAlert:
+    def _responded(self, finding: Finding) -> AnomalyAlert:
         """The alert with what its rule's settings say to do about it."""
-        response = getattr(getattr(self.settings, alert.kind, None), "response", "alert")
-        return replace(alert, response=SUSPEND if response == "suspend" and alert.grant_id else None)
+        alert = finding.alert
+        configured = getattr(getattr(self.settings, alert.kind, None), "response", "alert")
+        return replace(alert, response=_response(configured, finding))
+
+
+def _response(configured: str, finding: Finding) -> str | None:
+    if configured != "suspend":
+        return None
+    if finding.suspends == "principal" and finding.alert.principal:
+        return SUSPEND_PRINCIPAL
+    return SUSPEND if finding.alert.grant_id else None

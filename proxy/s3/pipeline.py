@@ -117,6 +117,7 @@ def admit(gateway: Gateway, request: web.Request, trace: Trace) -> Admission:
     operation = trace.operation = classify(
         head, virtual_host_base=gateway.settings.server.virtual_host_base, host=host
     )
+    spot_decoy(gateway, operation, trace)
     if not operation.body_targets:  # DeleteObjects is authorized once its body is read
         decision = trace.decision = authorize(
             gateway, view, caller, operation, operation.targets, now, trace.source_ip
@@ -136,6 +137,15 @@ def authenticate(
     # Named only once proven: a forged request must not be audited (or alerted on) as its key's owner.
     trace.caller = caller
     return signed, caller, signing_key
+
+
+def spot_decoy(gateway: Gateway, operation: Operation, trace: Trace) -> None:
+    """Mark a read of a decoy on the trace, allowed or not: its event raises the alert (an anomaly
+    rule's job). The request itself goes on exactly as any other, so nothing tells it apart."""
+    if gateway.decoys:
+        touched = gateway.decoys.touched(operation.targets)
+        if touched is not None:
+            trace.decoy = touched.describe()
 
 
 def authorize(

@@ -350,3 +350,18 @@ grant_suspensions = Table(
     Column("lifted_at", UtcDateTime, nullable=True),
     Column("lifted_by", String(200), nullable=False, default=""),
 )
+
+# Decoy objects `grantgate decoys plant` wrote into the bucket (migration 0012). Which keys are decoys
+# is the config's to say; this records what was planted, when and by whom, for the admins.
+decoys = Table(
+    "decoys",
+    metadata,
+    Column("bucket", String(255), primary_key=True),
+    Column("key", String(1024), primary_key=True),
+    Column("resource", String(200), nullable=False),
+    Column("format", String(20), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("planted_at", UtcDateTime, nullable=False),
+    Column("planted_by", String(200), nullable=False),
+)
