@@ -8,28 +8,38 @@ from functools import cached_property
 
 from aiohttp import web
 
+from proxy.access.decoys import DecoySet
 from proxy.access.networks import NetworkRules
+from proxy.access.policy import Policy
 from proxy.config import Settings
 from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
 from proxy.s3.upstream import Upstream
 from proxy.store.budgets import BudgetLedger
+from proxy.store.sql import SqlStore
 
 
 @dataclass
 class Gateway:
     settings: Settings
+    policy: Policy  # built once at start from settings.policy
     state: LiveState
     upstream: Upstream
     bus: EventBus
+    # The store the state is loaded from, for the services around the data plane (workflow, observers).
+    store: SqlStore
 
     @cached_property
     def networks(self) -> NetworkRules:
-        return NetworkRules(self.settings.policy.build())
+        return NetworkRules(self.policy)
 
     @cached_property
     def ledger(self) -> BudgetLedger:
-        return BudgetLedger(self.state.store)
+        return BudgetLedger(self.store)
+
+    @cached_property
+    def decoys(self) -> DecoySet:
+        return self.settings.policy.decoys()
 
     @property
     def max_skew(self) -> timedelta:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.access.budgets import Budget
+from proxy.access.decoys import DecoySet
 from proxy.access.durations import parse_duration
 from proxy.access.grants import Action, parse_actions, parse_resource
 from proxy.access.policy import ANYONE, Policy, Resource, ResourcePath, Rule, StandingAccess
@@ -43,6 +44,9 @@ def _groups(values: list[str]) -> list[str]:
 class ResourceSettings(_Section):
     paths: list[str] = Field(min_length=1)
     description: str = ""
+    # Decoy objects inside this resource (s3://bucket/key, or a prefix ending in "/"): any read of one
+    # raises a `decoy_touched` alert ([anomalies.decoy_touched]). Never shown to requesters.
+    decoys: list[str] = Field(default_factory=list)
 
     @field_validator("paths")
     @classmethod
@@ -50,6 +54,20 @@ class ResourceSettings(_Section):
         for value in values:
             parse_resource(value)
         return values
+
+    @model_validator(mode="after")
+    def _decoys_inside(self) -> ResourceSettings:
+        paths = [parse_resource(p) for p in self.paths]
+        for value in self.decoys:
+            bucket, key = parse_resource(value)
+            if not key or key.endswith("*"):
+                raise ValueError(f"decoy {value!r}: name an object key or a prefix ending in '/'")
+            if not any(bucket == b and key.startswith(prefix) for b, prefix in paths):
+                raise ValueError(f"decoy {value!r} is outside the resource's paths")
+        return self
+
+    def decoy_entries(self) -> list[tuple[str, str]]:
+        return [parse_resource(value) for value in self.decoys]
 
 
 class RuleSettings(_Section):
@@ -213,6 +231,10 @@ class PolicySettings(_Section):
                 raise ValueError(f"standing[{i}]: {entry.principal} on {entry.resource} is listed twice")
             seen.add((entry.principal, entry.resource))
         return self
+
+    def decoys(self) -> DecoySet:
+        """Every resource's decoys, for the data plane's lookup."""
+        return DecoySet(entry for spec in self.resources.values() for entry in spec.decoy_entries())
 
     def build(self) -> Policy:
         resources = tuple(

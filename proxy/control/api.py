@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.access.budgets import Budget, Usage
-from proxy.access.durations import format_duration, parse_moment
-from proxy.access.grants import Grant
+from proxy.access.budgets import Budget
+from proxy.access.durations import format_duration, iso, parse_moment
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.views import grant_to_json
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
 from proxy.workflow.budgets import usage_of
@@ -136,42 +136,14 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def caller(request: web.Request) -> Principal:
-    return request[PRINCIPAL]
+    principal = request[PRINCIPAL]
+    # Only the token middleware sets it; anything else here is a wiring bug, refused rather than served.
+    if not isinstance(principal, Principal):
+        raise Problem(401, "unauthenticated", "no authenticated caller for this route")
+    return principal
 
 
 # --- rendering --------------------------------------------------------------------------------------
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def grant_to_json(grant: Grant, now: datetime | None = None, usage: Usage | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": grant.id,
-        "principal": grant.principal,
-        "resource": grant.resource,
-        "bucket": grant.bucket,
-        "prefix": grant.prefix,
-        "actions": sorted(a.value for a in grant.actions),
-        "created_at": iso(grant.created_at),
-        "expires_at": iso(grant.expires_at),
-        "revoked_at": iso(grant.revoked_at),
-        "source": grant.source,
-        "request_id": grant.request_id,
-        "created_by": grant.extra.get("created_by", ""),
-        "revoked_by": grant.extra.get("revoked_by") or None,
-        "revoke_reason": grant.extra.get("revoke_reason") or None,
-        "starts_at": iso(grant.starts_at),
-        "budget": grant.budget.as_dict() if grant.budget is not None else None,
-        "usage": (usage or Usage()).as_dict(),
-        "budget_spent": grant.spent,
-    }
-    if now is not None:
-        body["active"] = grant.is_active(now)
-    return body
 
 
 def request_to_json(request: AccessRequest) -> dict[str, Any]:
@@ -363,14 +335,15 @@ async def list_resources(request: web.Request) -> web.Response:
     out = []
     for resource in policy.resources:
         rule = mine.get(resource)
-        entry = {
-            "name": resource.name,
-            "description": resource.description,
-            "paths": [str(p) for p in resource.paths],
-        }
-        entry["requestable"] = rule is not None
-        entry["rule"] = rule_to_json(resource, rule, who) if rule is not None else None
-        out.append(entry)
+        out.append(
+            {
+                "name": resource.name,
+                "description": resource.description,
+                "paths": [str(p) for p in resource.paths],
+                "requestable": rule is not None,
+                "rule": rule_to_json(resource, rule, who) if rule is not None else None,
+            }
+        )
     return web.json_response({"resources": out})
 
 

@@ -22,8 +22,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from proxy.access.durations import format_duration, parse_duration
-from proxy.access.events import iso
+from proxy.access.durations import format_duration, iso, parse_duration
 from proxy.access.grants import Action, Grant
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -248,7 +248,7 @@ class SlackInteractions:
         await self.notifier.run(lambda: self.notifier.client.views_open(trigger_id=trigger_id, view=view))
 
     async def _inline(
-        self, work: Coroutine[Any, Any, Any], later: Callable[[Any], Awaitable[None]]
+        self, work: Coroutine[Any, Any, Any], later: Callable[[Any], Coroutine[Any, Any, None]]
     ) -> tuple[bool, Any]:
         """Run `work` for up to INLINE_SECONDS; if it takes longer, `later` gets its result."""
         task = self._spawn(work)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
+from collections.abc import Sequence
 from email.message import EmailMessage
 
 import structlog
@@ -74,13 +75,13 @@ class EmailNotifier:
                 )
                 self._send([self.settings.address_of(grant.principal)], subject, body)
 
-    def _approver_lists(self, request: AccessRequest) -> list[str | None]:
+    def _approver_lists(self, request: AccessRequest) -> list[str]:
         """The lists of the groups that approve any resource of the request."""
         names = {part.resource_name for part in request.parts()}
         groups = {g for rule in self.policy.rules if rule.resource in names for g in rule.approver_groups}
         return sorted({a for g in groups if (a := self.settings.group_addresses.get(g))})
 
-    def _send(self, to: list[str | None], subject: str, body: str) -> None:
+    def _send(self, to: Sequence[str | None], subject: str, body: str) -> None:
         recipients = [r for r in to if r]
         if not recipients:
             return

@@ -40,7 +40,7 @@ log = structlog.get_logger("grantgate.slack")
 QUEUE_LIMIT = 5_000
 BINDING_TTL_SECONDS = 300.0
 POLICY_ACTOR = "policy"  # the workflow's actor for instant decisions: nobody to tell but the requester
-Job = Callable[[], Awaitable[None]]
+Job = Callable[[], Awaitable[object]]  # a Slack call; what it answers is not used
 
 
 # --- binding Slack users to principals (pure) -----------------------------------------------------

@@ -119,6 +119,7 @@ def admit(gateway: Gateway, request: web.Request, trace: Trace) -> Admission:
     operation = trace.operation = classify(
         head, virtual_host_base=gateway.settings.server.virtual_host_base, host=host
     )
+    spot_decoy(gateway, operation, trace)
     # DeleteObjects is authorized once its body is read; ListBuckets shows only what is granted.
     if not operation.body_targets and not operation.gateway_answers:
         decision = trace.decision = authorize(
@@ -139,6 +140,15 @@ def authenticate(
     # Named only once proven: a forged request must not be audited (or alerted on) as its key's owner.
     trace.caller = caller
     return signed, caller, signing_key
+
+
+def spot_decoy(gateway: Gateway, operation: Operation, trace: Trace) -> None:
+    """Mark a read of a decoy on the trace, allowed or not: its event raises the alert (an anomaly
+    rule's job). The request itself goes on exactly as any other, so nothing tells it apart."""
+    if gateway.decoys:
+        touched = gateway.decoys.touched(operation.targets)
+        if touched is not None:
+            trace.decoy = touched.describe()
 
 
 def authorize(

@@ -60,6 +60,7 @@ class Trace:
     caller: Caller | None = None  # authenticate: proven
     operation: Operation | None = None  # classify
     decision: Decision | None = None  # authorize
+    decoy: str | None = None  # classify: the decoy this request reads, if any
     keys_touched: int = 0  # DeleteObjects: keys in its body
     meter: Meter = field(default_factory=Meter)  # forward
     upstream_status: int | None = None  # forward: the bucket answered
@@ -111,6 +112,7 @@ def event_of(trace: Trace, duration_ms: float) -> RequestEvent:
         else None,
         deny_reason=decision.reason if isinstance(decision, Deny) and decision.reason != ABSENT else None,
         **receipt_fields(trace),
+        decoy=trace.decoy,
     )
 
 

@@ -14,7 +14,9 @@ from proxy.access.policy import Ask, Instant, NeedsApproval, Rejected
 from proxy.access.requests import AccessRequest, BundlePart, RequestStatus
 from proxy.identity.principals import Principal
 from proxy.store.workflow import new_request_id
-from proxy.workflow.service import POLICY, Invalid, Outcome, Workflow, _refusal
+from proxy.workflow.errors import Invalid, refusal
+from proxy.workflow.requests import locate, wanted_actions, wanted_duration
+from proxy.workflow.service import POLICY, Outcome, Workflow
 
 MAX_RESOURCES = 20
 
@@ -40,17 +42,17 @@ async def request_bundle(
             requester, resources[0], actions, duration, justification, ticket=ticket, starts_at=starts_at
         )
     # The same parsing and checks as a single request, one resource at a time.
-    wanted = workflow._actions(actions)
-    lifetime = workflow._duration(duration)
+    wanted = wanted_actions(actions)
+    lifetime = wanted_duration(duration)
     policy = workflow.policy
     parts: list[tuple[str, str, Instant | NeedsApproval]] = []
     for text in resources:
-        bucket, prefix = workflow._locate(text)
+        bucket, prefix = locate(workflow.policy, text)
         prefix = policy.canonical_prefix(bucket, prefix)
         ask = Ask(requester, bucket, prefix, wanted, lifetime, justification.strip(), False, ticket.strip())
         evaluation = rules.evaluate(policy, ask)
         if isinstance(evaluation, Rejected):
-            raise _refusal(Rejected(evaluation.code, f"{text.strip()}: {evaluation.message}"))
+            raise refusal(Rejected(evaluation.code, f"{text.strip()}: {evaluation.message}"))
         if evaluation.rule.budget is not None or evaluation.rule.max_budget is not None:
             # One request carries one budget: a budgeted resource is asked for on its own.
             raise Invalid("budgeted_resource", f"{text.strip()} has a budget: request it on its own")
@@ -83,14 +85,16 @@ async def request_bundle(
     )
     if not waiting:
         assert isinstance(lead, Instant)
-        outcome = await workflow._grant_now(request, lead, ())  # as a single request is granted
-        for grant_id in outcome.request.grant_ids[1:]:  # the first is announced by _grant_now
+        outcome = await workflow.access_requests.grant_now(
+            request, lead, ()
+        )  # as a single request is granted
+        for grant_id in outcome.request.grant_ids[1:]:  # the first is announced by grant_now
             grant = await workflow.store.get_grant(grant_id)
             if grant is not None:
-                workflow._emit(GrantCreated(now, POLICY, outcome.request.decision_comment, grant))
+                workflow.ctx.emit(GrantCreated(now, POLICY, outcome.request.decision_comment, grant))
         return outcome
     stored = await workflow.requests.insert_request(request)
-    workflow._emit(RequestCreated(now, requester.name, stored.justification, stored))
+    workflow.ctx.emit(RequestCreated(now, requester.name, stored.justification, stored))
     groups = sorted({g for e in waiting for g in e.rule.approver_groups})
     message = (
         f"{len(parts)} resources in one request, granted together: waiting for "

@@ -13,7 +13,9 @@ from proxy.access.policy import Ask, Instant, NeedsApproval, Rejected
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.identity.principals import Principal
 from proxy.store.workflow import new_request_id
-from proxy.workflow.service import Conflict, Forbidden, NotFound, Outcome, Workflow, _refusal
+from proxy.workflow.errors import Conflict, Forbidden, NotFound, refusal
+from proxy.workflow.requests import wanted_duration
+from proxy.workflow.service import Outcome, Workflow
 
 # A chain of extensions longer than this is not followed further back (its start is then the oldest
 # grant reached): the policy's maximum bounds real chains long before.
@@ -28,9 +30,9 @@ async def extend_grant(
     grant = await workflow.store.get_grant(grant_id)
     if grant is None or not rules.may_view_grant(workflow.policy, grant, holder):
         raise NotFound("not_found", f"no grant {grant_id}")
-    lifetime = workflow._duration(by)
+    lifetime = wanted_duration(by)
     if lifetime is None:
-        raise _refusal(Rejected("invalid_duration", "say how much longer, e.g. --by 2h"))
+        raise refusal(Rejected("invalid_duration", "say how much longer, e.g. --by 2h"))
     now = workflow.now()
     began = await _chain_start(workflow, grant)
     extension = plan(grant, lifetime, began, holder.name, now)
@@ -39,17 +41,17 @@ async def extend_grant(
             raise Forbidden(extension.code, extension.message)
         if extension.code == "grant_ended":
             raise Conflict(extension.code, extension.message)
-        raise _refusal(extension)
+        raise refusal(extension)
     requester = await workflow.principal(holder.name) or holder
     ask = Ask(requester, grant.bucket, grant.prefix, grant.actions, extension.span, justification.strip())
     evaluation = rules.evaluate(workflow.policy, ask)
     if isinstance(evaluation, Rejected):
-        raise _refusal(reworded(evaluation, extension, _maximum(workflow, grant, requester)))
+        raise refusal(reworded(evaluation, extension, _maximum(workflow, grant, requester)))
     request = _extension_request(workflow, extension, evaluation, ask, now)
     if isinstance(evaluation, Instant):
-        return await workflow._grant_now(request, evaluation, ())
+        return await workflow.access_requests.grant_now(request, evaluation, ())
     stored = await workflow.requests.insert_request(request)
-    workflow._emit(RequestCreated(now, requester.name, stored.justification, stored))
+    workflow.ctx.emit(RequestCreated(now, requester.name, stored.justification, stored))
     waiting = (
         f"extension of {grant.id} waiting for {evaluation.approvals_required} approval(s) from "
         f"{', '.join(sorted(evaluation.rule.approver_groups))}; the grant stays in force until "

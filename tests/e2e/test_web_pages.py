@@ -22,50 +22,18 @@ from support.access import api, denied_link, read
 from support.browser import CHROMIUM, CHROMIUM_ARGS
 from support.world import BUCKET, ROOT, Identity, World, running_world
 
+from proxy.demo import DEMO_POLICY
 from proxy.store.sql import SqlStore
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 KEY = "models/llama-3-8b-instruct.Q4_K_M.gguf"
 WHY = "Evaluate the new Q4_K_M quantisation against last week's baseline"
 
+# The demo's policy (alice asks, carol approves, bob is instant), and a standing grant.
 POLICY = f"""
 [web]
 dev_login = true
-
-[policy]
-admin_groups = ["admins"]
-sweep_interval_seconds = 0.5
-
-[policy.resources.models]
-description = "Model weights"
-paths = ["s3://{BUCKET}/models/"]
-
-[policy.resources.training-data]
-description = "RLHF preference data"
-paths = ["s3://{BUCKET}/training-data/"]
-
-[[policy.rules]]
-resource = "models"
-requester_groups = ["ml", "infra"]
-actions = ["read", "list"]
-default_duration = "2h"
-max_duration = "8h"
-justification_min_length = 10
-instant_groups = ["infra"]
-approver_groups = ["security"]
-approvals_required = 1
-
-[[policy.rules]]
-resource = "training-data"
-requester_groups = ["ml"]
-actions = ["read", "list"]
-default_duration = "1h"
-max_duration = "4h"
-justification_min_length = 20
-approver_groups = ["security"]
-approvals_required = 1
-break_glass = true
-
+{DEMO_POLICY}
 [[policy.standing]]
 principal = "inference-server"
 resource = "models"

@@ -2,7 +2,7 @@
 may cover several resources granted together (the others besides its first, and every grant made).
 
 Revision ID: 0013
-Revises: 0011 (budgets; the coordinator re-chains after 0012)
+Revises: 0012
 Create Date: 2026-12-12
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
