@@ -22,10 +22,10 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.stream import Credentials, Process, free_port, gateway_process, provision, wait_http
+from bench.stream import Credentials, Process, free_port, gateway_process, provision, sigv4_headers, wait_http
+from tests.support.gateway_config import write_gateway_config
 
 BUCKET = "load"
 KIB = 1024
@@ -83,23 +83,15 @@ def run_origin(port: int) -> None:
 
 
 def gateway_config(workdir: Path, origin_port: int, s3_port: int, control_port: int) -> Path:
-    path = workdir / "gateway.toml"
-    path.write_text(
-        f"""[server]
-s3_port = {s3_port}
-control_port = {control_port}
-secret_key_file = "server.key"
-
-[upstream]
-endpoint_url = "http://127.0.0.1:{origin_port}"
-access_key_id = "load-upstream"
-secret_access_key = "load-upstream-secret"
-
-[store]
-url = "sqlite:///{workdir / "grantgate.db"}"
-"""
+    return write_gateway_config(
+        workdir / "gateway.toml",
+        s3_port=s3_port,
+        control_port=control_port,
+        upstream_url=f"http://127.0.0.1:{origin_port}",
+        upstream_key="load-upstream",
+        upstream_secret="load-upstream-secret",
+        store_url=f"sqlite:///{workdir / 'grantgate.db'}",
     )
-    return path
 
 
 def proc_fds(pid: int) -> int:
@@ -147,20 +139,7 @@ async def drive(port: int, creds: Credentials, connections: int, seconds: float,
         headers = {"host": host}
         if method == "PUT":
             headers["content-length"] = str(len(body))
-        headers.update(
-            sigv4.sign(
-                method,
-                path,
-                (),
-                headers,
-                payload_hash,
-                access_key_id=creds.access_key_id,
-                secret=creds.secret,
-                session_token=None,
-                region="us-east-1",
-                now=datetime.now(UTC),
-            )
-        )
+        headers.update(sigv4_headers(creds, method, path, (), headers, payload_hash))
         started = time.perf_counter()
         try:
             async with session.request(

@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         gateways: dict[str, tuple[Process, System]] = {}
         for name, path in trees.items():
             s3, control = free_port(), free_port()
-            config = gateway_config(workdir, name, origin_port, s3, control)
-            config.write_text(config.read_text().replace("workers = 0", "workers = 1"))
+            config = gateway_config(workdir, name, origin_port, s3, control, workers=1)
             process = _TreeProcess(name, Path(path).resolve(), config, workdir / f"{name}.log")
             gateways[name] = (process, System(name, s3, s3, creds))
         samples = {name: Samples() for name in trees}

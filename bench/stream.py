@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from tests.support.gateway_config import write_gateway_config
+
 BUCKET = "bench"
 KEY = "objects/blob.bin"
 PATH = f"/{BUCKET}/{KEY}"
@@ -232,23 +234,15 @@ def sigv4_headers(
 
 
 def gateway_config(workdir: Path, origin_url: str, s3_port: int, control_port: int) -> Path:
-    path = workdir / "gateway.toml"
-    path.write_text(
-        f"""[server]
-s3_port = {s3_port}
-control_port = {control_port}
-secret_key_file = "server.key"
-
-[upstream]
-endpoint_url = "{origin_url}"
-access_key_id = "bench-upstream"
-secret_access_key = "bench-upstream-secret"
-
-[store]
-url = "sqlite:///{workdir / "grantgate.db"}"
-"""
+    return write_gateway_config(
+        workdir / "gateway.toml",
+        s3_port=s3_port,
+        control_port=control_port,
+        upstream_url=origin_url,
+        upstream_key="bench-upstream",
+        upstream_secret="bench-upstream-secret",
+        store_url=f"sqlite:///{workdir / 'grantgate.db'}",
     )
-    return path
 
 
 # ---------------------------------------------------------------- the client

@@ -49,6 +49,7 @@ from bench.stream import (
     sigv4_headers,
     wait_http,
 )
+from tests.support.gateway_config import write_gateway_config
 
 if TYPE_CHECKING:
     from proxy.access.index import GrantIndex
@@ -479,26 +480,24 @@ def reset_peak_rss(pids: list[int]) -> None:
 
 
 def gateway_config(
-    workdir: Path, name: str, upstream_port: int, s3_port: int, control_port: int, store: str = "grantgate.db"
+    workdir: Path,
+    name: str,
+    upstream_port: int,
+    s3_port: int,
+    control_port: int,
+    store: str = "grantgate.db",
+    workers: int = 0,
 ) -> Path:
-    path = workdir / f"{name}.toml"
-    path.write_text(
-        f"""[server]
-s3_port = {s3_port}
-control_port = {control_port}
-secret_key_file = "server.key"
-workers = 0
-
-[upstream]
-endpoint_url = "http://127.0.0.1:{upstream_port}"
-access_key_id = "bench-upstream"
-secret_access_key = "bench-upstream-secret"
-
-[store]
-url = "sqlite:///{workdir / store}"
-"""
+    return write_gateway_config(
+        workdir / f"{name}.toml",
+        s3_port=s3_port,
+        control_port=control_port,
+        upstream_url=f"http://127.0.0.1:{upstream_port}",
+        upstream_key="bench-upstream",
+        upstream_secret="bench-upstream-secret",
+        store_url=f"sqlite:///{workdir / store}",
+        workers=workers,
     )
-    return path
 
 
 async def set_grant_count(store_url: str, total: int) -> None:

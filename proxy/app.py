@@ -15,18 +15,20 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from proxy.access.policy import Policy
 from proxy.audit.log import AuditLog
 from proxy.config import ConfigError, Settings, reason
 from proxy.control.app import control_app
 from proxy.gateway import Gateway
-from proxy.live_state import LiveState, start_change_listener
+from proxy.live_state import LiveState
 from proxy.notify.notifiers import notifying
 from proxy.observe.events import EventBus
-from proxy.observe.observers import metrics_listener, observing
+from proxy.observe.observers import Observability, metrics_listener, observing
 from proxy.s3 import listener
 from proxy.s3.bucketprobe import BucketProbe
 from proxy.s3.upstream import Upstream, new_pool
 from proxy.store.sql import SqlStore
+from proxy.workflow.oncall import PagerDutyOnCall
 from proxy.workflow.service import Workflow, running_workflow
 from proxy.written import WrittenVersion
 
@@ -61,7 +63,7 @@ def s3_app_runner(gateway: Gateway) -> web.AppRunner:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, written: WrittenVersion | None = None
+    settings: Settings, policy: Policy, written: WrittenVersion | None = None
 ) -> AsyncIterator[Gateway]:
     """Open every long-lived resource in order and close them in reverse, whatever happens.
 
@@ -78,12 +80,12 @@ async def running_gateway(
         )
         await state.refresh(force=True)
         refresher = asyncio.create_task(state.run(), name="state-refresh")
-        listener_task = start_change_listener(store, state)
+        listener_task = store.listen_for_changes(state.wake)
         pool = new_pool(settings.upstream)
         try:
             bus = EventBus()
             bus.subscribe(AuditLog())
-            yield Gateway(settings, state, Upstream(settings.upstream, pool), bus)
+            yield Gateway(settings, policy, state, Upstream(settings.upstream, pool), bus, store)
         finally:
             for task in (refresher, listener_task):
                 if task is not None:
@@ -95,25 +97,36 @@ async def running_gateway(
         await store.close()
 
 
+def observing_gateway(
+    gateway: Gateway, *, worker: int = 0, metrics_token: str = ""
+) -> contextlib.AbstractAsyncContextManager[Observability]:
+    """The observers of one gateway process's events (audit, metrics, anomaly rules), configured from
+    its settings: see proxy/observe/observers.py."""
+    return observing(
+        gateway.settings.observe(),
+        gateway.policy,
+        gateway.store,
+        gateway.state,
+        gateway.bus,
+        spool_dir=gateway.settings.audit_spool_dir(),
+        worker=worker,
+        metrics_token=metrics_token,
+    )
+
+
 async def serve(
     settings: Settings,
+    policy: Policy,
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
     written: WrittenVersion | None = None,
 ) -> None:
-    policy = settings.policy.build()
+    """Worker 0 (or the only one): the S3 and control listeners, observers, notifiers and the workflow.
+    `policy`: settings.policy built once by the caller, before any worker exists."""
     async with (
-        running_gateway(settings, written) as gateway,
+        running_gateway(settings, policy, written) as gateway,
         # Observers start before the workflow, so its first events are recorded, and stop after it.
-        observing(
-            settings.observe(),
-            policy,
-            gateway.state.store,
-            gateway.state,
-            gateway.bus,
-            spool_dir=settings.audit_spool_dir(),
-            metrics_token=settings.metrics_token(),
-        ) as observability,
+        observing_gateway(gateway, metrics_token=settings.metrics_token()) as observability,
         metrics_listener(observability),
         notifying(
             settings.webhooks,
@@ -121,15 +134,23 @@ async def serve(
             settings.server.public_url,
             gateway.bus,
             observability.metrics.registry if observability.metrics else None,
-            store=gateway.state.store,
+            store=gateway.store,
+            email=settings.email,
+            policy=policy,
         ) as notifiers,
         running_workflow(
-            Workflow(gateway.state.store, policy, gateway.bus, settle=gateway.state.settle_own_write),
+            Workflow(
+                gateway.store,
+                policy,
+                gateway.bus,
+                settle=gateway.state.settle_own_write,
+                oncall=PagerDutyOnCall(settings.pagerduty) if settings.pagerduty.enabled else None,
+            ),
             settings.policy.sweep_interval_seconds,
         ) as workflow,
     ):
         s3_runner = s3_app_runner(gateway)
-        probe = BucketProbe(gateway.upstream, probe_bucket(settings))
+        probe = BucketProbe(gateway.upstream, probe_bucket(policy))
         control_runner = web.AppRunner(
             control_app(gateway.state, workflow, observability, notifiers, settings, probe),
             access_log=None,
@@ -159,9 +180,9 @@ async def serve(
             await control_runner.cleanup()
 
 
-def probe_bucket(settings: Settings) -> str | None:
+def probe_bucket(policy: Policy) -> str | None:
     """The bucket readiness probes: the first the policy protects (None: list the buckets)."""
-    for resource in settings.policy.build().resources:
+    for resource in policy.resources:
         for path in resource.paths:
             return path.bucket
     return None

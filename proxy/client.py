@@ -108,25 +108,43 @@ class ApiClient:
     # One method per route, so the CLI reads as what it does.
 
     def whoami(self) -> dict[str, Any]:
-        return self.call("GET", "/whoami")
+        return _object(self.call("GET", "/whoami"))
 
     def create_request(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", "/requests", body)
+        return _object(self.call("POST", "/requests", body))
 
     def get_request(self, request_id: str) -> dict[str, Any]:
-        return self.call("GET", f"/requests/{_segment(request_id)}")
+        return _object(self.call("GET", f"/requests/{_segment(request_id)}"))
 
     def list_requests(self, **query: Any) -> list[dict[str, Any]]:
-        return self.call("GET", "/requests", **query)["requests"]
+        return _objects(_object(self.call("GET", "/requests", **query)).get("requests"))
 
     def decide(self, request_id: str, verb: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", f"/requests/{_segment(request_id)}/{verb}", body)
+        return _object(self.call("POST", f"/requests/{_segment(request_id)}/{verb}", body))
 
     def list_grants(self, **query: Any) -> list[dict[str, Any]]:
-        return self.call("GET", "/grants", **query)["grants"]
+        return _objects(_object(self.call("GET", "/grants", **query)).get("grants"))
 
     def revoke_grant(self, grant_id: str, reason: str = "") -> dict[str, Any]:
-        return self.call("DELETE", f"/grants/{_segment(grant_id)}", {"reason": reason})
+        return _object(self.call("DELETE", f"/grants/{_segment(grant_id)}", {"reason": reason}))
+
+
+# The API's answers are checked for shape once here, so a wrong server (or proxy) in between gives one
+# readable line rather than a KeyError deep in the CLI.
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(f"unexpected answer from the GrantGate API: expected a JSON object, got {value!r:.80}")
+    return value
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ApiError(
+            f"unexpected answer from the GrantGate API: expected a list of objects, got {value!r:.80}"
+        )
+    return value
 
 
 def _segment(value: str) -> str:

@@ -9,9 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from proxy.access.oncall import PagerDutySettings
 from proxy.access.policy_config import PolicySettings
 from proxy.control.web_settings import WebSettings
 from proxy.identity.trust import StsSettings
+from proxy.notify.mail_settings import EmailSettings
 from proxy.notify.settings import SlackSettings, WebhookSettings
 from proxy.observe.settings import AnomalySettings, AuditSettings, MetricsSettings, ObserveSettings
 
@@ -108,6 +110,10 @@ class Settings(_Section):
     # The Slack app, and signed outbound webhooks (`[[webhooks]]` entries), see docs/slack.md.
     slack: SlackSettings = Field(default_factory=SlackSettings)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    # Rules with `oncall_service` approve whoever PagerDuty says is on call for it.
+    pagerduty: PagerDutySettings = Field(default_factory=PagerDutySettings)
+    # Notifications by email (SMTP, STARTTLS and authentication) for teams without Slack.
+    email: EmailSettings = Field(default_factory=EmailSettings)
     # Where relative paths in the file are resolved from (the file's directory).
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

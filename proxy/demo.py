@@ -23,20 +23,27 @@ import boto3
 from botocore.config import Config as BotoConfig
 
 from proxy.app import install_event_loop, serve, tune_malloc
-from proxy.config import load_settings
+from proxy.config import Settings, load_settings
+from proxy.decoys.plant import plant
 from proxy.observe.logging import configure_logging
 from proxy.store.sql import SqlStore
 from proxy.store.workflow import WorkflowStore
 
 BUCKET = "secret-internal-model-archive"
 MODEL_KEY = "models/llama-3-8b-instruct.Q4_K_M.gguf"
+# A decoy: a shard nobody has a reason to read. Reading it suspends every grant of the reader.
+DECOY_KEY = "models/llama-3-70b-instruct/model-00001-of-00030.safetensors"
+DECOY_SIZE = 1024 * 1024
 DATA_KEY = "training-data/rlhf-preferences-2026-10.jsonl"
 UPSTREAM_KEY = "demo-upstream"  # the emulator accepts any credentials; callers never see these
 PEOPLE: dict[str, list[str]] = {"alice": ["ml"], "bob": ["infra"], "carol": ["security"]}
 
 
 def run_demo(
-    s3_port: int = 9000, api_port: int = 9001, state_dir: str = ".demo", credentials_out: str | None = None
+    s3_port: int = 9000,
+    api_port: int = 9001,
+    state_dir: str | Path = ".demo",
+    credentials_out: str | Path | None = None,
 ) -> None:
     install_event_loop()
     tune_malloc()
@@ -44,7 +51,7 @@ def run_demo(
     asyncio.run(_demo(s3_port, api_port, Path(state_dir), credentials_out))
 
 
-async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: str | None) -> None:
+async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: str | Path | None) -> None:
     from moto.server import ThreadedMotoServer
 
     emulator_port = _free_port()
@@ -57,12 +64,13 @@ async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: s
         settings = load_settings(config_path)
         configure_logging(settings.log.level, settings.log.format)
         people = await _seed_people(settings.store_url(), settings.server_key())
+        decoys = await _plant_decoys(settings)
 
         stop, ready = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        server = asyncio.create_task(serve(settings, stop, ready))
+        server = asyncio.create_task(serve(settings, settings.policy.build(), stop, ready))
         await asyncio.wait([server, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
         if server.done():
             server.result()  # surfaces the start-up error
@@ -71,6 +79,7 @@ async def _demo(s3_port: int, api_port: int, state_dir: Path, credentials_out: s
             "api_endpoint": f"http://127.0.0.1:{api_port}",
             "bucket": BUCKET,
             "principals": people,
+            "decoys": decoys,
         }
         if credentials_out:
             out = Path(credentials_out)
@@ -132,13 +141,14 @@ format = "json"
 [web]
 # The demo's sign-in page lets you pick alice, bob or carol. Never enable this in production.
 dev_login = true
-{_DEMO_POLICY}"""
+{DEMO_POLICY}"""
     )
     return config
 
 
-# alice (ml) needs one approval from security (carol); bob (infra) is approved instantly.
-_DEMO_POLICY = f"""
+# The demo's policy, also the one the web page tests run under: alice (ml) needs one approval from
+# security (carol); bob (infra) is approved instantly.
+DEMO_POLICY = f"""
 [policy]
 pending_ttl = "24h"
 admin_groups = ["security"]
@@ -146,6 +156,7 @@ admin_groups = ["security"]
 [policy.resources.models]
 description = "Model weights"
 paths = ["s3://{BUCKET}/models/"]
+decoys = ["s3://{BUCKET}/{DECOY_KEY}"]
 
 [policy.resources.training-data]
 description = "RLHF preference data"
@@ -203,6 +214,16 @@ async def _seed_people(store_url: str, server_key: bytes) -> dict[str, Any]:
         return people
     finally:
         await store.close()
+
+
+async def _plant_decoys(settings: Settings) -> list[str]:
+    """Plant the demo's decoy as `grantgate decoys plant` would; its key, for the credentials file."""
+    store = await SqlStore.open(settings.store_url(), upgrade=True)
+    try:
+        planted = await plant(settings, store, actor="demo", size=DECOY_SIZE)
+    finally:
+        await store.close()
+    return [p.key for p in planted]
 
 
 def installed_command(name: str, cwd: Path | None = None) -> str:

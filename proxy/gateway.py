@@ -8,6 +8,7 @@ from functools import cached_property
 
 from aiohttp import web
 
+from proxy.access.decoys import DecoySet
 from proxy.access.networks import NetworkRules
 from proxy.access.policy import Policy
 from proxy.config import Settings
@@ -16,18 +17,18 @@ from proxy.observe.events import EventBus
 from proxy.s3.conditional import ConditionalWrites
 from proxy.s3.upstream import Upstream
 from proxy.store.budgets import BudgetLedger
+from proxy.store.sql import SqlStore
 
 
 @dataclass
 class Gateway:
     settings: Settings
+    policy: Policy  # built once at start from settings.policy
     state: LiveState
     upstream: Upstream
     bus: EventBus
-
-    @cached_property
-    def policy(self) -> Policy:
-        return self.settings.policy.build()
+    # The store the state is loaded from, for the services around the data plane (workflow, observers).
+    store: SqlStore
 
     @cached_property
     def networks(self) -> NetworkRules:
@@ -35,7 +36,11 @@ class Gateway:
 
     @cached_property
     def ledger(self) -> BudgetLedger:
-        return BudgetLedger(self.state.store)
+        return BudgetLedger(self.store)
+
+    @cached_property
+    def decoys(self) -> DecoySet:
+        return self.settings.policy.decoys()
 
     @cached_property
     def conditional_writes(self) -> ConditionalWrites:

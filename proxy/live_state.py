@@ -17,9 +17,8 @@ import structlog
 
 from proxy.access.index import GrantIndex
 from proxy.errors import S3Error
+from proxy.grant_source import GrantSource
 from proxy.identity.keyring import KeyRing
-from proxy.store.notify import listen_for_changes
-from proxy.store.sql import SqlStore
 from proxy.written import WrittenVersion
 
 log = structlog.get_logger("grantgate.state")
@@ -47,7 +46,7 @@ class View:
 class LiveState:
     def __init__(
         self,
-        store: SqlStore,
+        store: GrantSource,
         server_key: bytes,
         *,
         interval: float,
@@ -196,10 +195,3 @@ class LiveState:
                 if self.failing_since is not None:
                     log.info("store_reachable", down_seconds=round(time.monotonic() - self.failing_since, 3))
                     self.failing_since = None
-
-
-def start_change_listener(store: SqlStore, state: LiveState) -> asyncio.Task[None] | None:
-    """On PostgreSQL, wake `state` on every change notification; SQLite has none and relies on polling."""
-    if store.dialect != "postgresql":
-        return None
-    return asyncio.create_task(listen_for_changes(store.engine, state.wake), name="state-listen")

@@ -23,9 +23,11 @@ from types import FrameType
 import structlog
 from aiohttp import web
 
+from proxy.access.policy import Policy
 from proxy.app import (
     install_event_loop,
     listen,
+    observing_gateway,
     refuse_shared_s3_port,
     running_gateway,
     s3_app_runner,
@@ -37,7 +39,6 @@ from proxy.app import (
 from proxy.config import ConfigError, Settings
 from proxy.observe.logging import configure_logging
 from proxy.observe.multiprocess import shared_metrics, worker_exited
-from proxy.observe.observers import observing
 from proxy.store.engine import StoreError
 from proxy.written import WrittenVersion
 
@@ -88,23 +89,19 @@ def worker_settings(settings: Settings, index: int) -> Settings:
 
 
 async def serve_s3(
-    settings: Settings, stop: asyncio.Event, index: int, written: WrittenVersion | None = None
+    settings: Settings,
+    policy: Policy,
+    stop: asyncio.Event,
+    index: int,
+    written: WrittenVersion | None = None,
 ) -> None:
     """A secondary worker: the S3 listener and its observers (audit, metrics; its events go on to worker
     0's anomaly rules). The control API, the notifiers and the workflow's sweeps run in worker 0 only,
     so timers fire once and the control port has one owner."""
     settings = worker_settings(settings, index)
     async with (
-        running_gateway(settings, written) as gateway,
-        observing(
-            settings.observe(),
-            settings.policy.build(),
-            gateway.state.store,
-            gateway.state,
-            gateway.bus,
-            spool_dir=settings.audit_spool_dir(),
-            worker=index,
-        ),
+        running_gateway(settings, policy, written) as gateway,
+        observing_gateway(gateway, worker=index),
     ):
         runner = s3_app_runner(gateway)
         await runner.setup()
@@ -202,8 +199,9 @@ def run_server(settings: Settings) -> None:
     tune_malloc()
     install_event_loop()
 
-    # Made before the workers are forked, so they all share it.
+    # Made before the workers are forked, so they all share them.
     written = WrittenVersion()
+    policy = settings.policy.build()
 
     async def main(index: int = 0) -> None:
         stop = asyncio.Event()
@@ -211,7 +209,9 @@ def run_server(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await (
-            serve(settings, stop, written=written) if index == 0 else serve_s3(settings, stop, index, written)
+            serve(settings, policy, stop, written=written)
+            if index == 0
+            else serve_s3(settings, policy, stop, index, written)
         )
 
     # What every worker would fail on alike is checked once, before there are workers to repeat it.

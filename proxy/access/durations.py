@@ -1,4 +1,4 @@
-"""Durations as people type them ("2h", "1h30m", "7d") and back; pure."""
+"""Durations as people type them ("2h", "1h30m", "7d") and back, and moments as JSON shows them; pure."""
 
 from __future__ import annotations
 
@@ -8,6 +8,13 @@ from datetime import UTC, datetime, timedelta
 _UNITS: dict[str, int] = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _PART = re.compile(r"([0-9]+)([wdhms])")
 _WHOLE = re.compile(r"(?:[0-9]+[wdhms])+")
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A moment as JSON shows it: UTC, to the second, with a Z (None stays None)."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_duration(text: str) -> timedelta:

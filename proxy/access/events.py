@@ -7,18 +7,13 @@ knowing they exist. Each event turns into a flat, JSON-ready dict with `as_dict(
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from proxy.access.budgets import Usage
+from proxy.access.durations import iso
 from proxy.access.grants import Grant
 from proxy.access.requests import AccessRequest
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def request_fields(request: AccessRequest) -> dict[str, Any]:

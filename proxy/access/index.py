@@ -80,6 +80,8 @@ class GrantIndex:
     version: int = 0
     # A cache of a pure function of `groups`, filled by the event loop's thread only.
     _laid_out: dict[tuple[str, str], BucketGrants] = field(default_factory=dict, compare=False, repr=False)
+    # principal -> the buckets it holds grants on: built whole the first time a ListBuckets needs it.
+    _buckets_of: dict[str, tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def build(cls, grants: Iterable[Grant], version: int = 0) -> GrantIndex:
@@ -122,6 +124,21 @@ class GrantIndex:
             for grant in grants.candidates(target, now)
         ]
         return authorize(targets, candidates, now)
+
+    def buckets_held(self, principal: str, now: datetime) -> dict[str, tuple[Grant, ...]]:
+        """The buckets `principal` holds an active grant on, each with those grants (sorted by name)."""
+        if self._buckets_of is None:
+            by_principal: dict[str, list[str]] = defaultdict(list)
+            for holder, bucket in self.groups:
+                by_principal[holder].append(bucket)
+            # A frozen dataclass: the cache is set once, like `_laid_out`'s entries.
+            object.__setattr__(self, "_buckets_of", {p: tuple(sorted(bs)) for p, bs in by_principal.items()})
+        held: dict[str, tuple[Grant, ...]] = {}
+        for bucket in (self._buckets_of or {}).get(principal, ()):
+            active = tuple(g for g in self.groups[principal, bucket] if g.is_active(now))
+            if active:
+                held[bucket] = active
+        return held
 
     def has_grant_below(self, principal: str, bucket: str, prefix: str, now: datetime) -> bool:
         """Whether an active grant covers something under `prefix` (a "directory" the caller may probe)."""

@@ -78,6 +78,9 @@ class Rule:
     # and checked against `ticket_pattern` (a regular expression the whole reference must match).
     ticket_required: bool = False
     ticket_pattern: str = ""
+    # A PagerDuty service id: whoever is on call for it is approved at once (looked up by the workflow,
+    # see proxy/workflow/oncall.py; unreachable means normal approval).
+    oncall_service: str = ""
     budget: Budget | None = None  # given to grants whose request names none
     max_budget: Budget | None = None  # the loosest budget a request may ask for
 
@@ -191,11 +194,13 @@ class Ask:
     break_glass: bool = False
     ticket: str = ""
     budget: Budget | None = None  # None: the rule's default budget
+    # Keyword-only, so that positional construction never shifts onto it.
+    on_call: bool = field(default=False, kw_only=True)  # on call for the rule's oncall_service
 
 
 @dataclass(frozen=True, slots=True)
 class Instant:
-    """Granted at once. `why`: "instant_group", "no_approval_required" or "break_glass"."""
+    """Granted at once. `why`: "instant_group", "no_approval_required", "on_call" or "break_glass"."""
 
     resource: Resource
     rule: Rule
@@ -258,6 +263,15 @@ def select_rule(
     )
 
 
+def oncall_service(policy: Policy, ask: Ask) -> str:
+    """The PagerDuty service whose on-call the rule for `ask` approves at once ("" when none)."""
+    matched = policy.match(ask.bucket, ask.prefix)
+    if matched is None:
+        return ""
+    rule = select_rule(policy, matched[0], ask.requester, ask.actions)
+    return "" if isinstance(rule, Rejected) else rule.oncall_service
+
+
 def evaluate(policy: Policy, ask: Ask) -> Evaluation:
     """Decide a new request: granted at once, waiting for approvals, or rejected with a reason."""
     matched = policy.match(ask.bucket, ask.prefix)
@@ -313,6 +327,8 @@ def evaluate(policy: Policy, ask: Ask) -> Evaluation:
         return Instant(resource, rule, duration, "instant_group")
     if rule.approvals_required == 0:
         return Instant(resource, rule, duration, "no_approval_required")
+    if rule.oncall_service and ask.on_call:
+        return Instant(resource, rule, duration, "on_call")
     return NeedsApproval(resource, rule, duration, rule.approvals_required)
 
 
@@ -400,7 +416,30 @@ def check_approval(
 
     Judged against the policy and group memberships as they are now: an approver who left the
     security team no longer approves, and a requester who left the team can no longer be approved.
+    A bundle needs every part's rule satisfied: an approver of each resource, and the most approvals
+    any of them requires.
     """
+    parts = request.parts()
+    judged = [p for p in parts if len(parts) == 1 or not _granted_without_approval(policy, p, requester)]
+    verdicts = [_check_part_approval(policy, part, requester, approver, now) for part in judged or parts[:1]]
+    for verdict in verdicts:
+        if isinstance(verdict, Rejected):
+            return verdict
+    return max(verdicts, key=lambda v: v.required)  # type: ignore[union-attr]
+
+
+def _granted_without_approval(policy: Policy, part: AccessRequest, requester: Principal) -> bool:
+    """A bundle's part that on its own would be granted at once needs no approver of its resource."""
+    resource = policy.resource(part.resource_name)
+    rule = select_rule(policy, resource, requester, part.actions) if resource is not None else None
+    if rule is None or isinstance(rule, Rejected):
+        return False
+    return rule.approvals_required == 0 or not rule.instant_groups.isdisjoint(requester.groups)
+
+
+def _check_part_approval(
+    policy: Policy, request: AccessRequest, requester: Principal, approver: Principal, now: datetime
+) -> Approve | Rejected:
     problem = _pending_problem(request, now)
     if problem is not None:
         return problem
@@ -435,7 +474,7 @@ def check_denial(policy: Policy, request: AccessRequest, actor: Principal, now: 
         return problem
     if actor.name == request.requester:
         return Rejected("self_approval", "you cannot deny your own request: cancel it instead")
-    if policy.is_admin(actor) or policy.is_approver_of(actor, request.resource_name):
+    if policy.is_admin(actor) or any(policy.is_approver_of(actor, p.resource_name) for p in request.parts()):
         return None
     return Rejected("not_an_approver", f"{actor.name} may not decide requests for {request.resource_name}")
 
@@ -459,7 +498,7 @@ def check_review(policy: Policy, request: AccessRequest, actor: Principal) -> Re
         )
     if actor.name == request.requester:
         return Rejected("self_approval", "nobody reviews their own break-glass access")
-    if policy.is_admin(actor) or policy.is_approver_of(actor, request.resource_name):
+    if policy.is_admin(actor) or any(policy.is_approver_of(actor, p.resource_name) for p in request.parts()):
         return None
     return Rejected("not_an_approver", f"{actor.name} may not review requests for {request.resource_name}")
 
@@ -481,7 +520,7 @@ def may_view_request(policy: Policy, request: AccessRequest, actor: Principal) -
     return (
         actor.name == request.requester
         or policy.is_admin(actor)
-        or policy.is_approver_of(actor, request.resource_name)
+        or any(policy.is_approver_of(actor, part.resource_name) for part in request.parts())
     )
 
 

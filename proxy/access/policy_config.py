@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from proxy.access.budgets import Budget
+from proxy.access.decoys import DecoySet
 from proxy.access.durations import parse_duration
 from proxy.access.grants import Action, parse_actions, parse_resource
 from proxy.access.policy import ANYONE, Policy, Resource, ResourcePath, Rule, StandingAccess
@@ -45,6 +46,9 @@ class ResourceSettings(_Section):
     description: str = ""
     # Overwriting or deleting anything under it needs a grant approved by two distinct people.
     protected: bool = False
+    # Decoy objects inside this resource (s3://bucket/key, or a prefix ending in "/"): any read of one
+    # raises a `decoy_touched` alert ([anomalies.decoy_touched]). Never shown to requesters.
+    decoys: list[str] = Field(default_factory=list)
 
     @field_validator("paths")
     @classmethod
@@ -52,6 +56,20 @@ class ResourceSettings(_Section):
         for value in values:
             parse_resource(value)
         return values
+
+    @model_validator(mode="after")
+    def _decoys_inside(self) -> ResourceSettings:
+        paths = [parse_resource(p) for p in self.paths]
+        for value in self.decoys:
+            bucket, key = parse_resource(value)
+            if not key or key.endswith("*"):
+                raise ValueError(f"decoy {value!r}: name an object key or a prefix ending in '/'")
+            if not any(bucket == b and key.startswith(prefix) for b, prefix in paths):
+                raise ValueError(f"decoy {value!r} is outside the resource's paths")
+        return self
+
+    def decoy_entries(self) -> list[tuple[str, str]]:
+        return [parse_resource(value) for value in self.decoys]
 
 
 class RuleSettings(_Section):
@@ -70,6 +88,8 @@ class RuleSettings(_Section):
     break_glass: bool = False
     ticket_required: bool = False
     ticket_pattern: str = ""  # e.g. "^ML-[0-9]+$": the whole reference must match
+    # A PagerDuty service id (e.g. "PSVC123"): its on-call is approved at once ([pagerduty] section).
+    oncall_service: str = Field("", pattern=r"^[A-Z0-9]{0,32}$")
     # The budget a grant gets when the request names none, and the loosest one a request may ask for:
     # {max_bytes = "20GiB", max_objects = 10, single_use = true}, each optional.
     budget: dict[str, Any] | None = None
@@ -149,6 +169,7 @@ class RuleSettings(_Section):
             break_glass=self.break_glass,
             ticket_required=self.ticket_required,
             ticket_pattern=self.ticket_pattern,
+            oncall_service=self.oncall_service,
             budget=Budget.from_dict(self.budget),
             max_budget=Budget.from_dict(self.max_budget),
         )
@@ -212,6 +233,10 @@ class PolicySettings(_Section):
                 raise ValueError(f"standing[{i}]: {entry.principal} on {entry.resource} is listed twice")
             seen.add((entry.principal, entry.resource))
         return self
+
+    def decoys(self) -> DecoySet:
+        """Every resource's decoys, for the data plane's lookup."""
+        return DecoySet(entry for spec in self.resources.values() for entry in spec.decoy_entries())
 
     def build(self) -> Policy:
         resources = tuple(

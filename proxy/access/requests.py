@@ -5,7 +5,7 @@ pending -> approved | denied | cancelled | expired. Approval creates a grant who
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -26,6 +26,19 @@ class Approval:
     approver: str
     decided_at: datetime
     comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BundlePart:
+    """One more resource of a bundle: granted with the request's first, together or not at all."""
+
+    resource_name: str
+    bucket: str
+    prefix: str
+
+    @property
+    def resource(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +71,32 @@ class AccessRequest:
     # Scheduled access: the window starts here rather than at approval (None: at approval).
     starts_at: datetime | None = None
     ticket: str = ""  # a reference in the team's tracker, e.g. ML-1234, when the rule asks for one
+    # An extension: the grant it extends (its window starts where that grant ends).
+    extends: str | None = None
+    # A bundle: the resources asked for besides the first (the request's own), and once approved every
+    # grant made, in the same order (grant_id is the first).
+    bundle: tuple[BundlePart, ...] = ()
+    grant_ids: tuple[str, ...] = ()
+
+    def parts(self) -> tuple[AccessRequest, ...]:
+        """One request per resource asked for (just this one unless it is a bundle), for the rules that
+        judge a resource at a time: each part's own rule must be satisfied."""
+        return (
+            replace(self, bundle=()),
+            *(
+                replace(self, resource_name=p.resource_name, bucket=p.bucket, prefix=p.prefix, bundle=())
+                for p in self.bundle
+            ),
+        )
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        return (self.resource, *(p.resource for p in self.bundle))
+
+    @property
+    def is_extension(self) -> bool:
+        return self.extends is not None
+
     budget: Budget | None = None  # what the grant may move in all, within the rule's maximum
     # Overwrites or deletes under a protected resource: two distinct approvals, never instant.
     protected: bool = False

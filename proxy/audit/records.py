@@ -133,7 +133,7 @@ def jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): REDACTED if _secret_name(str(k)) else jsonable(v) for k, v in value.items()}
+        return jsonable_mapping(value)
     if isinstance(value, datetime):
         return iso(value if value.tzinfo else value.replace(tzinfo=UTC))
     if isinstance(value, timedelta):
@@ -201,14 +201,18 @@ def alert_record(alert: AnomalyAlert) -> AuditRecord:
     )
 
 
+def jsonable_mapping(value: Mapping[Any, Any]) -> dict[str, Any]:
+    """A mapping as a JSON object, keys as strings, secret-named fields redacted at every depth."""
+    return {str(k): REDACTED if _secret_name(str(k)) else jsonable(v) for k, v in value.items()}
+
+
 def control_record(event: Any, now: datetime) -> AuditRecord:
     """A workflow event (request created, grant revoked...): read generically, whatever its shape."""
-    data = jsonable(event.as_dict() if hasattr(event, "as_dict") else event)
-    if not isinstance(data, dict):
-        data = {"value": data}
+    value = jsonable(event.as_dict() if hasattr(event, "as_dict") else event)
+    data: dict[str, Any] = value if isinstance(value, dict) else {"value": value}
     at = _first(data, "at", "occurred_at", "created_at", "decided_at")
-    grant = data.get("grant") if isinstance(data.get("grant"), dict) else {}
-    request = data.get("request") if isinstance(data.get("request"), dict) else {}
+    grant = _nested(data, "grant")
+    request = _nested(data, "request")
     resource = _first(data, "resource_name") or _first(request, "resource_name")
     target = _first(data, "resource") or _first(grant, "resource") or _first(request, "resource")
     return AuditRecord(
@@ -226,7 +230,12 @@ def control_record(event: Any, now: datetime) -> AuditRecord:
     )
 
 
-def _first(data: Mapping[str, Any], *names: str) -> Any:
+def _nested(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _first(data: Mapping[str, Any], *names: str) -> str | None:
     for name in names:
         value = data.get(name)
         if isinstance(value, str) and value:
@@ -261,7 +270,7 @@ class Usage:
         self.last_used_at = _max(self.last_used_at, other.last_used_at)
 
     def as_dict(self) -> dict[str, Any]:
-        return jsonable(self)
+        return jsonable_mapping(dataclasses.asdict(self))
 
 
 def usage_of(event: RequestEvent) -> Usage | None:

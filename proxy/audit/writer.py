@@ -201,7 +201,7 @@ class AuditWriter:
         return []
 
     def _drain(self, limit: int) -> list[Any]:
-        items = []
+        items: list[Any] = []
         while len(items) < limit:
             try:
                 items.append(self.queue.get_nowait())

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.access.budgets import Budget, Usage
-from proxy.access.durations import format_duration, parse_moment
-from proxy.access.grants import Grant
+from proxy.access.budgets import Budget
+from proxy.access.durations import format_duration, iso, parse_moment
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.views import grant_to_json
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
 from proxy.workflow.budgets import usage_of
+from proxy.workflow.bundles import request_bundle
+from proxy.workflow.extend import extend_grant
 from proxy.workflow.service import Outcome, Workflow, WorkflowError
 
 log = structlog.get_logger("grantgate.api")
@@ -134,43 +136,14 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 def caller(request: web.Request) -> Principal:
-    return request[PRINCIPAL]
+    principal = request[PRINCIPAL]
+    # Only the token middleware sets it; anything else here is a wiring bug, refused rather than served.
+    if not isinstance(principal, Principal):
+        raise Problem(401, "unauthenticated", "no authenticated caller for this route")
+    return principal
 
 
 # --- rendering --------------------------------------------------------------------------------------
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def grant_to_json(grant: Grant, now: datetime | None = None, usage: Usage | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": grant.id,
-        "principal": grant.principal,
-        "resource": grant.resource,
-        "bucket": grant.bucket,
-        "prefix": grant.prefix,
-        "actions": sorted(a.value for a in grant.actions),
-        "created_at": iso(grant.created_at),
-        "expires_at": iso(grant.expires_at),
-        "revoked_at": iso(grant.revoked_at),
-        "source": grant.source,
-        "request_id": grant.request_id,
-        "created_by": grant.extra.get("created_by", ""),
-        "revoked_by": grant.extra.get("revoked_by") or None,
-        "revoke_reason": grant.extra.get("revoke_reason") or None,
-        "starts_at": iso(grant.starts_at),
-        "budget": grant.budget.as_dict() if grant.budget is not None else None,
-        "usage": (usage or Usage()).as_dict(),
-        "budget_spent": grant.spent,
-        "approvals": grant.approvals,
-    }
-    if now is not None:
-        body["active"] = grant.is_active(now)
-    return body
 
 
 def request_to_json(request: AccessRequest) -> dict[str, Any]:
@@ -204,6 +177,9 @@ def request_to_json(request: AccessRequest) -> dict[str, Any]:
         "source_cidrs": list(request.source_cidrs),
         "starts_at": iso(request.starts_at),
         "ticket": request.ticket or None,
+        "extends": request.extends,
+        "resources": list(request.resources),
+        "grant_ids": list(request.grant_ids) or ([request.grant_id] if request.grant_id else []),
         "budget": request.budget.as_dict() if request.budget is not None else None,
         "protected": request.protected,
     }
@@ -288,6 +264,27 @@ def moment_field(body: dict[str, Any], name: str) -> datetime | None:
         raise Problem(400, "invalid_body", f"{name!r}: {exc}") from None
 
 
+def _resources_field(body: dict[str, Any]) -> list[str]:
+    """`"resource": "..."`, or `"resources": [..]` for a bundle granted together; never both."""
+    if "resources" in body and "resource" in body:
+        raise Problem(400, "invalid_body", "send 'resource' or 'resources', not both")
+    if "resources" not in body:
+        resource = text_field(body, "resource")
+        if not resource:
+            raise Problem(400, "invalid_body", "'resource' is required, e.g. \"s3://bucket/prefix/\"")
+        return [resource]
+    resources = body["resources"]
+    if (
+        not isinstance(resources, list)
+        or not resources
+        or not all(isinstance(r, str) and r.strip() and len(r) <= MAX_TEXT for r in resources)
+    ):
+        raise Problem(
+            400, "invalid_body", "'resources' must be a non-empty list of resources, e.g. [\"models\"]"
+        )
+    return resources
+
+
 def _bool_query(request: web.Request, name: str) -> bool | None:
     value = request.query.get(name)
     if value is None or value == "":
@@ -340,23 +337,22 @@ async def list_resources(request: web.Request) -> web.Response:
     out = []
     for resource in policy.resources:
         rule = mine.get(resource)
-        entry = {
-            "name": resource.name,
-            "description": resource.description,
-            "paths": [str(p) for p in resource.paths],
-        }
-        entry["requestable"] = rule is not None
-        entry["rule"] = rule_to_json(resource, rule, who) if rule is not None else None
-        out.append(entry)
+        out.append(
+            {
+                "name": resource.name,
+                "description": resource.description,
+                "paths": [str(p) for p in resource.paths],
+                "requestable": rule is not None,
+                "rule": rule_to_json(resource, rule, who) if rule is not None else None,
+            }
+        )
     return web.json_response({"resources": out})
 
 
 async def create_request(request: web.Request) -> web.Response:
     workflow = request.app[WORKFLOW]
     body = await json_body(request)
-    resource = text_field(body, "resource")
-    if not resource:
-        raise Problem(400, "invalid_body", "'resource' is required, e.g. \"s3://bucket/prefix/\"")
+    resources = _resources_field(body)
     actions = body.get("actions", ["read"])
     if isinstance(actions, str):
         actions = [actions]
@@ -365,17 +361,34 @@ async def create_request(request: web.Request) -> web.Response:
     break_glass = body.get("break_glass", False)
     if not isinstance(break_glass, bool):
         raise Problem(400, "invalid_body", "'break_glass' must be true or false")
-    outcome = await workflow.request_access(
-        caller(request),
-        resource,
-        actions,
-        text_field(body, "duration") or None,
-        text_field(body, "justification"),
-        break_glass=break_glass,
-        ticket=text_field(body, "ticket"),
-        starts_at=moment_field(body, "starts_at"),
-        budget=budget_field(body),
-    )
+    if len(resources) > 1 and break_glass:
+        raise Problem(400, "invalid_body", "break-glass is for one resource at a time, not a bundle")
+    budget = budget_field(body)
+    if len(resources) > 1 and budget is not None:
+        raise Problem(400, "invalid_body", "a budget is for one resource at a time, not a bundle")
+    if len(resources) > 1:
+        outcome = await request_bundle(
+            workflow,
+            caller(request),
+            resources,
+            actions,
+            text_field(body, "duration") or None,
+            text_field(body, "justification"),
+            ticket=text_field(body, "ticket"),
+            starts_at=moment_field(body, "starts_at"),
+        )
+    else:
+        outcome = await workflow.request_access(
+            caller(request),
+            resources[0],
+            actions,
+            text_field(body, "duration") or None,
+            text_field(body, "justification"),
+            break_glass=break_glass,
+            ticket=text_field(body, "ticket"),
+            starts_at=moment_field(body, "starts_at"),
+            budget=budget,
+        )
     return web.json_response(
         outcome_to_json(outcome, workflow.now()),
         status=201,
@@ -456,6 +469,24 @@ async def revoke_grant(request: web.Request) -> web.Response:
     return web.json_response(grant_to_json(grant, workflow.now()))
 
 
+async def extend(request: web.Request) -> web.Response:
+    """More time on a grant, starting where it ends: answered like a new request."""
+    workflow = request.app[WORKFLOW]
+    body = await json_body(request)
+    duration = text_field(body, "duration")
+    if not duration:
+        raise Problem(400, "invalid_body", "'duration' is required, e.g. \"2h\"")
+    grant_id = request.match_info["id"]
+    outcome = await extend_grant(
+        workflow, grant_id, caller(request), duration, text_field(body, "justification")
+    )
+    return web.json_response(
+        outcome_to_json(outcome, workflow.now()),
+        status=201,
+        headers={"Location": f"/api/v1/requests/{outcome.request.id}"},
+    )
+
+
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/openapi.json", openapi),
     ("GET", "/whoami", whoami),
@@ -470,6 +501,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/grants", list_grants),
     ("GET", "/grants/{id}", get_grant),
     ("DELETE", "/grants/{id}", revoke_grant),
+    ("POST", "/grants/{id}/extend", extend),
 )
 
 

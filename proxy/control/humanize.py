@@ -35,6 +35,8 @@ def until(moment: datetime | None, now: datetime) -> str:
 def ago(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return ""
+    if moment > now + timedelta(seconds=5):  # a scheduled start, an extension's
+        return "in " + span(moment - now)
     if moment >= now - timedelta(seconds=5):
         return "just now"
     return span(now - moment) + " ago"

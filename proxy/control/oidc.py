@@ -22,13 +22,12 @@ from urllib.parse import quote_plus, urlencode
 
 import aiohttp
 import structlog
-from joserfc import jwt
-from joserfc.errors import ExpiredTokenError, InvalidKeyIdError, JoseError, MissingClaimError
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from joserfc.jwt import JWTClaimsRegistry
 
 from proxy.control.web_settings import OidcSettings
 from proxy.identity.jwks import parse_key_set
+from proxy.identity.jwts import Refusal, TokenRefused, checked_claims
 from proxy.identity.trust import WORKLOAD_PREFIX, is_workload_name
 
 log = structlog.get_logger("grantgate.oidc")
@@ -90,31 +89,11 @@ def basic_auth(client_id: str, secret: str) -> str:
 def verify_id_token(token: str, settings: OidcSettings, keys: KeySet, nonce: str, now: datetime) -> Identity:
     """Check the ID token as OpenID Connect Core 3.1.3.7 asks; SignInError on any failure."""
     try:
-        decoded = jwt.decode(token, keys, algorithms=settings.algorithms)
-    except InvalidKeyIdError:
-        raise SignInError("the ID token was signed with a key the provider does not publish") from None
-    except JoseError:
-        raise SignInError("the ID token's signature could not be verified") from None
-    except (ValueError, TypeError, KeyError):
-        raise SignInError("the ID token could not be decoded") from None
-    claims = decoded.claims
-    registry = JWTClaimsRegistry(
-        now=int(now.timestamp()),
-        leeway=settings.leeway_seconds,
-        iss={"essential": True, "value": settings.issuer},
-        aud={"essential": True, "value": settings.client_id},
-        sub={"essential": True},
-        exp={"essential": True},
-        iat={"essential": True},
-    )
-    try:
-        registry.validate(claims)
-    except ExpiredTokenError:
-        raise SignInError("the ID token has expired; sign in again") from None
-    except MissingClaimError as exc:
-        raise SignInError(f"the ID token lacks the {exc.claim} claim") from None
-    except JoseError as exc:
-        raise SignInError(f"the ID token is not valid here: {exc.description or exc.error}") from None
+        claims = checked_claims(token, keys, settings, [settings.client_id], now, ("sub", "exp", "iat"))
+    except TokenRefused as refused:
+        raise SignInError(
+            _SIGN_IN_REFUSALS[refused.refusal].format(claim=refused.claim, detail=refused.detail)
+        ) from None
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     if len(audiences) > 1 and claims.get("azp") != settings.client_id:
         raise SignInError("the ID token was issued to another client (azp)")
@@ -123,6 +102,17 @@ def verify_id_token(token: str, settings: OidcSettings, keys: KeySet, nonce: str
         # A token from another sign-in (replayed, or injected into this browser's flow).
         raise SignInError("the ID token does not belong to this sign-in (nonce mismatch)")
     return identity_from_claims(claims, settings)
+
+
+_SIGN_IN_REFUSALS = {
+    Refusal.UNKNOWN_KEY: "the ID token was signed with a key the provider does not publish",
+    Refusal.BAD_SIGNATURE: "the ID token's signature could not be verified",
+    Refusal.UNDECODABLE: "the ID token could not be decoded",
+    Refusal.EXPIRED: "the ID token has expired; sign in again",
+    Refusal.MISSING_CLAIM: "the ID token lacks the {claim} claim",
+    Refusal.INVALID_CLAIM: "the ID token is not valid here: {detail}",
+    Refusal.INVALID: "the ID token is not valid here: {detail}",
+}
 
 
 def identity_from_claims(claims: dict[str, Any], settings: OidcSettings) -> Identity:

@@ -117,8 +117,16 @@ def _schemas() -> dict[str, Any]:
                     "description": "A ticket reference, e.g. ML-1234; required by some rules, which may "
                     "also give the pattern it must match. Shown to approvers and kept in the audit.",
                 },
+                "resources": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "maxItems": 20,
+                    "description": "Instead of `resource`: a bundle (a model and its eval set). Each "
+                    "resource's own rule must be satisfied; approvers see one request; the grants are "
+                    "created together or not at all.",
+                },
             },
-            "required": ["resource"],
+            "oneOf": [{"required": ["resource"]}, {"required": ["resources"]}],
         },
         "Approval": {
             "type": "object",
@@ -154,6 +162,20 @@ def _schemas() -> dict[str, Any]:
                 "source_cidrs": {"type": "array", "items": {"type": "string"}},
                 "starts_at": {**_TIME, "description": "Scheduled access: when the window starts."},
                 "ticket": {"type": ["string", "null"]},
+                "resources": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Every resource asked for: `resource` first, then a bundle's others.",
+                },
+                "grant_ids": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Once granted: every grant made, in `resources` order.",
+                },
+                "extends": {
+                    "type": ["string", "null"],
+                    "description": "An extension: the grant it extends (its window starts where that ends).",
+                },
             },
             "required": ["id", "status", "requester", "resource", "actions", "grant_id"],
         },
@@ -392,6 +414,34 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Grant"), "The revoked grant."),
                     **_problems(401, 403, 404),
+                },
+            },
+        },
+        "/api/v1/grants/{id}/extend": {
+            "post": {
+                "summary": "Extend a grant you hold",
+                "description": "A request for `duration` more, starting where the grant ends (no gap, "
+                "nothing shortened), decided by the policy as a new request; its maximum counts the whole "
+                "span. The grant stays in force while the extension waits.",
+                "parameters": [grant_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["duration"],
+                                "properties": {
+                                    "duration": {"type": "string", "examples": ["2h"]},
+                                    "justification": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json(_ref("RequestOutcome"), "The extension request as stored."),
+                    **_problems(400, 401, 403, 404, 409, 422),
                 },
             },
         },

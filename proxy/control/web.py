@@ -17,7 +17,7 @@ from proxy.access.durations import format_duration, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
 from proxy.access.requests import RequestStatus
-from proxy.control import signin
+from proxy.control import signin, web_extend
 from proxy.control.web_settings import WebSettings
 from proxy.control.webcore import (
     STATIC,
@@ -410,6 +410,7 @@ def install(
     app.router.add_get("/inbox", inbox)
     app.router.add_get("/grants", active_grants)
     app.router.add_post("/grants/{id}/revoke", revoke_grant)
+    web_extend.install(app)
     app.router.add_static("/static", STATIC)
     signin.install(app)
     return ctx

@@ -249,6 +249,7 @@ def page(
         async def run(request: web.Request) -> web.StreamResponse:
             ctx = request.app[WEB]
             visit = await load_visit(ctx, request)
+            response: web.StreamResponse
             if csrf.needs_check(request.method):
                 visit.form = await request.post()
                 if not csrf.token_matches(visit.session.csrf, visit.field(csrf.FIELD)):

@@ -13,17 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from joserfc import jwt
-from joserfc.errors import (
-    ExpiredTokenError,
-    InvalidClaimError,
-    InvalidKeyIdError,
-    JoseError,
-    MissingClaimError,
-)
 from joserfc.jwk import KeySet
-from joserfc.jwt import JWTClaimsRegistry
 
+from proxy.identity.jwts import Refusal, TokenRefused, checked_claims
 from proxy.identity.trust import IssuerSettings
 
 # STS's own limit on WebIdentityToken.
@@ -80,38 +72,9 @@ def unverified_issuer(token: str) -> str:
 def verify_token(token: str, settings: IssuerSettings, keys: KeySet, now: datetime) -> WebIdentity:
     """Check signature, issuer, audience and expiry (nbf/iat too) of `token`; IdentityError if any fails."""
     try:
-        decoded = jwt.decode(token, keys, algorithms=settings.algorithms)
-    except InvalidKeyIdError:
-        raise UnknownKeyId() from None
-    except JoseError:
-        raise invalid_token("The web identity token's signature could not be verified.") from None
-    except (ValueError, TypeError, KeyError):
-        raise invalid_token("The web identity token could not be decoded.") from None
-    claims = decoded.claims
-    registry = JWTClaimsRegistry(
-        now=int(now.timestamp()),
-        leeway=settings.leeway_seconds,
-        iss={"essential": True, "value": settings.issuer},
-        aud={"essential": True, "values": settings.audiences},
-        sub={"essential": True},
-        exp={"essential": True},
-    )
-    try:
-        registry.validate(claims)
-    except ExpiredTokenError:
-        raise IdentityError(
-            "ExpiredTokenException", "Token expired: the web identity token is expired."
-        ) from None
-    except MissingClaimError as exc:
-        raise invalid_token(f"The web identity token lacks a required claim: {exc.claim}.") from None
-    except InvalidClaimError as exc:
-        if exc.claim == "aud":
-            raise invalid_token("Incorrect token audience.") from None
-        if exc.claim == "iss":
-            raise invalid_token("Incorrect token issuer.") from None
-        raise invalid_token(f"The web identity token has an invalid claim: {exc.claim}.") from None
-    except JoseError:
-        raise invalid_token("The web identity token's claims are not valid.") from None
+        claims = checked_claims(token, keys, settings, settings.audiences, now)
+    except TokenRefused as refused:
+        raise _refusal(refused) from None
     subject, exp = claims.get("sub"), claims.get("exp")
     if not isinstance(subject, str) or not subject or type(exp) is not int:
         raise invalid_token("The web identity token's sub or exp claim has the wrong type.")
@@ -122,6 +85,28 @@ def verify_token(token: str, settings: IssuerSettings, keys: KeySet, now: dateti
         claims=claims,
         expires_at=datetime.fromtimestamp(exp, UTC),
     )
+
+
+def _refusal(refused: TokenRefused) -> IdentityError:
+    """A refused token in STS's own words."""
+    match refused.refusal, refused.claim:
+        case Refusal.UNKNOWN_KEY, _:
+            return UnknownKeyId()
+        case Refusal.BAD_SIGNATURE, _:
+            return invalid_token("The web identity token's signature could not be verified.")
+        case Refusal.UNDECODABLE, _:
+            return invalid_token("The web identity token could not be decoded.")
+        case Refusal.EXPIRED, _:
+            return IdentityError("ExpiredTokenException", "Token expired: the web identity token is expired.")
+        case Refusal.MISSING_CLAIM, claim:
+            return invalid_token(f"The web identity token lacks a required claim: {claim}.")
+        case Refusal.INVALID_CLAIM, "aud":
+            return invalid_token("Incorrect token audience.")
+        case Refusal.INVALID_CLAIM, "iss":
+            return invalid_token("Incorrect token issuer.")
+        case Refusal.INVALID_CLAIM, claim:
+            return invalid_token(f"The web identity token has an invalid claim: {claim}.")
+    return invalid_token("The web identity token's claims are not valid.")
 
 
 def _matched_audience(aud: Any, wanted: list[str]) -> str:

@@ -22,8 +22,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from proxy.access.durations import format_duration, parse_duration
-from proxy.access.events import iso
+from proxy.access.durations import format_duration, iso, parse_duration
 from proxy.access.grants import Action, Grant
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
@@ -32,6 +31,7 @@ from proxy.observe.events import AnomalyAlert
 APPROVE = "grantgate_approve"
 DENY = "grantgate_deny"
 DENY_VIEW = "grantgate_deny_reason"
+EXTEND = "grantgate_extend"  # the expiry DM's button: its value is the grant's id
 REQUEST_VIEW = "grantgate_request"
 # block_id / action_id of the request modal's inputs
 RESOURCE_BLOCK, RESOURCE_INPUT = "resource", "resource_input"
@@ -73,10 +73,17 @@ def request_summary(request: AccessRequest) -> str:
     )
 
 
+def _resources_field(request: AccessRequest) -> str:
+    if not request.bundle:
+        return f"*Resource*\n{esc(request.resource_name)}: `{esc(request.resource)}`"
+    lines = [f"{esc(p.resource_name)}: `{esc(p.resource)}`" for p in request.parts()]
+    return "*Resources* (granted together)\n" + "\n".join(lines)
+
+
 def _request_body(request: AccessRequest) -> list[Block]:
     fields = [
         MarkdownTextObject(text=f"*Requester*\n{esc(request.requester)}"),
-        MarkdownTextObject(text=f"*Resource*\n{esc(request.resource_name)}: `{esc(request.resource)}`"),
+        MarkdownTextObject(text=_resources_field(request)),
         MarkdownTextObject(text=f"*Actions*\n{actions_text(request.actions)}"),
         MarkdownTextObject(text=f"*Duration*\n{format_duration(request.duration)}"),
     ]
@@ -84,6 +91,8 @@ def _request_body(request: AccessRequest) -> list[Block]:
         fields.append(MarkdownTextObject(text=f"*Scheduled from*\n{_when(request.starts_at)}"))
     if request.ticket:
         fields.append(MarkdownTextObject(text=f"*Ticket*\n{esc(request.ticket)}"))
+    if request.extends is not None:
+        fields.append(MarkdownTextObject(text=f"*Extends*\n`{request.extends}` (starts where it ends)"))
     justification = esc(request.justification) or "_none given_"
     blocks: list[Block] = [
         HeaderBlock(text=f"Access request: {request.resource_name}"[:150]),
@@ -170,6 +179,19 @@ def expiring_dm(grant: Grant, reason: str) -> str:
     return (
         f":alarm_clock: Your access to `{esc(grant.resource)}` ({actions_text(grant.actions)}) {esc(reason)} "
         f"(at {_when(grant.expires_at)}). Request it again with `/grantgate` if you still need it."
+    )
+
+
+def expiring_dm_blocks(grant: Grant, reason: str, by: timedelta) -> list[dict[str, Any]]:
+    """The expiry warning with a button asking to extend the grant by `by` (the policy decides)."""
+    button = ButtonElement(
+        text=f"Extend by {format_duration(by)}", action_id=EXTEND, value=grant.id, style="primary"
+    )
+    return _dicts(
+        [
+            SectionBlock(text=MarkdownTextObject(text=expiring_dm(grant, reason))),
+            ActionsBlock(block_id=f"extend:{grant.id}", elements=[button]),
+        ]
     )
 
 

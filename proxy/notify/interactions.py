@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,10 +21,12 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from proxy.access import policy as rules
+from proxy.access.extensions import offered
 from proxy.access.requests import RequestStatus
 from proxy.identity.principals import Principal
 from proxy.notify import blocks
 from proxy.notify.slack import SlackNotifier
+from proxy.workflow.extend import extend_grant
 from proxy.workflow.service import Conflict, Outcome, Workflow, WorkflowError
 
 log = structlog.get_logger("grantgate.slack")
@@ -174,6 +176,9 @@ class SlackInteractions:
 
     async def _button(self, payload: dict[str, Any], action: dict[str, Any], user: str) -> None:
         action_id, request_id = action.get("action_id"), str(action.get("value", ""))
+        if action_id == blocks.EXTEND and request_id:
+            await self._extend(request_id, user, str(payload.get("response_url", "")))
+            return
         if action_id not in (blocks.APPROVE, blocks.DENY) or not request_id:
             return
         response_url = str(payload.get("response_url", ""))
@@ -203,6 +208,23 @@ class SlackInteractions:
             return
         await self._reply(response_url, outcome.message)
 
+    async def _extend(self, grant_id: str, user: str, response_url: str) -> None:
+        """The expiry DM's button: ask to extend the grant by what the DM offered."""
+        holder = await self._act_as(user)
+        if holder is None:
+            await self._not_linked(response_url)
+            return
+        try:
+            grant = await self.workflow.get_grant(grant_id, holder)
+            outcome = await extend_grant(
+                self.workflow, grant_id, holder, offered(grant), "extended from Slack"
+            )
+        except WorkflowError as exc:
+            log.info("slack_extension_refused", grant_id=grant_id, actor=holder.name, code=exc.code)
+            await self._reply(response_url, f"Not extended: {exc.message}")
+            return
+        await self._reply(response_url, outcome.message)
+
     async def _show_current(self, request_id: str) -> None:
         # Someone else decided first: make sure the message shows it, whichever gateway they used.
         current = await self.workflow.requests.get_request(request_id)
@@ -226,7 +248,7 @@ class SlackInteractions:
         await self.notifier.run(lambda: self.notifier.client.views_open(trigger_id=trigger_id, view=view))
 
     async def _inline(
-        self, work: Coroutine[Any, Any, Any], later: Callable[[Any], Awaitable[None]]
+        self, work: Coroutine[Any, Any, Any], later: Callable[[Any], Coroutine[Any, Any, None]]
     ) -> tuple[bool, Any]:
         """Run `work` for up to INLINE_SECONDS; if it takes longer, `later` gets its result."""
         task = self._spawn(work)

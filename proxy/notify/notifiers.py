@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from proxy.access.policy import Policy
 from proxy.notify import interactions
 from proxy.notify.counters import Outcomes
+from proxy.notify.mail import EmailNotifier
+from proxy.notify.mail_settings import EmailSettings
 from proxy.notify.settings import SlackSettings, WebhookSettings
 from proxy.notify.slack import SlackNotifier
 from proxy.notify.webhooks import WebhookDispatcher
@@ -25,6 +28,7 @@ from proxy.workflow.service import Workflow
 class Notifiers:
     slack: SlackNotifier | None = None
     webhooks: WebhookDispatcher | None = None
+    email: EmailNotifier | None = None
 
 
 @contextlib.asynccontextmanager
@@ -36,6 +40,8 @@ async def notifying(
     registry: CollectorRegistry | None = None,
     *,
     store: SqlStore | None = None,
+    email: EmailSettings | None = None,
+    policy: Policy | None = None,
 ) -> AsyncIterator[Notifiers]:
     """Subscribe the configured notifiers (`[[webhooks]]`, `[slack]`) to `bus`; links point at `public_url`;
     their delivery counters go to `registry` if given.
@@ -59,9 +65,15 @@ async def notifying(
         found.slack = SlackNotifier(slack, public_url, outcomes, messages)
         found.slack.start()
         bus.subscribe(found.slack)
+    if email is not None and email.enabled and policy is not None:
+        outcomes = Outcomes("grantgate_emails", "Notification emails, by SMTP host and outcome.", registry)
+        found.email = EmailNotifier(email, policy, public_url, outcomes)
+        bus.subscribe(found.email)
     try:
         yield found
     finally:
+        if found.email is not None:
+            await found.email.close()
         if found.slack is not None:
             await found.slack.close()
         if found.webhooks is not None:

@@ -27,6 +27,7 @@ from proxy.access.events import (
     RequestCreated,
     RequestDecided,
 )
+from proxy.access.extensions import offered
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.notify import blocks
 from proxy.notify.counters import Outcomes
@@ -39,7 +40,7 @@ log = structlog.get_logger("grantgate.slack")
 QUEUE_LIMIT = 5_000
 BINDING_TTL_SECONDS = 300.0
 POLICY_ACTOR = "policy"  # the workflow's actor for instant decisions: nobody to tell but the requester
-Job = Callable[[], Awaitable[None]]
+Job = Callable[[], Awaitable[object]]  # a Slack call; what it answers is not used
 
 
 # --- binding Slack users to principals (pure) -----------------------------------------------------
@@ -155,7 +156,8 @@ class SlackNotifier:
                 if self._tell_requester(request):
                     self._queue(lambda: self.dm(request.requester, blocks.decision_dm(request, None)))
             case GrantExpiring(grant=grant, reason=reason) if grant.expires_at is not None:
-                self._queue(lambda: self.dm(grant.principal, blocks.expiring_dm(grant, reason)))
+                offer = blocks.expiring_dm_blocks(grant, reason, offered(grant))
+                self._queue(lambda: self.dm(grant.principal, blocks.expiring_dm(grant, reason), offer))
             case GrantExpired(grant=grant) if grant.expires_at is not None:
                 self._queue(lambda: self.dm(grant.principal, blocks.expired_dm(grant)))
             case BreakGlassUsed(request=request, grant=grant):
@@ -257,16 +259,17 @@ class SlackNotifier:
             return
         await self.client.chat_postMessage(channel=self.settings.security_channel, text=text)
 
-    async def dm(self, principal: str, text: str) -> None:
+    async def dm(self, principal: str, text: str, message: list[dict[str, Any]] | None = None) -> None:
         user = await self.user_for(principal)
         if user is None:
             log.info("slack_no_user_for_principal", principal=principal)
             return
-        await self.dm_user(user, text)
+        await self.dm_user(user, text, message)
 
-    async def dm_user(self, user_id: str, text: str) -> None:
+    async def dm_user(self, user_id: str, text: str, message: list[dict[str, Any]] | None = None) -> None:
         opened = await self.client.conversations_open(users=user_id)
-        await self.client.chat_postMessage(channel=str(opened["channel"]["id"]), text=text)
+        channel = str(opened["channel"]["id"])
+        await self.client.chat_postMessage(channel=channel, text=text, blocks=message)
 
     # --- who is who ---
 

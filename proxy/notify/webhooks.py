@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
-from proxy.access.events import WorkflowEvent, grant_fields, iso, request_fields
+from proxy.access.durations import iso
+from proxy.access.events import WorkflowEvent, grant_fields, request_fields
 from proxy.access.grants import Grant
 from proxy.access.requests import AccessRequest
 from proxy.notify.counters import Outcomes
@@ -137,7 +138,7 @@ def verify_signature(secret: bytes, header: str, body: bytes, now: float, tolera
 
 def backoff(attempt: int, first: float, cap: float) -> float:
     """Delay before attempt `attempt + 1`: first, 2x, 4x, ... capped."""
-    return min(cap, first * (2 ** (attempt - 1)))
+    return min(cap, first * 2.0 ** (attempt - 1))
 
 
 def retryable(status: int) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -23,24 +23,20 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Memory bound per detector: the least recently seen subjects are forgotten first.
 MAX_SUBJECTS = 10_000
 SUSPEND = "suspend_grant"
+SUSPEND_PRINCIPAL = "suspend_principal"  # every grant the alert's principal holds
 BREAK_GLASS_EVENTS = frozenset({"break_glass_used"})
 SOURCE_NETWORK = "source_network"  # the data plane's deny reason for a grant used from elsewhere
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """What a detector saw; `subject` says what the cooldown is about (one alert per subject)."""
+    """What a detector saw: the alert it deserves, and what the cooldown is about (one alert per subject).
+    Whether anything is done about it (`response`) is decided by `Detectors`, from the settings."""
 
-    kind: str
     subject: str
-    message: str
-    severity: str = "warning"
-    principal: str | None = None
-    resource: str | None = None
-    grant_id: str | None = None
-    source_ip: str | None = None
-    request_id: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    alert: AnomalyAlert
+    # What a "suspend" response takes out of service: the grant seen, or all of the principal's.
+    suspends: str = "grant"
 
 
 class Detector(Protocol):
@@ -68,6 +64,32 @@ def _resource_of(catalog: ResourceCatalog, event: RequestEvent) -> str:
     return catalog.name_for(event.bucket, subject_key(event)) or f"s3://{event.bucket}"
 
 
+def _granted_use(
+    kind: str,
+    severity: str,
+    message: str,
+    event: RequestEvent,
+    catalog: ResourceCatalog,
+    now: float,
+    details: dict[str, Any] | None = None,
+) -> Finding:
+    """What a principal did under a grant, one alert per principal: who, on what, under which grant,
+    from where."""
+    alert = AnomalyAlert(
+        kind,
+        severity,
+        message,
+        now,
+        principal=event.principal,
+        resource=_resource_of(catalog, event),
+        grant_id=event.grant_ids[0],
+        source_ip=event.source_ip,
+        request_id=event.request_id,
+        details=details or {},
+    )
+    return Finding(event.principal or "", alert)
+
+
 class Exfiltration:
     """Bytes sent to one principal within a sliding window crossing a threshold: a model being copied out."""
 
@@ -90,20 +112,15 @@ class Exfiltration:
         if not before <= self.threshold < entry[1]:
             return []
         return [
-            Finding(
+            _granted_use(
                 self.kind,
-                subject=event.principal,
-                severity="critical",
-                message=(
-                    f"{event.principal} downloaded {entry[1]} bytes in {self.window:g}s "
-                    f"(threshold {self.threshold})"
-                ),
-                principal=event.principal,
-                resource=_resource_of(self.catalog, event),
-                grant_id=event.grant_ids[0],
-                source_ip=event.source_ip,
-                request_id=event.request_id,
-                details={"bytes": entry[1], "window_seconds": self.window, "threshold_bytes": self.threshold},
+                "critical",
+                f"{event.principal} downloaded {entry[1]} bytes in {self.window:g}s "
+                f"(threshold {self.threshold})",
+                event,
+                self.catalog,
+                now,
+                {"bytes": entry[1], "window_seconds": self.window, "threshold_bytes": self.threshold},
             )
         ]
 
@@ -145,19 +162,23 @@ class OutsideNetwork:
             used = f"used grant {grant}" if grant else "was refused"
             found.append(
                 Finding(
-                    self.kind,
-                    subject=f"{event.principal}|{selector}|{event.source_ip}",
-                    severity="critical",
-                    message=(
-                        f"{event.principal} {used} on {selector} from "
-                        f"{event.source_ip or 'an unknown address'}, outside {', '.join(map(str, allowed))}"
+                    f"{event.principal}|{selector}|{event.source_ip}",
+                    AnomalyAlert(
+                        self.kind,
+                        severity="critical",
+                        message=(
+                            f"{event.principal} {used} on {selector} from "
+                            f"{event.source_ip or 'an unknown address'}, "
+                            f"outside {', '.join(map(str, allowed))}"
+                        ),
+                        principal=event.principal,
+                        resource=_named(self.catalog, selector, event),
+                        grant_id=grant,
+                        source_ip=event.source_ip,
+                        request_id=event.request_id,
+                        details={"allowed_networks": [str(n) for n in allowed], "refused": refused},
+                        at=now,
                     ),
-                    principal=event.principal,
-                    resource=_named(self.catalog, selector, event),
-                    grant_id=grant,
-                    source_ip=event.source_ip,
-                    request_id=event.request_id,
-                    details={"allowed_networks": [str(n) for n in allowed], "refused": refused},
                 )
             )
         return found
@@ -212,18 +233,22 @@ class NewGroupReader:
             return []
         return [
             Finding(
-                self.kind,
-                subject=f"{resource}|{','.join(event.groups)}",
-                message=(
-                    f"{event.principal} (groups {', '.join(event.groups)}) read {resource}, which no one "
-                    "in those groups has read before"
+                f"{resource}|{','.join(event.groups)}",
+                AnomalyAlert(
+                    self.kind,
+                    severity="warning",
+                    message=(
+                        f"{event.principal} (groups {', '.join(event.groups)}) read {resource}, which no one "
+                        "in those groups has read before"
+                    ),
+                    principal=event.principal,
+                    resource=resource,
+                    grant_id=event.grant_ids[0],
+                    source_ip=event.source_ip,
+                    request_id=event.request_id,
+                    details={"groups": list(event.groups), "known_groups": sorted(readers - set(new_groups))},
+                    at=now,
                 ),
-                principal=event.principal,
-                resource=resource,
-                grant_id=event.grant_ids[0],
-                source_ip=event.source_ip,
-                request_id=event.request_id,
-                details={"groups": list(event.groups), "known_groups": sorted(readers - set(new_groups))},
             )
         ]
 
@@ -253,13 +278,17 @@ class DenialBurst:
             return []
         return [
             Finding(
-                self.kind,
-                subject=subject,
-                message=f"{self.threshold} refused requests from {subject} within {self.window:g}s",
-                principal=event.principal,
-                source_ip=event.source_ip,
-                request_id=event.request_id,
-                details={"count": len(times), "window_seconds": self.window, "last_reason": event.reason},
+                subject,
+                AnomalyAlert(
+                    self.kind,
+                    severity="warning",
+                    message=f"{self.threshold} refused requests from {subject} within {self.window:g}s",
+                    principal=event.principal,
+                    source_ip=event.source_ip,
+                    request_id=event.request_id,
+                    details={"count": len(times), "window_seconds": self.window, "last_reason": event.reason},
+                    at=now,
+                ),
             )
         ]
 
@@ -276,14 +305,17 @@ class BreakGlass:
         who = record.principal or "someone"
         return [
             Finding(
-                self.kind,
-                subject=f"{who}|{record.grant_id}",
-                severity="critical",
-                message=f"break-glass access used by {who} on {record.target or record.resource or '?'}",
-                principal=record.principal,
-                resource=record.resource or record.target,
-                grant_id=record.grant_id,
-                details=record.event,
+                f"{who}|{record.grant_id}",
+                AnomalyAlert(
+                    self.kind,
+                    severity="critical",
+                    message=f"break-glass access used by {who} on {record.target or record.resource or '?'}",
+                    principal=record.principal,
+                    resource=record.resource or record.target,
+                    grant_id=record.grant_id,
+                    details=record.event,
+                    at=now,
+                ),
             )
         ]
 
@@ -318,17 +350,49 @@ class OutsideHours:
         if self.within(moment):
             return []
         return [
-            Finding(
+            _granted_use(
                 self.kind,
-                subject=event.principal,
-                message=f"{event.principal} used its access at {moment.astimezone(self.zone):%a %H:%M %Z}",
-                principal=event.principal,
-                resource=_resource_of(self.catalog, event),
-                grant_id=event.grant_ids[0],
-                source_ip=event.source_ip,
-                request_id=event.request_id,
+                "warning",
+                f"{event.principal} used its access at {moment.astimezone(self.zone):%a %H:%M %Z}",
+                event,
+                self.catalog,
+                now,
             )
         ]
+
+
+class DecoyTouched:
+    """A decoy read, by anyone, under any grant or none: nobody has a reason to, so it is critical."""
+
+    kind = "decoy_touched"
+
+    def __init__(self, catalog: ResourceCatalog) -> None:
+        self.catalog = catalog
+
+    def observe(self, event: Any, now: float) -> list[Finding]:
+        if not isinstance(event, RequestEvent) or not event.decoy or not event.principal:
+            return []
+        allowed = event.decision == "allow"
+        alert = AnomalyAlert(
+            self.kind,
+            "critical",
+            f"{event.principal} touched decoy {event.decoy} ({event.operation}, "
+            f"{'allowed' if allowed else 'refused'}) from {event.source_ip or 'an unknown address'}",
+            now,
+            principal=event.principal,
+            resource=_resource_of(self.catalog, event),
+            grant_id=event.grant_ids[0] if event.grant_ids else None,
+            source_ip=event.source_ip,
+            request_id=event.request_id,
+            details={
+                "decoy": event.decoy,
+                "operation": event.operation,
+                "allowed": allowed,
+                "grant_ids": list(event.grant_ids),
+                "user_agent": event.user_agent,
+            },
+        )
+        return [Finding(f"{event.principal}|{event.decoy}", alert, suspends="principal")]
 
 
 class Detectors:
@@ -363,6 +427,8 @@ class Detectors:
         h = s.outside_hours
         if h.enabled:
             rules.append(OutsideHours(h.start, h.end, h.days, h.timezone, catalog))
+        if s.decoy_touched.enabled:
+            rules.append(DecoyTouched(catalog))
         self.rules = rules if settings.enabled else []
 
     def feed(self, event: Any, now: float) -> list[AnomalyAlert]:
@@ -371,27 +437,25 @@ class Detectors:
         alerts = []
         for rule in self.rules:
             for finding in rule.observe(event, now):
-                key = f"{finding.kind}|{finding.subject}"
+                key = f"{finding.alert.kind}|{finding.subject}"
                 last = self._last.get(key)
                 if last is not None and now - last < self.cooldown:
                     continue
                 self._last.touch(key, now)
                 self._last[key] = now
-                alerts.append(self._alert(finding, now))
+                alerts.append(self._responded(finding))
         return alerts
 
-    def _alert(self, finding: Finding, now: float) -> AnomalyAlert:
-        response = getattr(getattr(self.settings, finding.kind, None), "response", "alert")
-        return AnomalyAlert(
-            kind=finding.kind,
-            severity=finding.severity,
-            message=finding.message,
-            at=now,
-            principal=finding.principal,
-            resource=finding.resource,
-            grant_id=finding.grant_id,
-            source_ip=finding.source_ip,
-            request_id=finding.request_id,
-            details=finding.details,
-            response=SUSPEND if response == "suspend" and finding.grant_id else None,
-        )
+    def _responded(self, finding: Finding) -> AnomalyAlert:
+        """The alert with what its rule's settings say to do about it."""
+        alert = finding.alert
+        configured = getattr(getattr(self.settings, alert.kind, None), "response", "alert")
+        return replace(alert, response=_response(configured, finding))
+
+
+def _response(configured: str, finding: Finding) -> str | None:
+    if configured != "suspend":
+        return None
+    if finding.suspends == "principal" and finding.alert.principal:
+        return SUSPEND_PRINCIPAL
+    return SUSPEND if finding.alert.grant_id else None

@@ -76,6 +76,7 @@ class RequestEvent:
     object_size: int | None = None
     checksum: str | None = None  # "crc32c:..." when the bucket gave one
     complete: bool | None = None  # the whole object (or range asked for) moved
+    decoy: str | None = None  # s3://bucket/key of the decoy this request read (proxy/access/decoys.py)
 
     def as_dict(self) -> dict[str, Any]:
         # Every field is an immutable scalar or tuple of str, so a shallow copy equals asdict()'s deep
@@ -90,7 +91,8 @@ _REQUEST_EVENT_FIELDS = tuple(f.name for f in fields(RequestEvent))
 class AnomalyAlert:
     """Something in the traffic looks wrong (proxy/observe/anomalies.py): audited, counted, notified."""
 
-    # exfiltration | outside_network | new_group_reader | denial_burst | break_glass | outside_hours
+    # exfiltration | outside_network | new_group_reader | denial_burst | break_glass | outside_hours |
+    # decoy_touched | model_pull
     kind: str
     severity: str  # warning | critical
     message: str

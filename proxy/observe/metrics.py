@@ -39,6 +39,7 @@ ANOMALY_KINDS = (
     "denial_burst",
     "break_glass",
     "outside_hours",
+    "decoy_touched",
 )
 UPSTREAM_ERROR_KINDS = ("unreachable", "status_5xx")
 # Request latency from a few ms (HEAD from memory) to many minutes (a large object streamed out).
@@ -170,6 +171,10 @@ class GatewayMetrics:
         self.suspensions = Counter(
             "grantgate_grant_suspensions", "Grants suspended automatically by an anomaly rule.", registry=r
         )
+        # Labelled by resource (bounded by the catalog), never by key: a decoy's key stays off dashboards.
+        self.decoy_touches = Counter(
+            "grantgate_decoy_touches", "Reads of decoy objects, by resource.", ["resource"], registry=r
+        )
         self.feed_dropped = Counter(
             "grantgate_anomaly_feed_dropped",
             "Request events a worker could not pass to worker 0's anomaly rules (worker 0 unreachable).",
@@ -259,6 +264,10 @@ class GatewayMetrics:
             self.upstream_errors.labels("unreachable").inc()
         elif event.upstream_status is not None and event.upstream_status >= 500:
             self.upstream_errors.labels("status_5xx").inc()
+        if event.decoy is not None:
+            self.decoy_touches.labels(
+                self.catalog.label_for(event.bucket, subject_key(event), granted=True)
+            ).inc()
         if self.per_principal and event.principal and self.principal_sent and self.principal_received:
             if event.bytes_out:
                 self.principal_sent.labels(event.principal).inc(event.bytes_out)

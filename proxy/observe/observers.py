@@ -27,7 +27,7 @@ from proxy.audit.store import AuditStore
 from proxy.audit.writer import AuditWriter
 from proxy.errors import S3Error
 from proxy.live_state import LiveState
-from proxy.observe.anomalies import SUSPEND, Detectors
+from proxy.observe.anomalies import SUSPEND, SUSPEND_PRINCIPAL, Detectors
 from proxy.observe.events import AnomalyAlert, EventBus
 from proxy.observe.feed import Forwarder, receiving, socket_path
 from proxy.observe.metrics import GatewayMetrics, metrics_handler
@@ -71,10 +71,14 @@ class AnomalyWatch:
         writer: AuditWriter | None,
         metrics: GatewayMetrics | None,
         clock: Callable[[], float] = time.time,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`settle`: called after a suspension is written, so this gateway's workers act on it before
+        their next request rather than at their next poll (LiveState.settle_own_write)."""
         self.detectors, self.bus, self.suspensions, self.writer = detectors, bus, suspensions, writer
         self.metrics = metrics
         self.clock = clock
+        self.settle = settle
         self.tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, event: Any) -> None:
@@ -83,24 +87,40 @@ class AnomalyWatch:
             self.writer.remember_readers(self.detectors.new_readers.take_learned())
         for alert in alerts:
             self.bus.emit(alert)
-            if alert.response == SUSPEND and alert.grant_id:
+            if (alert.response == SUSPEND and alert.grant_id) or (
+                alert.response == SUSPEND_PRINCIPAL and alert.principal
+            ):
                 task = asyncio.get_running_loop().create_task(self._suspend(alert))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
 
     async def _suspend(self, alert: AnomalyAlert) -> None:
-        assert alert.grant_id is not None
+        reason, now = f"anomaly {alert.kind}: {alert.message}", datetime.now(UTC)
         try:
-            done = await self.suspensions.suspend_grant(
-                alert.grant_id, reason=f"anomaly {alert.kind}: {alert.message}", now=datetime.now(UTC)
-            )
+            if alert.response == SUSPEND_PRINCIPAL:
+                assert alert.principal is not None
+                done = await self.suspensions.suspend_principal(alert.principal, reason=reason, now=now)
+            else:
+                assert alert.grant_id is not None
+                done = (
+                    [alert.grant_id]
+                    if await self.suspensions.suspend_grant(alert.grant_id, reason=reason, now=now)
+                    else []
+                )
         except Exception as exc:
-            log.error("grant_suspension_failed", grant_id=alert.grant_id, error=repr(exc))
+            log.error(
+                "grant_suspension_failed", grant_id=alert.grant_id, principal=alert.principal, error=repr(exc)
+            )
             return
-        if done:
+        for grant_id in done:
             if self.metrics is not None:
                 self.metrics.suspensions.inc()
-            log.warning("grant_suspended", grant_id=alert.grant_id, anomaly=alert.kind)
+            log.warning("grant_suspended", grant_id=grant_id, principal=alert.principal, anomaly=alert.kind)
+        if done and self.settle is not None:
+            try:
+                await self.settle()
+            except Exception as exc:  # the poll picks the suspension up anyway
+                log.warning("suspension_settle_failed", error=repr(exc))
 
     async def close(self) -> None:
         for task in list(self.tasks):
@@ -185,7 +205,9 @@ async def observing(
             known_readers=known,
             networks=allowed_networks(policy, settings.anomalies),
         )
-        obs.watch = AnomalyWatch(detectors, bus, obs.suspensions, obs.writer, obs.metrics)
+        obs.watch = AnomalyWatch(
+            detectors, bus, obs.suspensions, obs.writer, obs.metrics, settle=state.settle_own_write
+        )
         bus.subscribe(obs.watch)
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -175,6 +175,17 @@ class OutsideHoursRule(_Section):
         return v
 
 
+class DecoyTouchedRule(_Section):
+    """A read of a decoy object (`decoys` of a `[policy.resources.*]`): always critical.
+
+    "suspend" (the default) takes every grant of the principal out of service at once, on every
+    replica, cutting their transfers in flight, until an approver re-confirms each grant.
+    """
+
+    enabled: bool = True
+    response: Response = "suspend"
+
+
 class AnomalySettings(_Section):
     enabled: bool = True
     # An alert of one kind about the same subject is raised at most once per cooldown.
@@ -185,6 +196,7 @@ class AnomalySettings(_Section):
     denial_burst: DenialBurstRule = Field(default_factory=DenialBurstRule)
     break_glass: BreakGlassRule = Field(default_factory=BreakGlassRule)
     outside_hours: OutsideHoursRule = Field(default_factory=OutsideHoursRule)
+    decoy_touched: DecoyTouchedRule = Field(default_factory=DecoyTouchedRule)
 
 
 @dataclass(frozen=True, slots=True)

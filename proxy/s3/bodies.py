@@ -17,7 +17,7 @@ from proxy.s3 import forwarding, passthrough, sigv4
 from proxy.s3.checksums import new_checksum
 from proxy.s3.chunked import ChunkedDecoder, ChunkedSpec, chunked_spec
 from proxy.s3.errors import S3Error
-from proxy.s3.httpclient import Body
+from proxy.s3.httpclient import Body, Piece
 from proxy.s3.request import RequestHead
 from proxy.s3.xmlbodies import MAX_DELETE_BODY, delete_objects_keys
 
@@ -72,11 +72,11 @@ async def upstream_body(
         if declared is not None:
             check_sha256(b"", declared)
         return None, forwarding.plain_framing(signed.payload_hash, 0)
-    body: AsyncIterable[bytes] = counted(request, moved)
+    arriving: AsyncIterable[bytes] = counted(request, moved)
     verify = declared is not None and verify_sha256
     if declared is not None and verify:
-        body = sha256_verified(body, declared)
-    body = BodyStream(body)  # keeps the S3Error of a bad digest or of a revoked grant
+        arriving = sha256_verified(arriving, declared)
+    body = BodyStream(arriving)  # keeps the S3Error of a bad digest or of a revoked grant
     framing = forwarding.plain_framing(signed.payload_hash, length)
     if verify or length < passthrough.MIN_BYTES:
         return body, framing
@@ -86,7 +86,7 @@ async def upstream_body(
 
 def decoded(
     request: web.Request, spec: ChunkedSpec, moved: Callable[[int], None]
-) -> tuple[AsyncIterable[bytes], forwarding.Framing]:
+) -> tuple[AsyncIterable[Piece], forwarding.Framing]:
     """An aws-chunked body decoded (signatures checked); re-framed when a checksum trailer must go on."""
     decoder = ChunkedDecoder(spec)
     body = BodyStream(decode(request, decoder, moved))
@@ -138,15 +138,15 @@ class BodyStream:
     get the precise S3 error (a bad chunk signature, a wrong checksum).
     """
 
-    def __init__(self, inner: AsyncIterable[bytes], linked: BodyStream | None = None) -> None:
+    def __init__(self, inner: AsyncIterable[Piece], linked: BodyStream | None = None) -> None:
         self._inner = inner
         self._linked = linked
         self.error: S3Error | None = None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[Piece]:
         return self._run()
 
-    async def _run(self) -> AsyncIterator[bytes]:
+    async def _run(self) -> AsyncIterator[Piece]:
         try:
             async for piece in self._inner:
                 yield piece

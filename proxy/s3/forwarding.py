@@ -11,6 +11,7 @@ from multidict import MultiMapping
 from proxy.s3 import sigv4
 from proxy.s3.chunked import ChunkedSpec
 from proxy.s3.errors import S3Error
+from proxy.s3.httpclient import Piece
 
 # Request headers the caller may pass to the bucket besides x-amz-*: everything S3 reads from a request.
 _PASS_REQUEST = frozenset(
@@ -119,11 +120,11 @@ def reframed_length(decoded_length: int, trailer_line_len: int, chunk: int = REF
 
 
 async def reframe(
-    pieces: AsyncIterable[bytes],
+    pieces: AsyncIterable[Piece],
     trailer: Callable[[], Iterable[tuple[str, str]]],
     total: int,
     chunk: int = REFRAME_CHUNK,
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[Piece]:
     """Re-emit a decoded payload of `total` bytes as unsigned aws-chunked, then the trailer.
 
     Chunks are `chunk` bytes but the last, so the framed length is computable up front and the

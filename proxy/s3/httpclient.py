@@ -39,12 +39,16 @@ class UpstreamTimeout(UpstreamError, TimeoutError):
     """The bucket went silent for longer than the read timeout."""
 
 
+# A streamed body's pieces: slices of what arrived may go out as views, never copied.
+Piece = bytes | memoryview
+
+
 class BodyWriter(Protocol):
     """What a streamed request body writes through (the shape of aiohttp's writers, for splice)."""
 
     transport: asyncio.Transport
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: Piece) -> None: ...
     def send_headers(self) -> None: ...
     async def drain(self) -> None: ...
 
@@ -55,7 +59,7 @@ class StreamedBody(Protocol):
     async def send(self, writer: BodyWriter) -> None: ...
 
 
-Body = bytes | AsyncIterable[bytes] | StreamedBody | None
+Body = bytes | AsyncIterable[Piece] | StreamedBody | None
 
 
 class BodyReader:
@@ -273,7 +277,8 @@ class Connection(asyncio.Protocol):
         """Send one request and wait for the answer's head (the body is read from the response)."""
         self._parser = httptools.HttpResponseParser(self)
         self._head_only = head.startswith(b"HEAD ")
-        self._head = head_waiter = self.loop.create_future()
+        head_waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
+        self._head = head_waiter
         self._response, self._complete, self._received = None, False, False
         transport = self.transport
         assert transport is not None
@@ -306,7 +311,7 @@ class Connection(asyncio.Protocol):
         """Whether any byte of an answer arrived for the current request."""
         return self._received
 
-    async def _send_body(self, head: bytes, body: AsyncIterable[bytes] | StreamedBody) -> None:
+    async def _send_body(self, head: bytes, body: AsyncIterable[Piece] | StreamedBody) -> None:
         writer = _Writer(self, head)
         if isinstance(body, AsyncIterable):
             async for piece in body:
@@ -415,7 +420,7 @@ class _Writer:
         assert connection.transport is not None
         self.transport = connection.transport
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: Piece) -> None:
         head, self._head = self._head, None
         self.transport.write(head + data if head else data)
         await self._connection.drain()

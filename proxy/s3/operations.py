@@ -72,7 +72,7 @@ class _Kind(Enum):
     BUCKET_META = auto()
     BUCKET_ADMIN = auto()
     OBJECT_ADMIN = auto()
-    SERVICE_ADMIN = auto()
+    BUCKET_LIST = auto()  # ListBuckets: answered by the gateway from the caller's grants
 
 
 class _Level(Enum):
@@ -115,6 +115,8 @@ class Operation:
     # DeleteObjects: the per-key targets come from the XML body, each key needing every one of these.
     body_actions: tuple[Action, ...] = ()
     copy_source: tuple[str, str] | None = None  # (bucket, key) for CopyObject / UploadPartCopy
+    # ListBuckets: never forwarded, nothing to authorize; the gateway answers with the caller's buckets.
+    gateway_answers: bool = False
 
     @property
     def body_targets(self) -> bool:
@@ -217,8 +219,8 @@ def _operation(
         targets = (Target(Action.ADMIN, bucket, "", Scope.PREFIX),)
     elif kind is _Kind.OBJECT_ADMIN:
         targets = (Target(Action.ADMIN, bucket, key, Scope.OBJECT),)
-    else:
-        targets = (Target(Action.ADMIN, "", "", Scope.PREFIX),)
+    else:  # _Kind.BUCKET_LIST
+        return Operation(rule.name, None, None, (), gateway_answers=True)
     return Operation(rule.name, address.bucket, address.key, targets, copy_source=copy_source)
 
 
@@ -386,7 +388,7 @@ _RULES: dict[tuple[_Level, str], tuple[_Rule, ...]] = {
     (_Level.SERVICE, "GET"): (
         _rule(
             "ListBuckets",
-            _Kind.SERVICE_ADMIN,
+            _Kind.BUCKET_LIST,
             allows=("max-buckets", "continuation-token", "prefix", "bucket-region", "max-directory-buckets"),
         ),
     ),

@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from proxy.s3 import splice
 from proxy.s3.errors import S3Error
-from proxy.s3.httpclient import BodyWriter, UpstreamResponse
+from proxy.s3.httpclient import BodyWriter, Piece, UpstreamResponse
 
 # Below this a body goes through the loop: splicing costs a pipe and an unpooled connection.
 MIN_BYTES = 1024 * 1024
@@ -65,7 +65,7 @@ class Upload:
         self,
         request: web.Request,
         length: int,
-        fallback: AsyncIterable[bytes],
+        fallback: AsyncIterable[Piece],
         on_moved: Callable[[int], None],
         idle_timeout: float,
     ) -> None:

@@ -35,7 +35,7 @@ from proxy.gateway import Gateway
 from proxy.identity.principals import Caller
 from proxy.live_state import View
 from proxy.observe.events import Outcome
-from proxy.s3 import bodies, forwarding, relay, sigv4
+from proxy.s3 import bodies, bucketlist, forwarding, relay, sigv4
 from proxy.s3.budget import BudgetedRead, budgeted_grant
 from proxy.s3.budget import refused as budget_refused
 from proxy.s3.errors import S3Error
@@ -77,6 +77,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if gateway.state.behind:  # read-your-writes: see proxy/written.py
             await gateway.state.catch_up()
         admission = request.get(_ADMISSION) or admit(gateway, request, trace)
+        if admission.operation.gateway_answers:
+            return list_buckets(gateway, request, admission, trace)
         return await forward(gateway, request, admission, trace)
     except S3Error as err:
         return _refused(request, trace, err)
@@ -128,7 +130,9 @@ def admit(gateway: Gateway, request: web.Request, trace: Trace) -> Admission:
     operation = trace.operation = classify(
         head, virtual_host_base=gateway.settings.server.virtual_host_base, host=host
     )
-    if not operation.body_targets:  # DeleteObjects is authorized once its body is read
+    spot_decoy(gateway, operation, trace)
+    # DeleteObjects is authorized once its body is read; ListBuckets shows only what is granted.
+    if not operation.body_targets and not operation.gateway_answers:
         decision = trace.decision = authorize(
             gateway, view, caller, operation, operation.targets, now, trace.source_ip
         )
@@ -147,6 +151,15 @@ def authenticate(
     # Named only once proven: a forged request must not be audited (or alerted on) as its key's owner.
     trace.caller = caller
     return signed, caller, signing_key
+
+
+def spot_decoy(gateway: Gateway, operation: Operation, trace: Trace) -> None:
+    """Mark a read of a decoy on the trace, allowed or not: its event raises the alert (an anomaly
+    rule's job). The request itself goes on exactly as any other, so nothing tells it apart."""
+    if gateway.decoys:
+        touched = gateway.decoys.touched(operation.targets)
+        if touched is not None:
+            trace.decoy = touched.describe()
 
 
 def authorize(
@@ -303,6 +316,25 @@ async def overwrite_guard(gateway: Gateway, op: Operation, decision: Decision | 
         err.headers[DENY_REASON_HEADER] = "create_not_enforced"
         raise err
     return {"if-none-match": "*"}
+
+
+def list_buckets(gateway: Gateway, request: web.Request, admission: Admission, trace: Trace) -> web.Response:
+    """ListBuckets: the buckets the caller holds an active grant on, usable from where it calls (see
+    proxy/s3/bucketlist.py for why the gateway answers it itself)."""
+    caller, source = admission.caller, trace.source_ip
+    held = admission.view.grants.buckets_held(caller.principal.name, admission.now)
+    buckets = bucketlist.visible(held, lambda grant: gateway.networks.allows(grant, source))
+    region = gateway.settings.upstream.region
+    listing = bucketlist.page(buckets, dict(admission.head.query), region)
+    trace.decision = Allow(tuple(grant for bucket in listing.buckets for grant in bucket.grants))
+    body = bucketlist.to_xml(listing, caller.principal.name, region)
+    trace.gateway_status = 200
+    trace.meter.outbound(len(body))
+    trace.ttfb_ms = trace.since_start_ms()
+    headers = {"x-amz-request-id": trace.request_id, "x-grantgate-request-id": trace.request_id}
+    response = web.Response(body=body, headers=headers, content_type="application/xml")
+    relay.closing_if_spliced(request, response)
+    return response
 
 
 async def authorized_key_list(

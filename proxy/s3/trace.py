@@ -60,9 +60,11 @@ class Trace:
     caller: Caller | None = None  # authenticate: proven
     operation: Operation | None = None  # classify
     decision: Decision | None = None  # authorize
+    decoy: str | None = None  # classify: the decoy this request reads, if any
     keys_touched: int = 0  # DeleteObjects: keys in its body
     meter: Meter = field(default_factory=Meter)  # forward
     upstream_status: int | None = None  # forward: the bucket answered
+    gateway_status: int | None = None  # the gateway answered itself, allowed (ListBuckets)
     ttfb_ms: float | None = None
     error: S3Error | None = None  # the S3 error the client was answered with
     ending: Outcome | None = None  # cut off: revoked, upstream_error, client_disconnected, internal_error
@@ -80,7 +82,7 @@ class Trace:
 def event_of(trace: Trace, duration_ms: float) -> RequestEvent:
     """The request's one outcome event (pure)."""
     caller, op, decision, err = trace.caller, trace.operation, trace.decision, trace.error
-    answered = trace.upstream_status is not None
+    answered = trace.upstream_status is not None or trace.gateway_status is not None
     return RequestEvent(
         request_id=trace.request_id,
         started_at=trace.started_at,
@@ -97,7 +99,7 @@ def event_of(trace: Trace, duration_ms: float) -> RequestEvent:
         decision=verdict(answered, err),
         reason=err.code if err else None,
         grant_ids=decision.grant_ids if isinstance(decision, Allow) else (),
-        status=err.status if err else trace.upstream_status or 0,
+        status=err.status if err else trace.upstream_status or trace.gateway_status or 0,
         bytes_in=trace.meter.bytes_in,
         bytes_out=trace.meter.bytes_out,
         duration_ms=duration_ms,
@@ -110,6 +112,7 @@ def event_of(trace: Trace, duration_ms: float) -> RequestEvent:
         else None,
         deny_reason=decision.reason if isinstance(decision, Deny) and decision.reason != ABSENT else None,
         **receipt_fields(trace),
+        decoy=trace.decoy,
     )
 
 
@@ -170,7 +173,7 @@ def receipt_fields(trace: Trace) -> dict[str, Any]:
 
 
 def verdict(answered: bool, err: S3Error | None) -> Verdict:
-    if answered:  # the bucket was reached: whatever followed, the gateway allowed it
+    if answered:  # the bucket was reached (or the gateway answered itself): the gateway allowed it
         return Verdict.ALLOW
     if err is None or err.status in _DENYING_STATUSES:
         return Verdict.DENY

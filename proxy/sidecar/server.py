@@ -33,7 +33,7 @@ from proxy.s3.request import RequestHead
 from proxy.s3.upstream import Credentials
 from proxy.sidecar import guard, outbound
 from proxy.sidecar.credentials import StsRefused, WebIdentityCredentials
-from proxy.sidecar.resign import ChunkFramingError, ChunkResigner
+from proxy.sidecar.resign import ChunkFramingError, ChunkResigner, ResignKey
 
 log = structlog.get_logger("grantgate.sidecar")
 
@@ -178,7 +178,7 @@ async def _streamed(request: web.Request) -> AsyncIterator[bytes]:
         yield data
 
 
-async def _resigned(request: web.Request, key: outbound.ResignKey) -> AsyncIterator[bytes]:
+async def _resigned(request: web.Request, key: ResignKey) -> AsyncIterator[bytes]:
     resigner = ChunkResigner(key, trailer=_has_trailer(request))
     async for data in request.content.iter_any():
         for piece in resigner.feed(data):

@@ -49,15 +49,16 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         if not isinstance(value, datetime) or value.tzinfo is None:
             raise ValueError(f"timestamps must be timezone-aware datetimes, got {value!r}")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        stored: datetime = value  # the DateTime impl has made it one already
+        if stored.tzinfo is None:
+            return stored.replace(tzinfo=UTC)
+        return stored.astimezone(UTC)
 
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -159,6 +160,11 @@ access_requests = Table(
     # Migration 0010: when the asked-for window starts (None: at approval), and a ticket reference.
     Column("starts_at", UtcDateTime, nullable=True),
     Column("ticket", String(200), nullable=False, server_default=""),
+    # Migration 0013: the grant an extension extends; a bundle's other parts ([{resource_name, bucket,
+    # prefix}], the first part is the row's own) and every grant its approval made, in part order.
+    Column("extends_grant", String(32), nullable=True),
+    Column("bundle", JSON, nullable=True),
+    Column("grant_ids", JSON, nullable=True),
     # Migration 0011: the budget asked for, {"max_bytes", "max_objects", "single_use"}, or None.
     Column("budget", JSON, nullable=True),
     # Migration 0014: asks to overwrite or delete under a protected resource.
@@ -352,4 +358,19 @@ grant_suspensions = Table(
     Column("reason", Text, nullable=False),
     Column("lifted_at", UtcDateTime, nullable=True),
     Column("lifted_by", String(200), nullable=False, default=""),
+)
+
+# Decoy objects `grantgate decoys plant` wrote into the bucket (migration 0012). Which keys are decoys
+# is the config's to say; this records what was planted, when and by whom, for the admins.
+decoys = Table(
+    "decoys",
+    metadata,
+    Column("bucket", String(255), primary_key=True),
+    Column("key", String(1024), primary_key=True),
+    Column("resource", String(200), nullable=False),
+    Column("format", String(20), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("planted_at", UtcDateTime, nullable=False),
+    Column("planted_by", String(200), nullable=False),
 )

@@ -10,9 +10,8 @@ import asyncio
 import functools
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from proxy.access.budgets import Budget
 from proxy.access.grants import Action, Grant, parse_actions
+from proxy.grant_source import Snapshot
 from proxy.identity.keys import AccessKey, derive_secret, new_access_key_id
 from proxy.identity.principals import Principal
 from proxy.store.engine import (
@@ -38,7 +38,7 @@ from proxy.store.engine import (
     require_aware,
     write_engine,
 )
-from proxy.store.notify import NOTIFY_SQL
+from proxy.store.notify import NOTIFY_SQL, listen_for_changes
 from proxy.store.schema import (
     VERSION_ROW,
     access_keys,
@@ -55,25 +55,6 @@ SNAPSHOT_SLICE = 1000
 # Serialises concurrent `upgrade` runs on PostgreSQL (two gateways starting at once).
 _PG_MIGRATION_LOCK = 0x6772616E74  # "grant"
 _NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What a gateway needs in memory, read in one transaction: grants in force, keys, and the version.
-
-    A full snapshot (`since` None) holds every grant in force and every active key. A snapshot of
-    changes holds only what changed after version `since`: the grants now in force in `grants`, the
-    others in `retired`, and in `keys` the keys created, revoked (to drop) or whose principal's groups
-    changed. Session cut-offs are always whole: one row per principal who ever lost a grant.
-    """
-
-    version: int
-    grants: tuple[Grant, ...]
-    keys: tuple[tuple[AccessKey, Principal], ...]
-    # Per principal: session tokens issued before this time are refused (see store/sessions.py).
-    sessions_not_before: Mapping[str, datetime] = field(default_factory=dict)
-    since: int | None = None
-    retired: tuple[Grant, ...] = ()
 
 
 # --- engines and migrations -------------------------------------------------------------------------
@@ -200,6 +181,13 @@ class SqlStore:
     def engine(self) -> AsyncEngine:
         return self._engine
 
+    def listen_for_changes(self, on_change: Callable[[], None]) -> asyncio.Task[None] | None:
+        """On PostgreSQL, call `on_change` on every change notification, until the task is cancelled;
+        None on SQLite, which has no notifications (its readers rely on polling)."""
+        if self.dialect != "postgresql":
+            return None
+        return asyncio.create_task(listen_for_changes(self._engine, on_change), name="state-listen")
+
     async def upgrade(self) -> None:
         await _upgrade_engine(self._engine)
 
@@ -279,16 +267,14 @@ class SqlStore:
         """Revoke a key; True if the key exists (revoking twice keeps the first time), False if unknown."""
         require_aware(now)
         async with self._writer.begin() as conn:
-            result = await conn.execute(
+            holder: str | None = await conn.scalar(
                 update(access_keys)
                 .where(access_keys.c.access_key_id == access_key_id, access_keys.c.revoked_at.is_(None))
                 .values(revoked_at=now)
+                .returning(access_keys.c.principal)
             )
-            if result.rowcount:
+            if holder is not None:
                 await bump_version(conn, keys_changed=[access_key_id])
-                holder = await conn.scalar(
-                    select(access_keys.c.principal).where(access_keys.c.access_key_id == access_key_id)
-                )
                 # A revoked key means the person's standing is in doubt: their web sessions end too.
                 await end_sessions_of(conn, holder, now)
                 return True

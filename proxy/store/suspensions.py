@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.audit.records import AuditRecord
 from proxy.audit.store import append_in
 from proxy.store.engine import require_aware, write_engine
-from proxy.store.schema import grant_suspensions
-from proxy.store.sql import SqlStore, bump_version
+from proxy.store.schema import grant_suspensions, grants
+from proxy.store.sql import SqlStore, bump_version, grant_active
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,25 +39,16 @@ class GrantSuspensions:
         """Suspend a grant; False if it is suspended already."""
         require_aware(now)
         async with self._writer.begin() as conn:
-            row = (
-                await conn.execute(
-                    select(grant_suspensions)
-                    .where(grant_suspensions.c.grant_id == grant_id)
-                    .with_for_update()
-                )
-            ).first()
-            if row is not None and row.lifted_at is None:
-                return False
-            values = {"suspended_at": now, "reason": reason, "lifted_at": None, "lifted_by": ""}
-            if row is None:
-                await conn.execute(insert(grant_suspensions).values(grant_id=grant_id, **values))
-            else:
-                await conn.execute(
-                    update(grant_suspensions).where(grant_suspensions.c.grant_id == grant_id).values(**values)
-                )
-            await bump_version(conn, [grant_id])
-            await append_in(conn, [_record("grant_suspended", grant_id, "system", reason, now)])
-        return True
+            return bool(await _suspend_in(conn, [grant_id], reason, now))
+
+    async def suspend_principal(self, principal: str, *, reason: str, now: datetime) -> list[str]:
+        """Suspend every grant in force of `principal` in one transaction (one version bump: every
+        gateway drops them together); the ids suspended."""
+        require_aware(now)
+        async with self._writer.begin() as conn:
+            query = select(grants.c.id).where(grants.c.principal == principal, grant_active(now))
+            ids = list((await conn.execute(query)).scalars())
+            return await _suspend_in(conn, ids, reason, now)
 
     async def lift_suspension(self, grant_id: str, *, actor: str, now: datetime) -> bool:
         """Re-confirm a suspended grant; False if it was not suspended."""
@@ -82,6 +74,31 @@ class GrantSuspensions:
                 Suspension(r.grant_id, r.suspended_at, r.reason, r.lifted_at, r.lifted_by)
                 for r in await conn.execute(query)
             ]
+
+
+async def _suspend_in(conn: AsyncConnection, grant_ids: list[str], reason: str, now: datetime) -> list[str]:
+    """Suspend those of `grant_ids` not suspended already, bump the version once and audit each."""
+    suspended = []
+    values = {"suspended_at": now, "reason": reason, "lifted_at": None, "lifted_by": ""}
+    for grant_id in grant_ids:
+        row = (
+            await conn.execute(
+                select(grant_suspensions).where(grant_suspensions.c.grant_id == grant_id).with_for_update()
+            )
+        ).first()
+        if row is not None and row.lifted_at is None:
+            continue
+        if row is None:
+            await conn.execute(insert(grant_suspensions).values(grant_id=grant_id, **values))
+        else:
+            await conn.execute(
+                update(grant_suspensions).where(grant_suspensions.c.grant_id == grant_id).values(**values)
+            )
+        suspended.append(grant_id)
+    if suspended:
+        await bump_version(conn, suspended)
+        await append_in(conn, [_record("grant_suspended", g, "system", reason, now) for g in suspended])
+    return suspended
 
 
 def _record(kind: str, grant_id: str, actor: str, reason: str, now: datetime) -> AuditRecord:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.access.budgets import Budget
 from proxy.access.grants import Action, Grant, parse_actions
-from proxy.access.requests import AccessRequest, Approval, RequestStatus
+from proxy.access.requests import AccessRequest, Approval, BundlePart, RequestStatus
 from proxy.identity.principals import Principal
 from proxy.identity.tokens import ApiToken, hash_secret, new_token, parse_token, secret_matches
 from proxy.store.engine import StoreError, insert_ignoring_conflict, require_aware, write_engine
@@ -67,6 +67,7 @@ class ApprovalResult:
     request: AccessRequest
     counted: bool  # False: this approver had already approved (each approver counts once)
     grant: Grant | None  # set when this approval was the last one needed
+    more: tuple[Grant, ...] = ()  # a bundle's other grants, made with `grant`
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +94,13 @@ class WorkflowStore:
         """Store a new request; with `grant`, it is approved at once and its grant created with it."""
         require_aware(request.created_at, request.expires_at)
         async with self._writer.begin() as conn:
-            made: Grant | None = None
+            made: list[Grant] = []
             if grant is not None:
-                made = await _insert_grant(conn, request, grant, request.created_at)
-                request = replace(request, grant_id=made.id)
+                made = await _insert_grants(conn, request, grant, request.created_at)
+                request = replace(request, grant_id=made[0].id, grant_ids=tuple(g.id for g in made))
             await conn.execute(insert(access_requests).values(**_request_values(request)))
-            if made is not None:
-                await bump_version(conn, [made.id])
+            if made:
+                await bump_version(conn, [g.id for g in made])
         return request
 
     async def count_pending(self) -> int:
@@ -177,9 +178,12 @@ class WorkflowStore:
                 .where(request_approvals.c.request_id == request_id)
             )
             made: Grant | None = None
+            every: list[Grant] = []
             if counted and int(count or 0) >= required:
                 current = _request(row, ())
-                made = await _insert_grant(conn, current, grant, now, approvals=int(count or 0))
+                # A bundle's grants are made in this one transaction: together or not at all.
+                every = await _insert_grants(conn, current, grant, now, approvals=int(count or 0))
+                made = every[0]
                 await conn.execute(
                     _while_pending(request_id).values(
                         status=RequestStatus.APPROVED.value,
@@ -187,14 +191,15 @@ class WorkflowStore:
                         decided_at=now,
                         decision_comment=comment,
                         grant_id=made.id,
+                        grant_ids=[g.id for g in every],
                     )
                 )
-                await bump_version(conn, [made.id])
+                await bump_version(conn, [g.id for g in every])
             row = (
                 await conn.execute(select(access_requests).where(access_requests.c.id == request_id))
             ).one()
             approvals = await _approvals(conn, [request_id])
-        return ApprovalResult(_request(row, approvals.get(request_id, ())), counted, made)
+        return ApprovalResult(_request(row, approvals.get(request_id, ())), counted, made, tuple(every[1:]))
 
     async def close_request(
         self, request_id: str, status: RequestStatus, *, actor: str, comment: str, now: datetime
@@ -445,6 +450,14 @@ def _require_pending(row: Row[Any], now: datetime) -> None:
         raise RequestConflict(f"request {row.id} has expired without enough approvals")
 
 
+async def _insert_grants(
+    conn: AsyncConnection, request: AccessRequest, spec: NewGrant, now: datetime, *, approvals: int = 0
+) -> list[Grant]:
+    """The grant of each resource the request asks for (one, or a bundle's), in its order; `approvals`:
+    how many distinct people approved it (protected resources need two)."""
+    return [await _insert_grant(conn, part, spec, now, approvals=approvals) for part in request.parts()]
+
+
 async def _insert_grant(
     conn: AsyncConnection, request: AccessRequest, spec: NewGrant, now: datetime, *, approvals: int = 0
 ) -> Grant:
@@ -518,6 +531,12 @@ def _request_values(request: AccessRequest) -> dict[str, Any]:
         "review_comment": request.review_comment,
         "starts_at": request.starts_at,
         "ticket": request.ticket,
+        "extends_grant": request.extends,
+        "bundle": [
+            {"resource_name": p.resource_name, "bucket": p.bucket, "prefix": p.prefix} for p in request.bundle
+        ]
+        or None,
+        "grant_ids": list(request.grant_ids) or None,
         "budget": request.budget.as_dict() if request.budget is not None else None,
         "protected": request.protected,
     }
@@ -563,6 +582,9 @@ def _request(row: Row[Any], approvals: tuple[Approval, ...]) -> AccessRequest:
         review_comment=row.review_comment,
         starts_at=row.starts_at,
         ticket=row.ticket,
+        extends=row.extends_grant,
+        bundle=tuple(BundlePart(p["resource_name"], p["bucket"], p["prefix"]) for p in row.bundle or ()),
+        grant_ids=tuple(row.grant_ids or ()),
         budget=Budget.from_dict(row.budget),
         protected=bool(row.protected),
     )

@@ -111,6 +111,7 @@ def test_times_read_like_a_person_would_say_them() -> None:
     assert humanize.until(None, NOW) == "no expiry"
     assert humanize.ago(NOW - timedelta(minutes=3, seconds=10), NOW) == "3m 10s ago"
     assert humanize.ago(NOW - timedelta(seconds=2), NOW) == "just now"
+    assert humanize.ago(NOW + timedelta(hours=2), NOW) == "in 2h"  # a scheduled or extended start
 
 
 # --- the request form ------------------------------------------------------------------------

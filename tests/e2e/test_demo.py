@@ -6,6 +6,7 @@ broken product, whatever the other tests say.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,14 +14,17 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 from support.world import free_port
 
-from proxy.demo import MODEL_KEY, installed_command
+from proxy.demo import DECOY_KEY, MODEL_KEY, installed_command
 
 BIN = Path(sys.executable).parent  # the virtualenv's grantgate and aws
 START_TIMEOUT = 120.0
@@ -31,6 +35,8 @@ class Demo:
     text: str  # the instructions as printed
     env: dict[str, str]  # a user's shell after `make demo`: the virtualenv NOT on PATH, no AWS config
     cwd: Path  # where the demo was started, and the commands are pasted
+    credentials: Path  # --credentials-out
+    output: list[str]  # what it printed after its instructions (audit lines), as it prints it
 
     def block(self, heading: str) -> str:
         """The indented lines under the heading that starts with `heading`, dedented."""
@@ -78,6 +84,8 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             str(free_port()),
             "--state-dir",
             str(tmp_path / "state"),
+            "--credentials-out",
+            str(tmp_path / "credentials.json"),
         ],
         env=env,
         cwd=tmp_path,
@@ -99,8 +107,10 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         text = "".join(lines)
         assert "GrantGate demo is running." in text, f"the demo did not start:\n{text[-2000:]}"
         # The rest of its output (audit lines) must not fill the pipe and stall it.
-        threading.Thread(target=process.stdout.read, daemon=True).start()
-        yield Demo(text[text.index("GrantGate demo is running.") :], env, tmp_path)
+        output: list[str] = []
+        threading.Thread(target=lambda: output.extend(process.stdout or ()), daemon=True).start()
+        start = text.index("GrantGate demo is running.")
+        yield Demo(text[start:], env, tmp_path, tmp_path / "credentials.json", output)
     finally:
         watchdog.cancel()
         process.send_signal(signal.SIGINT)
@@ -140,6 +150,42 @@ def test_every_command_the_demo_prints_works_as_printed(demo: Demo) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "Granted:" in listed.stdout
     assert MODEL_KEY.rsplit("/", 1)[1] in listed.stdout
+
+
+def test_bob_reads_models_until_he_touches_the_demos_decoy(demo: Demo) -> None:
+    info = json.loads(demo.credentials.read_text())
+    assert info["decoys"] == [DECOY_KEY]
+    asking = demo.commands("She asks")
+    granted = demo.shell(asking[0], *demo.commands("bob (infra)"))
+    assert granted.returncode == 0, granted.stderr
+    assert "PRE llama-3-70b-instruct/" in granted.stdout  # the lure shows in his listing
+    bob = info["principals"]["bob"]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=info["s3_endpoint"],
+        aws_access_key_id=bob["access_key_id"],
+        aws_secret_access_key=bob["secret_access_key"],
+        region_name="us-east-1",
+    )
+    assert s3.get_object(Bucket=info["bucket"], Key=MODEL_KEY)["Body"].read()
+    assert s3.get_object(Bucket=info["bucket"], Key=DECOY_KEY)["Body"].read()[8:9] == b"{"  # safetensors
+    touched = time.monotonic()
+    while True:
+        try:
+            s3.head_object(Bucket=info["bucket"], Key=MODEL_KEY)
+        except ClientError as err:
+            assert err.response["Error"]["Code"] == "403"
+            break
+        assert time.monotonic() - touched < 1.0, "bob still reads models/ a second after the decoy"
+        time.sleep(0.02)
+    alerts = [
+        json.loads(line)
+        for line in list(demo.output)
+        if '"anomaly_alert"' in line and '"decoy_touched"' in line
+    ]
+    assert [(a["principal"], a["details"]["decoy"]) for a in alerts] == [
+        ("bob", f"s3://{info['bucket']}/{DECOY_KEY}")
+    ]
 
 
 def test_printed_commands_name_the_virtualenvs_programs() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.gateway_config import write_gateway_config
 from support.postgres import PostgresCluster, throwaway_cluster
 from support.rawclient import RawClient
 from support.streaming import StreamingUpstream
@@ -39,6 +40,7 @@ BUCKET = "replica-bucket"
 REFRESH_SECONDS = 2.0
 GRACE_SECONDS = 3.0
 MIB = 1024 * 1024
+DECOY = "bait/llama-3-70b-instruct/model-00001-of-00030.safetensors"
 
 
 @dataclass
@@ -125,28 +127,19 @@ class Replicas:
 
 def _config(directory: Path, name: str, store_url: str, upstream_url: str) -> tuple[Path, int, int]:
     s3_port, control_port = free_port(), free_port()
-    path = directory / f"{name}.toml"
-    path.write_text(
-        f"""[server]
-s3_port = {s3_port}
-control_port = {control_port}
-public_url = "http://127.0.0.1:{control_port}"
-secret_key_file = "server.key"
-refresh_interval_seconds = {REFRESH_SECONDS}
-state_grace_seconds = {GRACE_SECONDS}
-
-[upstream]
-endpoint_url = "{upstream_url}"
-access_key_id = "{UPSTREAM_KEY}"
-secret_access_key = "{UPSTREAM_KEY}"
-
-[store]
-url = "{store_url}"
-
-[audit]
-flush_interval_seconds = 0.2
-spool_dir = "spool-{name}"
-"""
+    path = write_gateway_config(
+        directory / f"{name}.toml",
+        s3_port=s3_port,
+        control_port=control_port,
+        upstream_url=upstream_url,
+        upstream_key=UPSTREAM_KEY,
+        store_url=store_url,
+        refresh_interval=REFRESH_SECONDS,
+        server=f"state_grace_seconds = {GRACE_SECONDS}",
+        sections=(
+            f'[audit]\nflush_interval_seconds = 0.2\nspool_dir = "spool-{name}"\n\n'
+            f'[policy.resources.bait]\npaths = ["s3://{BUCKET}/bait/"]\ndecoys = ["s3://{BUCKET}/{DECOY}"]'
+        ),
     )
     return path, s3_port, control_port
 
@@ -297,6 +290,43 @@ def test_revoking_cuts_a_download_in_flight_on_the_other_replica(replicas: Repli
     # ... and the client, which first reads what the sockets still held, saw the end soon after.
     seen_after = download.ended_at - revoked_at
     assert seen_after < 2.0, f"the client read on for {seen_after:.2f} s after revocation"
+
+
+def test_a_decoy_read_on_one_replica_suspends_and_cuts_the_readers_transfers_on_the_other(
+    replicas: Replicas,
+) -> None:
+    dora = replicas.person("dora")
+    replicas.grant(dora, "big/")
+    replicas.grant(dora, "bait/")
+    replicas.grant(dora, "notes/")
+    replicas.sync()
+    assert get(replicas.b, dora, "notes/readme.txt")[0] == 200
+    download = SlowDownload()
+    reader = threading.Thread(
+        target=download.run, args=(_client(replicas.b, dora), f"/{BUCKET}/big/weights.bin"), daemon=True
+    )
+    reader.start()
+    wait_for(lambda: download.received >= 8 * MIB, 10.0, "download under way")
+
+    touched_wall, touched_at = time.time(), time.monotonic()
+    assert get(replicas.a, dora, DECOY)[0] == 200  # the decoy answers as any object does
+    # Replica B refuses her next read of a real object within a second ...
+    wait_for(lambda: get(replicas.b, dora, "notes/readme.txt")[0] == 403, 1.0, "suspension visible on B")
+    assert time.monotonic() - touched_at < 1.0
+    # ... and cut the download it was serving her.
+    reader.join(10)
+    assert download.ended_at is not None and download.ending != "complete"
+    event = replicas.b.event_for(download.request_id)
+    assert event["outcome"] == "revoked"
+    cut_after = event["started_at"] + event["duration_ms"] / 1000 - touched_wall
+    assert cut_after < 1.5, f"the download went on for {cut_after:.2f} s after the decoy was read"
+    # One alert, on the replica that saw the touch, naming her and the decoy.
+    alerts = [
+        json.loads(line)
+        for line in replicas.a.log_path.read_text().splitlines()
+        if line.startswith("{") and '"anomaly_alert"' in line and '"decoy_touched"' in line
+    ]
+    assert [(a["principal"], a["details"]["decoy"]) for a in alerts] == [("dora", f"s3://{BUCKET}/{DECOY}")]
 
 
 def test_revoking_a_grant_fails_an_upload_in_flight_before_its_last_byte(replicas: Replicas) -> None:

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import aiohttp
@@ -191,3 +192,39 @@ def test_denied_then_requested_then_approved_in_slack(
     decided = next(d for d in receiver.documents if d["event"] == "request_decided")
     assert decided["actor"] == "carol" and decided["request"]["request_id"] == request_id
     assert carol.name == decided["actor"]
+
+
+def test_expiry_dm_offers_an_extension_that_goes_to_the_approvers(
+    slack_world: tuple[World, FakeSlack, Receiver, Background],
+) -> None:
+    world, fake, _receiver, background = slack_world
+    alice = world.person("alice", ("ml",))
+    grant = world.grant(alice, f"s3://{BUCKET}/models/slack-extend/", "read", ttl=timedelta(minutes=10))
+
+    # The sweep warns about a grant ending within expiry_warning (15 min): a DM with an Extend button.
+    def warning() -> list[dict[str, Any]]:
+        return [m for m in messages_to(fake, "DUALICE") if grant.id in json.dumps(m.get("blocks") or [])]
+
+    [dm] = eventually(warning)
+    [button] = [e for b in dm["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert (button["action_id"], button["value"], button["text"]["text"]) == (
+        blocks.EXTEND,
+        grant.id,
+        "Extend by 10m",
+    )
+
+    async def click() -> list[dict[str, Any]]:
+        before = len(fake.replies)
+        payload = button_payload(
+            "UALICE", blocks.EXTEND, grant.id, "DUALICE", "1700000000.000009", fake.response_url("alice")
+        )
+        async with aiohttp.ClientSession() as session:
+            await send_signed(session, f"{world.http.control_url}/slack/interactions", payload)
+        return await fake.wait_reply(before + 1)
+
+    replies = background.run(click())
+    assert f"extension of {grant.id} waiting for 1 approval(s) from security" in replies[-1]["text"]
+    card = eventually(
+        lambda: [m for m in messages_to(fake, "CMODELS") if grant.id in json.dumps(m["blocks"])]
+    )
+    assert "starts where it ends" in json.dumps(card[0]["blocks"])

@@ -18,54 +18,22 @@ from typing import Any, ClassVar
 import pytest
 from botocore.exceptions import ClientError
 from playwright.sync_api import sync_playwright
-from support.access import denied_link, read
+from support.access import api, denied_link, read
 from support.browser import CHROMIUM, CHROMIUM_ARGS
 from support.world import BUCKET, ROOT, Identity, World, running_world
 
+from proxy.demo import DEMO_POLICY
 from proxy.store.sql import SqlStore
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 KEY = "models/llama-3-8b-instruct.Q4_K_M.gguf"
 WHY = "Evaluate the new Q4_K_M quantisation against last week's baseline"
 
+# The demo's policy (alice asks, carol approves, bob is instant), and a standing grant.
 POLICY = f"""
 [web]
 dev_login = true
-
-[policy]
-admin_groups = ["admins"]
-sweep_interval_seconds = 0.5
-
-[policy.resources.models]
-description = "Model weights"
-paths = ["s3://{BUCKET}/models/"]
-
-[policy.resources.training-data]
-description = "RLHF preference data"
-paths = ["s3://{BUCKET}/training-data/"]
-
-[[policy.rules]]
-resource = "models"
-requester_groups = ["ml", "infra"]
-actions = ["read", "list"]
-default_duration = "2h"
-max_duration = "8h"
-justification_min_length = 10
-instant_groups = ["infra"]
-approver_groups = ["security"]
-approvals_required = 1
-
-[[policy.rules]]
-resource = "training-data"
-requester_groups = ["ml"]
-actions = ["read", "list"]
-default_duration = "1h"
-max_duration = "4h"
-justification_min_length = 20
-approver_groups = ["security"]
-approvals_required = 1
-break_glass = true
-
+{DEMO_POLICY}
 [[policy.standing]]
 principal = "inference-server"
 resource = "models"
@@ -414,3 +382,67 @@ def test_no_return_address_takes_the_browser_to_another_site(world: World, evil_
     page.goto(origin + "/access")
     assert page.get_by_role("button", name="Revoke").count() == 1  # still active
     assert _Evil.visits == []
+
+
+def test_extend_button_on_my_access_asks_for_more_time_and_the_approver_sees_it(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    alice, carol = people["alice"], people["carol"]
+    created = api(
+        world,
+        world.api_token(alice),
+        "POST",
+        "/requests",
+        {"resource": f"s3://{BUCKET}/models/extend/", "duration": "2h", "justification": WHY},
+    )[1]
+    grant = api(world, world.api_token(carol), "POST", f"/requests/{created['id']}/approve")[1]["grant"]
+
+    page = new_page(browser)
+    page.goto(world.http.control_url + "/access")
+    sign_in(page, "alice")
+    row = page.locator(f"tr#{grant['id']}")
+    row.locator("summary", has_text="Extend").click()
+    row.locator("input[name=duration]").fill("3h")
+    row.locator("input[name=justification]").fill("the evaluation needs the weekend")
+    shoot(page, "my-access-extend")
+    row.get_by_role("button", name="Ask to extend").click()
+    page.wait_for_load_state()
+    assert "sent for approval" in page.locator(".flash-success").inner_text()
+    assert f"extends {grant['id']}" in page.locator("table").nth(1).inner_text()
+
+    carol_page = new_page(browser)
+    carol_page.goto(world.http.control_url + "/inbox")
+    sign_in(carol_page, "carol")
+    card = carol_page.locator("article", has_text=f"{grant['id']}")
+    assert "starts where it ends" in card.inner_text()
+
+    # Over the maximum (2h held + 7h): one error, nothing sent.
+    row = page.locator(f"tr#{grant['id']}")
+    row.locator("summary", has_text="Extend").click()
+    row.locator("input[name=duration]").fill("7h")
+    row.get_by_role("button", name="Ask to extend").click()
+    page.wait_for_load_state()
+    assert "in all, longer than the maximum of 8h" in page.locator(".flash-error").inner_text()
+
+
+def test_a_bundle_is_one_card_in_the_inbox_and_one_approval_grants_it_all(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    alice = people["alice"]
+    resources = [f"s3://{BUCKET}/models/bundle/", f"s3://{BUCKET}/training-data/bundle-evals/"]
+    body = {"resources": resources, "duration": "1h", "justification": WHY}
+    created = api(world, world.api_token(alice), "POST", "/requests", body)[1]
+
+    carol_page = new_page(browser)
+    carol_page.goto(world.http.control_url + "/inbox")
+    sign_in(carol_page, "carol")
+    card = carol_page.locator(f"article#{created['id']}")
+    text = card.inner_text()
+    assert all(r in text for r in resources) and "granted together or not at all" in text
+    assert carol_page.locator("article", has_text="bundle-evals").count() == 1  # one card, not two
+    shoot(carol_page, "inbox-bundle")
+    card.get_by_role("button", name="Approve").click()
+    carol_page.wait_for_load_state()
+    assert "alice has access for 1h" in carol_page.locator(".flash-success").inner_text()
+    done = api(world, world.api_token(alice), "GET", f"/requests/{created['id']}")[1]
+    assert done["status"] == "approved" and len(done["grant_ids"]) == 2

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,17 +181,43 @@ def _notifier_count(notifiers: Notifiers, outcome: str) -> int:
     return notifiers.webhooks.outcomes.total(outcome)
 
 
+async def settled(
+    dispatcher: WebhookDispatcher, hook: Receiver, emit: Callable[[AnomalyAlert], None]
+) -> None:
+    """Return once everything `dispatcher` was given so far has been attempted, its retries included.
+
+    A marker alert, refused once, goes through a retry of its own: its backoff timer was set after any
+    earlier delivery's, so once the marker is accepted and the queue is idle, every earlier retry has
+    been sent too. The marker is then forgotten.
+    """
+    hook.statuses.append(503)
+    emit(AnomalyAlert("marker", "info", "marker", time.time()))
+    async with asyncio.timeout(5):
+        while not any(doc["alert"]["kind"] == "marker" for doc in hook.accepted if doc.get("alert")):
+            hook.arrived.clear()
+            await hook.arrived.wait()
+    await asyncio.wait_for(dispatcher.queue.join(), 5)
+    hook.attempts[:] = [a for a in hook.attempts if (a["body"].get("alert") or {}).get("kind") != "marker"]
+    hook.accepted[:] = [d for d in hook.accepted if (d.get("alert") or {}).get("kind") != "marker"]
+
+
 async def test_a_client_error_is_not_retried_and_is_counted_as_failed(receiver: tuple[Receiver, str]) -> None:
     hook, url = receiver
     hook.statuses = [410]
     bus = EventBus()
     async with notifying(*sections(settings(url)), bus) as notifiers:
+        assert notifiers.webhooks is not None
         bus.emit(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
-        async with asyncio.timeout(5):
-            while _notifier_count(notifiers, "failed") < 1:
+        async with asyncio.timeout(5):  # the answer handled, whichever way
+            while (
+                notifiers.webhooks.outcomes.total("failed") + notifiers.webhooks.outcomes.total("retried") < 1
+            ):
                 await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)
+        await settled(notifiers.webhooks, hook, bus.emit)
     assert len(hook.attempts) == 1 and hook.accepted == []
+    assert (
+        _notifier_count(notifiers, "failed") == 1 and _notifier_count(notifiers, "retried") == 1
+    )  # the marker
 
 
 async def test_delivery_gives_up_after_max_attempts(receiver: tuple[Receiver, str]) -> None:
@@ -226,15 +252,20 @@ async def test_only_the_subscribed_event_types_are_sent(
 ) -> None:
     hook, url = receiver
     bus = EventBus()
-    async with notifying(*sections(settings(url, events=["request_decided"])), bus):
+    async with notifying(*sections(settings(url, events=["request_decided"])), bus) as notifiers:
+        assert notifiers.webhooks is not None
         flow, people = await workflow_with(store, bus)
         outcome = await flow.request_access(people["alice"], "models", ["read"], "1h", WHY)
         await flow.deny(outcome.request.id, people["carol"], "not now")
         bus.emit(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
-        await hook.wait(1)
-        await asyncio.sleep(0.2)
-    assert [d["event"] for d in hook.accepted] == ["request_decided"]
-    assert hook.accepted[0]["request"]["status"] == "denied"
+        # A second decision, subscribed to: it is queued after anything the events above queued.
+        later = await flow.request_access(people["alice"], "models", ["read"], "1h", WHY)
+        await flow.deny(later.request.id, people["carol"], "still not now")
+        await hook.wait(2)
+        await asyncio.wait_for(notifiers.webhooks.queue.join(), 5)
+    assert [d["event"] for d in hook.accepted] == ["request_decided", "request_decided"]
+    assert sorted(d["request"]["decision_comment"] for d in hook.accepted) == ["not now", "still not now"]
+    assert all(d["request"]["status"] == "denied" for d in hook.accepted)
 
 
 def test_signature_verification_rejects_tampering_and_old_deliveries() -> None:
@@ -293,6 +324,30 @@ async def running(*dispatchers: WebhookDispatcher) -> AsyncIterator[None]:
             await d.close()
 
 
+def claim_rounds(d: WebhookDispatcher) -> Callable[[int], Awaitable[None]]:
+    """Count the claim rounds `d` completes; the function returned waits for `n` more of them."""
+    assert d.outbox is not None
+    claim = d.outbox.claim
+    done = asyncio.Condition()
+    rounds = 0
+
+    async def counted(**kwargs: Any) -> Any:
+        nonlocal rounds
+        found = await claim(**kwargs)
+        async with done:
+            rounds += 1
+            done.notify_all()
+        return found
+
+    async def more(n: int) -> None:
+        target = rounds + n
+        async with asyncio.timeout(5), done:
+            await done.wait_for(lambda: rounds >= target)
+
+    d.outbox.claim = counted  # type: ignore[method-assign]
+    return more
+
+
 async def fail_once(d: WebhookDispatcher) -> None:
     """Send an alert the receiver refuses once; return when the retry is recorded and scheduled."""
     d(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
@@ -348,10 +403,17 @@ async def test_a_held_delivery_is_not_taken_by_another_process(
     hook.statuses = [503]
     holder = dispatcher(url, store, lease=0.3, backoff_seconds=1.0)
     other = dispatcher(url, store, lease=0.3, backoff_seconds=1.0)
+    other_rounds = claim_rounds(other)
     async with running(holder, other):
         holder(AnomalyAlert("exfiltration", "critical", "too much", time.time()))
+        # The retry waits a second, several lease periods: the holder must keep renewing meanwhile.
         await hook.wait(1, timeout=5)
-        await asyncio.sleep(0.3)  # several lease periods: the holder kept renewing
+        async with asyncio.timeout(5):
+            while holder.held:  # delivered: out of the outbox
+                await asyncio.sleep(0.01)
+        # Two more of the other's claim rounds: one that began before the row was gone has ended, so
+        # had it taken the delivery, it would hold it now or have sent it.
+        await other_rounds(2)
     assert len(hook.attempts) == 2 and other.held == {}
 
 

@@ -11,7 +11,7 @@ from proxy.access.events import BreakGlassUsed, GrantCreated
 from proxy.access.grants import Action, Grant
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.audit.resources import ResourceCatalog
-from proxy.observe.anomalies import SUSPEND, Detectors, OutsideHours
+from proxy.observe.anomalies import SUSPEND, SUSPEND_PRINCIPAL, Detectors, OutsideHours
 from proxy.observe.events import RequestEvent
 from proxy.observe.settings import AnomalySettings
 
@@ -280,3 +280,30 @@ def test_nothing_alerts_when_anomaly_detection_is_off() -> None:
         AnomalySettings.model_validate({"enabled": False, "denial_burst": {"threshold": 1}}), CATALOG
     )
     assert detectors.feed(denied(), T0) == []
+
+
+# --- decoys ---
+
+
+def test_a_decoy_read_alerts_critically_and_suspends_every_grant_of_the_principal() -> None:
+    detectors = Detectors(settings(), CATALOG)
+    [alert] = detectors.feed(read("bob", decoy="s3://archive/models/bait.safetensors"), T0)
+    assert alert.kind == "decoy_touched" and alert.severity == "critical"
+    assert alert.principal == "bob" and alert.response == SUSPEND_PRINCIPAL
+    assert alert.details["decoy"] == "s3://archive/models/bait.safetensors"
+    assert "s3://archive/models/bait.safetensors" in alert.message and "bob" in alert.message
+
+
+def test_a_refused_decoy_read_alerts_too_and_ordinary_reads_never_do() -> None:
+    detectors = Detectors(settings(), CATALOG)
+    assert detectors.feed(read("bob"), T0) == []
+    refused = denied("bob")
+    refused.decoy = "s3://archive/models/bait.safetensors"
+    [alert] = detectors.feed(refused, T0)
+    assert alert.details["allowed"] is False and alert.grant_id is None
+
+
+def test_a_decoy_alert_may_be_set_to_alert_only() -> None:
+    detectors = Detectors(settings(decoy_touched={"response": "alert"}), CATALOG)
+    [alert] = detectors.feed(read("bob", decoy="s3://archive/models/bait.safetensors"), T0)
+    assert alert.response is None

@@ -107,19 +107,31 @@ async def test_events_of_one_moment_leave_in_one_write_and_none_is_lost_when_the
     assert [e.request_id for e in received] == ["r0", "r1", "r2", "r3"]
 
 
-async def test_events_wait_while_worker_0_is_away_and_flow_once_it_is_back(path: str) -> None:
+async def test_events_wait_while_worker_0_is_away_and_flow_once_it_is_back(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     received: list[RequestEvent] = []
+    connects: list[str] = []
+    original = asyncio.open_unix_connection
+
+    async def counted(target: str, **options: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        connects.append(target)
+        return await original(target, **options)
+
+    monkeypatch.setattr(asyncio, "open_unix_connection", counted)
     forwarder = Forwarder(path)
     async with sending(forwarder):
         async with receiving(path, received.append):
             forwarder(event(1))
             await until(lambda: len(received) == 1)
-        # Worker 0 restarts: events meanwhile are kept, then delivered to its successor.
-        await asyncio.sleep(0.05)
+        # Worker 0 restarts. One event before the forwarder can have noticed (no turn of the loop since
+        # worker 0 closed), one once it has: it tries to reconnect only after it let the old one go.
         forwarder(event(2))
+        await until(lambda: len(connects) >= 2)
         forwarder(event(3))
         async with receiving(path, received.append):
             await until(lambda: len(received) >= 3)
+        # Both kept, then delivered to the successor, in order.
         assert [e.request_id for e in received][-2:] == ["r2", "r3"]
 
 

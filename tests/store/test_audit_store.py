@@ -338,3 +338,22 @@ async def test_a_naive_time_is_refused_as_sqlalchemy_refuses_it_and_nothing_is_s
         await audit.append([rec(0), rec(1, at=datetime(2025, 3, 5, 10, 0))])
     assert await audit.head() == (0, "0" * 64)
     assert await audit.query(AuditQuery()) == []
+
+
+async def test_suspending_a_principal_takes_all_their_grants_out_at_once(store: SqlStore) -> None:
+    later = NOW + timedelta(days=1)
+    mine = [
+        await store.add_grant("bob", "archive", p, frozenset({Action.READ}), now=NOW, expires_at=later)
+        for p in ("models/", "training/")
+    ]
+    other = await store.add_grant(
+        "ann", "archive", "models/", frozenset({Action.READ}), now=NOW, expires_at=later
+    )
+    version = await store.version()
+    suspensions = GrantSuspensions(store)
+    suspended = await suspensions.suspend_principal("bob", reason="decoy", now=NOW + timedelta(minutes=1))
+    assert sorted(suspended) == sorted(g.id for g in mine)
+    assert await store.version() == version + 1  # one change: every gateway drops them together
+    assert {g.id for g in (await store.snapshot(NOW + timedelta(minutes=2))).grants} == {other.id}
+    assert await suspensions.suspend_principal("bob", reason="again", now=NOW + timedelta(minutes=3)) == []
+    assert (await AuditStore(store).verify()).ok

@@ -22,6 +22,7 @@ from proxy.access.decide import Allow, Deny
 from proxy.access.grants import Action, Grant, Target
 from proxy.access.index import GrantIndex
 from proxy.access.policy import Policy, Resource, ResourcePath, StandingAccess
+from proxy.grant_source import Snapshot
 from proxy.identity.keyring import KeyRing
 from proxy.identity.principals import Principal
 from proxy.live_state import LiveState
@@ -29,7 +30,7 @@ from proxy.observe.events import EventBus
 from proxy.s3.errors import S3Error
 from proxy.store.engine import create_engine_for
 from proxy.store.schema import grants, principals, store_state
-from proxy.store.sql import Snapshot, SqlStore, _alembic_config
+from proxy.store.sql import SqlStore, _alembic_config
 from proxy.store.suspensions import GrantSuspensions
 from proxy.workflow.service import Workflow
 
@@ -48,27 +49,30 @@ POLICY = Policy(
 
 
 class Loads:
-    """Every snapshot the gateway's state asked the store for: from which version, and what came back."""
+    """The store as the gateway's state sees it (a GrantSource), recording every snapshot asked for:
+    from which version, and what came back."""
 
-    def __init__(self, store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
         self.seen: list[tuple[int | None, Snapshot]] = []
-        original = store.snapshot
 
-        async def recording(now: datetime, *, since: int | None = None) -> Snapshot:
-            snapshot = await original(now, since=since)
-            self.seen.append((since, snapshot))
-            return snapshot
+    async def version(self) -> int:
+        return await self.store.version()
 
-        monkeypatch.setattr(store, "snapshot", recording)
+    async def snapshot(self, now: datetime, *, since: int | None = None) -> Snapshot:
+        snapshot = await self.store.snapshot(now, since=since)
+        self.seen.append((since, snapshot))
+        return snapshot
 
     @property
     def last(self) -> tuple[int | None, Snapshot]:
         return self.seen[-1]
 
 
-def watching(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> tuple[Loads, LiveState]:
+def watching(store: SqlStore) -> tuple[Loads, LiveState]:
     """A gateway's state over `store`, and the loads it makes."""
-    return Loads(store, monkeypatch), LiveState(store, SERVER_KEY, interval=60.0, grace=600.0)
+    loads = Loads(store)
+    return loads, LiveState(loads, SERVER_KEY, interval=60.0, grace=600.0)
 
 
 async def alice_reads(store: SqlStore, prefix: str = "models/", lasting: timedelta = HOUR) -> Grant:
@@ -82,7 +86,7 @@ def in_force(index: GrantIndex, now: datetime) -> set[str]:
 
 
 async def full_key_ring(store: SqlStore) -> KeyRing:
-    full = await SqlStore.snapshot(store, NOW)
+    full = await store.snapshot(NOW)
     return KeyRing.build(full.keys, SERVER_KEY, full.sessions_not_before)
 
 
@@ -91,7 +95,7 @@ def ring(keys: KeyRing) -> tuple[dict[str, object], dict[str, datetime]]:
 
 
 async def full_load(store: SqlStore, now: datetime) -> set[str]:
-    return {g.id for g in (await SqlStore.snapshot(store, now)).grants}
+    return {g.id for g in (await store.snapshot(now)).grants}
 
 
 @pytest.fixture
@@ -101,9 +105,9 @@ async def people(store: SqlStore) -> dict[str, Principal]:
 
 
 async def test_every_grant_write_reaches_the_gateway_as_a_change(
-    store: SqlStore, people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, people: dict[str, Principal]
 ) -> None:
-    loads, state = watching(store, monkeypatch)
+    loads, state = watching(store)
     await state.refresh(force=True)
     flow = Workflow(store, POLICY, EventBus(), clock=lambda: NOW)
     unstanding = Workflow(store, replace(POLICY, standing=()), EventBus(), clock=lambda: NOW)
@@ -194,10 +198,10 @@ async def test_every_grant_write_reaches_the_gateway_as_a_change(
 
 
 async def test_a_change_reads_only_what_changed_however_many_grants_there_are(
-    store: SqlStore, people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, people: dict[str, Principal]
 ) -> None:
     await _many_grants(store, 3000)
-    loads, state = watching(store, monkeypatch)
+    loads, state = watching(store)
     await state.refresh(force=True)
     assert len(loads.last[1].grants) == 3000
     grant = await alice_reads(store)
@@ -212,7 +216,7 @@ async def test_a_change_reads_only_what_changed_however_many_grants_there_are(
 async def test_now_and_then_everything_is_reloaded_and_lapsed_grants_pruned(
     store: SqlStore, people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loads, state = watching(store, monkeypatch)
+    loads, state = watching(store)
     await alice_reads(store, lasting=timedelta(minutes=1))
     monkeypatch.setattr(state_module, "datetime", _At(NOW))
     await state.refresh(force=True)
@@ -225,10 +229,10 @@ async def test_now_and_then_everything_is_reloaded_and_lapsed_grants_pruned(
 
 
 async def test_a_store_whose_version_went_back_is_loaded_whole(
-    store: SqlStore, people: dict[str, Principal], monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, people: dict[str, Principal]
 ) -> None:
     # A restored backup: grants the gateway holds may exist nowhere in the store any more.
-    loads, state = watching(store, monkeypatch)
+    loads, state = watching(store)
     await state.refresh(force=True)
     restored_version = await store.version()
     grant = await alice_reads(store)
@@ -243,7 +247,7 @@ async def test_a_store_whose_version_went_back_is_loaded_whole(
 
 
 async def test_grants_from_before_the_change_stamps_are_loaded_whole_and_then_tracked(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
+    store_url: str,
 ) -> None:
     # A grant written before migration 0005 gets stamp 0: a first load reads it like any other, and
     # revoking it afterwards reaches a running gateway as a change.
@@ -257,7 +261,7 @@ async def test_grants_from_before_the_change_stamps_are_loaded_whole_and_then_tr
         await engine.dispose()
     store = await SqlStore.open(store_url, upgrade=True)
     try:
-        loads, state = watching(store, monkeypatch)
+        loads, state = watching(store)
         await state.refresh(force=True)
         assert in_force(state.view().grants, NOW) == {"g_legacy"}
         await store.revoke_grant("g_legacy", now=NOW, actor="root")

@@ -11,7 +11,7 @@ import pytest
 from support.postgres import PostgresCluster
 
 from proxy.access.grants import Action
-from proxy.live_state import LiveState, start_change_listener
+from proxy.live_state import LiveState
 from proxy.s3.errors import S3Error
 from proxy.store.engine import create_engine_for
 from proxy.store.notify import listen_for_changes
@@ -46,7 +46,7 @@ async def test_live_state_sees_a_grant_long_before_its_next_poll(postgres_cluste
     state = LiveState(store, b"k" * 32, interval=30.0, grace=60.0)
     await state.refresh(force=True)
     refresher = asyncio.create_task(state.run())
-    listener = start_change_listener(store, state)
+    listener = store.listen_for_changes(state.wake)
     assert listener is not None
     try:
         await asyncio.sleep(0.5)  # let the listener connect
@@ -69,7 +69,7 @@ async def test_live_state_sees_a_grant_long_before_its_next_poll(postgres_cluste
 
 async def test_sqlite_has_no_listener_and_relies_on_polling(store: SqlStore) -> None:
     state = LiveState(store, b"k" * 32, interval=0.5, grace=60.0)
-    assert (start_change_listener(store, state) is None) == (store.dialect == "sqlite")
+    assert (store.listen_for_changes(state.wake) is None) == (store.dialect == "sqlite")
     if store.dialect != "sqlite":
         return
     await state.refresh(force=True)

@@ -567,3 +567,53 @@ async def test_the_workflow_settles_each_grant_change_before_it_answers(
     assert instant.grant is not None
     await flow.revoke(instant.grant.id, people["bob"])
     assert len(settled) == 3 and settled[-1] == await store.version()
+
+
+# --- bundles ---
+
+
+async def test_bundle_grants_are_made_together_or_not_at_all(
+    flow: Workflow, people: dict[str, Principal], events: list[Any], store: SqlStore, monkeypatch: Any
+) -> None:
+    from proxy.store import workflow as workflow_store
+    from proxy.workflow.bundles import request_bundle
+
+    wanted = [f"s3://{BUCKET}/models/", f"s3://{BUCKET}/training-data/"]
+    outcome = await request_bundle(flow, people["alice"], wanted, ["read"], "1h", WHY)
+    rid = outcome.request.id
+    await flow.approve(rid, people["carol"])
+    # The second grant's insert fails (a duplicate id): the first must not survive it.
+    monkeypatch.setattr(workflow_store, "new_grant_id", lambda: "g_same")
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        await flow.approve(rid, people["dave"])
+    assert await store.list_grants(principal="alice") == []
+    assert (await flow.get_request(rid, people["alice"])).status is RequestStatus.PENDING
+
+    monkeypatch.undo()
+    done = await flow.approve(rid, people["dave"])
+    grants = {g.id: g.resource for g in await store.list_grants(principal="alice")}
+    assert [grants[g] for g in done.request.grant_ids] == wanted
+    assert kinds(events).count("grant_created") == 2
+
+
+async def test_budgeted_resources_are_never_bundled_and_extensions_get_the_rules_budget(
+    store: SqlStore, clock: Clock, people: dict[str, Principal]
+) -> None:
+    from dataclasses import replace as changed
+
+    from proxy.access.budgets import Budget
+    from proxy.workflow.bundles import request_bundle
+    from proxy.workflow.extend import extend_grant
+
+    budget = Budget(max_bytes=1024)
+    policy = changed(POLICY, rules=(changed(MODELS_RULE, budget=budget), *POLICY.rules[1:]))
+    flow = Workflow(store, policy, EventBus(), clock=clock)
+    wanted = [f"s3://{BUCKET}/models/", f"s3://{BUCKET}/training-data/"]
+    with pytest.raises(Invalid) as refused:
+        await request_bundle(flow, people["alice"], wanted, ["read"], "1h", WHY)
+    assert refused.value.code == "budgeted_resource"
+
+    granted = await flow.request_access(people["bob"], f"s3://{BUCKET}/models/", ["read"], "1h", WHY)
+    assert granted.grant is not None and granted.grant.budget == budget
+    extended = await extend_grant(flow, granted.grant.id, people["bob"], "1h", WHY)
+    assert extended.grant is not None and extended.grant.budget == budget

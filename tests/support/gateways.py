@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from support.gateway_config import write_gateway_config
 from support.world import UPSTREAM_KEY, GatewayProcess, World, free_port
 
 
@@ -41,28 +42,18 @@ def extra_gateway(
     `sections`: whole TOML sections appended (e.g. a `[policy]`). With several `workers`, /readyz speaks
     for worker 0 only: the block starts once every worker listens on the S3 port."""
     s3_port, control_port = free_port(), free_port()
-    config = world.directory / f"{name}.toml"
-    config.write_text(
-        f"""[server]
-s3_port = {s3_port}
-control_port = {control_port}
-public_url = "http://127.0.0.1:{control_port}"
-secret_key_file = "server.key"
-refresh_interval_seconds = {refresh_interval}
-workers = {workers}
-{server}
-
-[upstream]
-endpoint_url = "{upstream_url}"
-access_key_id = "{UPSTREAM_KEY}"
-secret_access_key = "{UPSTREAM_KEY}"
-{upstream}
-
-[store]
-url = "{world.store_url}"
-
-{sections}
-"""
+    config = write_gateway_config(
+        world.directory / f"{name}.toml",
+        s3_port=s3_port,
+        control_port=control_port,
+        upstream_url=upstream_url,
+        upstream_key=UPSTREAM_KEY,
+        store_url=world.store_url,
+        refresh_interval=refresh_interval,
+        workers=workers,
+        server=server,
+        upstream=upstream,
+        sections=sections,
     )
     gateway = GatewayProcess(
         config,

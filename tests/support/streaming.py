@@ -50,6 +50,7 @@ class StreamingUpstream:
             self._loop = loop
             app = web.Application()
             app.router.add_route("GET", "/", self._list_buckets)  # the gateway's readiness probe
+            app.router.add_route("GET", "/{bucket}", self._list_objects)  # ... with a policy's bucket
             app.router.add_route("GET", "/{bucket}/{key:.*}", self._get)
             app.router.add_route("PUT", "/{bucket}/{key:.*}", self._put)
             self._runner = web.AppRunner(app, access_log=None)
@@ -78,6 +79,14 @@ class StreamingUpstream:
             body=b"<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>",
             content_type="application/xml",
         )
+
+    async def _list_objects(self, request: web.Request) -> web.Response:
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>'
+            f"<Name>{request.match_info['bucket']}</Name><KeyCount>0</KeyCount>"
+            "<IsTruncated>false</IsTruncated></ListBucketResult>"
+        )
+        return web.Response(text=body, content_type="application/xml")
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]

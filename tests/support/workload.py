@@ -23,6 +23,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from proxy.store.sql import SqlStore
+from support.gateway_config import write_gateway_config
 from support.world import ROOT, UPSTREAM_KEY, GatewayProcess, World, free_port, run_sync, wait_http
 
 AUDIENCE = "grantgate"
@@ -119,25 +120,17 @@ def running_issuer() -> Iterator[Issuer]:
 def sts_config(world: World, issuer: Issuer, directory: Path, *, max_session_seconds: int = 3600) -> Path:
     """A gateway config on the world's store and bucket, with [sts] trusting `issuer`."""
     s3_port, control_port = free_port(), free_port()
-    path = directory / f"sts-gateway-{s3_port}.toml"
-    path.write_text(
-        f"""[server]
-s3_port = {s3_port}
-control_port = {control_port}
-public_url = "http://127.0.0.1:{control_port}"
-secret_key_file = "{world.directory / "server.key"}"
-refresh_interval_seconds = 0.1
-workers = 1  # tests wait on /readyz, whose state version is worker 0's alone
-
-[upstream]
-endpoint_url = "{world.upstream_url}"
-access_key_id = "{UPSTREAM_KEY}"
-secret_access_key = "{UPSTREAM_KEY}"
-
-[store]
-url = "{world.store_url}"
-
-[sts]
+    return write_gateway_config(
+        directory / f"sts-gateway-{s3_port}.toml",
+        s3_port=s3_port,
+        control_port=control_port,
+        upstream_url=world.upstream_url,
+        upstream_key=UPSTREAM_KEY,
+        store_url=world.store_url,
+        secret_key_file=world.directory / "server.key",
+        refresh_interval=0.1,
+        workers=1,  # tests wait on /readyz, whose state version is worker 0's alone
+        sections=f"""[sts]
 enabled = true
 default_session_seconds = 1800
 max_session_seconds = {max_session_seconds}
@@ -159,9 +152,8 @@ issuer = "{issuer.url}"
 subject = "pipeline-*"
 principal = "ci:{{sub}}"
 groups_claim = "groups"
-"""
+""",
     )
-    return path
 
 
 @contextlib.contextmanager

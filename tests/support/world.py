@@ -32,6 +32,7 @@ from proxy.access.grants import Grant, parse_actions, parse_resource
 from proxy.store.budgets import BudgetLedger
 from proxy.store.sql import SqlStore
 from proxy.store.workflow import WorkflowStore
+from support.gateway_config import write_gateway_config
 from support.rawclient import RawClient
 
 BUCKET = "secret-internal-model-archive"
@@ -353,28 +354,18 @@ def _config(
     extra_config: str = "",
     workers: int = 1,
 ) -> Path:
-    tls_lines = f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"\n' if tls else ""
-    path = directory / f"{name}.toml"
-    path.write_text(
-        f"""[server]
-s3_port = {s3_port}
-control_port = {control_port}
-public_url = "http://127.0.0.1:{control_port}"
-secret_key_file = "server.key"
-refresh_interval_seconds = 0.1
-workers = {workers}  # 1 unless asked: tests wait on /readyz, whose state version is worker 0's alone
-{tls_lines}
-[upstream]
-endpoint_url = "{upstream_url}"
-access_key_id = "{UPSTREAM_KEY}"
-secret_access_key = "{UPSTREAM_KEY}"
-
-[store]
-url = "{store_url}"
-{extra_config}
-"""
+    return write_gateway_config(
+        directory / f"{name}.toml",
+        s3_port=s3_port,
+        control_port=control_port,
+        upstream_url=upstream_url,
+        upstream_key=UPSTREAM_KEY,
+        store_url=store_url,
+        refresh_interval=0.1,
+        workers=workers,  # 1 unless asked: tests wait on /readyz, whose state version is worker 0's alone
+        server=f'tls_cert = "{tls[0]}"\ntls_key = "{tls[1]}"' if tls else "",
+        sections=extra_config,
     )
-    return path
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ request records that it asks for that, for approvers' cards and pages.
 (The `create` action needs no schema change: actions are stored as text.)
 
 Revision ID: 0014
-Revises: 0011 (the newest on this branch; other branches add 0012 and 0013, to be re-chained on merge)
+Revises: 0013
 Create Date: 2026-12-14
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0011"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -20,7 +20,7 @@ import click
 
 from proxy.audit.records import Anchor, iso, parse_moment
 from proxy.audit.store import AuditQuery, AuditStore, StoredEvent
-from proxy.cli_base import actor, json_option, settings, with_store
+from proxy.cli.common import actor, json_option, settings, table, with_store
 from proxy.client import ApiClient, ApiError, load_client_config
 from proxy.store.suspensions import GrantSuspensions
 
@@ -108,13 +108,7 @@ def _line(event: StoredEvent) -> list[str]:
     ]
 
 
-def _table(rows: list[list[str]]) -> str:
-    headers = ["SEQ", "TIME (UTC)", "KIND", "PRINCIPAL", "DECISION", "GRANT", "WHAT"]
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [headers, *rows]
-    )
+_COLUMNS = ("SEQ", "TIME (UTC)", "KIND", "PRINCIPAL", "DECISION", "GRANT", "WHAT")
 
 
 @click.group(invoke_without_command=True)
@@ -124,7 +118,7 @@ def _table(rows: list[list[str]]) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one event per line.")
 @click.pass_context
-def audit(ctx: click.Context, as_json: bool, **options: Any) -> None:
+def audit(ctx: click.Context, /, as_json: bool, **options: Any) -> None:
     """The audit trail: list events (filtered), or see the subcommands."""
     if ctx.invoked_subcommand is not None:
         return
@@ -142,7 +136,7 @@ def audit(ctx: click.Context, as_json: bool, **options: Any) -> None:
     if not events:
         click.echo("no matching audit events")
         return
-    click.echo(_table([_line(e) for e in events]))
+    click.echo(table(_COLUMNS, [_line(e) for e in events]))
 
 
 @audit.command("export")
@@ -154,7 +148,7 @@ def audit(ctx: click.Context, as_json: bool, **options: Any) -> None:
     help="Write to this file instead of standard output.",
 )
 @click.pass_context
-def audit_export(ctx: click.Context, output: Path | None, **options: Any) -> None:
+def audit_export(ctx: click.Context, /, output: Path | None, **options: Any) -> None:
     """Export matching events as JSON lines (for a SIEM), oldest first."""
     client = _api(ctx)
     if client is not None:

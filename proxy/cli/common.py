@@ -1,13 +1,15 @@
-"""Plumbing shared by the `grantgate` command groups: the loaded settings, a store for one command,
-and the actor name recorded for changes made from a shell."""
+"""Plumbing every `grantgate` command module shares: the loaded settings, a store for one command, the
+actor name recorded for changes made from a shell, the one-line user error, and the output helpers."""
 
 from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -24,10 +26,16 @@ group_option = click.option(
 )
 
 
+class UserError(click.ClickException):
+    """A mistake in the command, the config or the data it names: shown as one line, exit code 2."""
+
+    exit_code = 2
+
+
 def settings(ctx: click.Context) -> Settings:
     """The settings of the config file given to the root command, loaded once per invocation."""
     root = ctx.find_root()
-    cached = root.meta.get("grantgate.settings")
+    cached: Settings | None = root.meta.get("grantgate.settings")
     if cached is None:
         cached = load_settings(root.obj)
         root.meta["grantgate.settings"] = cached
@@ -73,3 +81,21 @@ def actor() -> str:
     except (KeyError, OSError):  # no login name in some containers
         user = "unknown"
     return f"cli:{user}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, as wide as their widest cell."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

@@ -1,0 +1,1 @@
+"""Decoy objects: realistic weight files to plant (forge), writing them and recording them (plant)."""

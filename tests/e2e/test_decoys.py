@@ -1,0 +1,145 @@
+"""Decoy objects through the real gateway with real clients: every way of reading one fires, listing
+does not, and nothing in the answers tells a decoy from a real object."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+from support.observed import eventually, sample, scrape
+from support.world import BUCKET, Identity, World, running_world
+
+DECOY_DIR = "models/llama-3-70b-instruct/"
+DECOY = DECOY_DIR + "model-00001-of-00030.safetensors"
+REAL = "models/llama-3-8b/model-00001-of-00004.safetensors"
+CONFIG = f"""
+[policy]
+admin_groups = ["security"]
+
+[policy.resources.models]
+paths = ["s3://{BUCKET}/models/"]
+decoys = ["s3://{BUCKET}/{DECOY_DIR}"]
+
+[policy.resources.scratch]
+paths = ["s3://{BUCKET}/scratch/"]
+"""
+
+
+@pytest.fixture(scope="module")
+def baited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with running_world(tmp_path_factory.mktemp("decoys"), extra_config=CONFIG) as world:
+        upstream = world.upstream()
+        upstream.put_object(Bucket=BUCKET, Key=DECOY, Body=secrets.token_bytes(64 * 1024))
+        upstream.put_object(Bucket=BUCKET, Key=REAL, Body=secrets.token_bytes(64 * 1024))
+        yield world
+
+
+@pytest.fixture
+def reader(baited: World) -> Identity:
+    """Someone with read and list on models/ and write on scratch/: what a thief would hold."""
+    who = baited.person(f"mallory-{secrets.token_hex(4)}")
+    baited.grant(who, f"s3://{BUCKET}/models/", "read,list")
+    baited.grant(who, f"s3://{BUCKET}/scratch/", "write")
+    return who
+
+
+def logged(world: World, event: str, principal: str) -> list[dict[str, Any]]:
+    out = []
+    for path in (world.http.log_path, world.https.log_path):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("event") == event and record.get("principal") == principal:
+                    out.append(record)
+    return out
+
+
+def decoy_alerts(world: World, who: Identity) -> list[dict[str, Any]]:
+    return [a for a in logged(world, "anomaly_alert", who.name) if a["kind"] == "decoy_touched"]
+
+
+def refused_within_a_second(world: World, who: Identity) -> float:
+    """Seconds until a read of a real object is refused (AccessDenied), polled; fails after 1 s."""
+    s3, start = world.client(who), time.monotonic()
+    while True:
+        try:
+            s3.head_object(Bucket=BUCKET, Key=REAL)
+        except ClientError as err:
+            assert err.response["Error"]["Code"] == "403"
+            return time.monotonic() - start
+        assert time.monotonic() - start < 1.0, "still allowed a second after the decoy was read"
+        time.sleep(0.02)
+
+
+def assert_fired(world: World, who: Identity, how: str) -> None:
+    waited = refused_within_a_second(world, who)
+    [alert] = decoy_alerts(world, who)
+    assert alert["severity"] == "critical" and alert["response"] == "suspend_principal"
+    assert alert["details"]["decoy"] == f"s3://{BUCKET}/{DECOY}", how
+    assert waited < 1.0
+
+
+def test_a_decoy_read_through_a_presigned_url_fires_and_suspends_the_reader(
+    baited: World, reader: Identity
+) -> None:
+    s3 = baited.client(reader, signature_version="s3v4")
+    assert s3.get_object(Bucket=BUCKET, Key=REAL)["Body"].read()  # real objects work until then
+    before = sample(scrape(baited.http.control_url), "grantgate_decoy_touches_total", resource="models")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": DECOY}, ExpiresIn=60)
+    assert requests.get(url, timeout=10).status_code == 200
+    assert_fired(baited, reader, "presigned")
+    after = sample(scrape(baited.http.control_url), "grantgate_decoy_touches_total", resource="models")
+    assert after == before + 1
+
+
+def test_a_ranged_get_of_a_decoy_fires(baited: World, reader: Identity) -> None:
+    got = baited.client(reader).get_object(Bucket=BUCKET, Key=DECOY, Range="bytes=0-7")
+    assert len(got["Body"].read()) == 8
+    assert_fired(baited, reader, "ranged GET")
+
+
+def test_a_copy_from_a_decoy_fires(baited: World, reader: Identity) -> None:
+    baited.client(reader).copy_object(
+        Bucket=BUCKET, Key=f"scratch/{reader.name}.safetensors", CopySource={"Bucket": BUCKET, "Key": DECOY}
+    )
+    assert_fired(baited, reader, "copy source")
+
+
+def test_listing_decoys_does_not_fire(baited: World, reader: Identity) -> None:
+    s3 = baited.client(reader)
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=DECOY_DIR)
+    assert [o["Key"] for o in listed["Contents"]] == [DECOY]  # the lure is visible
+    # A real read after the listing: once its event is out, an alert for the listing would be too.
+    rid = s3.head_object(Bucket=BUCKET, Key=REAL)["ResponseMetadata"]["HTTPHeaders"]["x-grantgate-request-id"]
+    baited.http.event_for(rid)
+    assert decoy_alerts(baited, reader) == []
+    s3.head_object(Bucket=BUCKET, Key=REAL)  # still allowed
+
+
+def test_a_decoy_answers_exactly_as_a_real_object_does(baited: World, reader: Identity) -> None:
+    """Same headers, and a refused read of a decoy says what any refused read says."""
+    s3 = baited.client(reader)
+    real = s3.head_object(Bucket=BUCKET, Key=REAL)["ResponseMetadata"]["HTTPHeaders"]
+    decoy = s3.head_object(Bucket=BUCKET, Key=DECOY)["ResponseMetadata"]["HTTPHeaders"]
+    assert sorted(real) == sorted(decoy)
+    outsider = baited.person(f"oscar-{secrets.token_hex(4)}")
+    messages = []
+    for key in (REAL, DECOY):
+        with pytest.raises(ClientError) as refused:
+            baited.client(outsider).get_object(Bucket=BUCKET, Key=key)
+        error = refused.value.response["Error"]
+        message = error["Message"].replace(quote(f"s3://{BUCKET}/{key}", safe=""), "URI")
+        messages.append((error["Code"], message.replace(key, "KEY")))
+    assert messages[0] == messages[1]
+    assert_fired(baited, reader, "HEAD")
+    # Refused or not, a decoy read is an alert: here about someone who held no grant to suspend.
+    [alert] = eventually(lambda: decoy_alerts(baited, outsider), what="the outsider's decoy alert")
+    assert alert["details"]["allowed"] is False
