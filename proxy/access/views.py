@@ -31,6 +31,7 @@ def grant_to_json(grant: Grant, now: datetime | None = None, usage: Usage | None
         "budget": grant.budget.as_dict() if grant.budget is not None else None,
         "usage": (usage or Usage()).as_dict(),
         "budget_spent": grant.spent,
+        "approvals": grant.approvals,  # distinct people who approved it (protected resources need two)
     }
     if now is not None:
         body["active"] = grant.is_active(now)
