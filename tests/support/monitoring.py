@@ -13,7 +13,7 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from support.observed import api, api_token
+from support.observed import api, api_token, eventually
 from support.world import BUCKET, ROOT, World
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "grantgate.json"
@@ -59,7 +59,17 @@ def traffic(world: World) -> None:
     world.upstream().put_object(Bucket=BUCKET, Key=f"datasets/{tag}/x", Body=b"x" * 100)
     world.grant(who, f"s3://{BUCKET}/datasets/{tag}/", "read,write")
     s3 = world.client(who)
-    s3.get_object(Bucket=BUCKET, Key=f"datasets/{tag}/x")["Body"].read()
+
+    def first_read() -> bytes | None:
+        # world.sync() waits for worker 0; with several workers the others follow within a refresh.
+        try:
+            return s3.get_object(Bucket=BUCKET, Key=f"datasets/{tag}/x")["Body"].read()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "AccessDenied":
+                raise
+            return None
+
+    eventually(first_read, timeout=10, what="every worker to honour the new grant")
     s3.put_object(Bucket=BUCKET, Key=f"datasets/{tag}/y", Body=b"y")
     with pytest.raises(ClientError):
         s3.get_object(Bucket=BUCKET, Key=f"nowhere/{tag}")
