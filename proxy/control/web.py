@@ -4,6 +4,7 @@ and active grants. Server-rendered HTML over the workflow service; no scripts, n
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,7 @@ from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
 from proxy.access.requests import RequestStatus
 from proxy.control import signin, web_extend
+from proxy.control.approver_context import APPROVER_CONTEXT
 from proxy.control.web_settings import WebSettings
 from proxy.control.webcore import (
     STATIC,
@@ -334,6 +336,13 @@ async def inbox(request: web.Request, visit: Visit) -> web.StreamResponse:
         for r in visible
         if r.status is not RequestStatus.PENDING and r.requester != who.name and not r.break_glass
     ][:10]
+    # What each decision needs (groups, prefix size, past use, access held): the same lines as the CLI and
+    # the Slack card show.
+    approver_context = request.app.get(APPROVER_CONTEXT)
+    contexts: dict[str, list[str]] = {}
+    if approver_context is not None:
+        found = await asyncio.gather(*(approver_context.lines(r) for r in waiting))
+        contexts = {r.id: lines for r, lines in zip(waiting, found, strict=True)}
     return render(
         ctx,
         visit,
@@ -341,6 +350,7 @@ async def inbox(request: web.Request, visit: Visit) -> web.StreamResponse:
         title="Inbox",
         nav="inbox",
         waiting=waiting,
+        contexts=contexts,
         to_review=to_review,
         decided=decided,
     )
