@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from support.access import api, read
 from support.observed import eventually
-from support.world import BUCKET, UPSTREAM_KEY, Identity, World, running_world
+from support.world import BUCKET, UPSTREAM_KEY, World, running_world
 
 from proxy.cli import main
 from proxy.config import UpstreamSettings
@@ -110,7 +110,9 @@ def test_pending_request_shows_groups_size_past_use_and_overlap(
     assert f"{second}: {alice.name} on {resource}" in pending.stdout
     assert f"Under {resource}: 3 objects, 60 B" in pending.stdout
     assert "Groups: eval, ml" in pending.stdout
-    assert re.search(rf"{grant_id} read {re.escape(resource)}: 20 B read, 0 B written, last used", pending.stdout)
+    assert re.search(
+        rf"{grant_id} read {re.escape(resource)}: 20 B read, 0 B written, last used", pending.stdout
+    )
     assert f"Already holds: read on {resource} until" in pending.stdout
     one = runner.invoke(main, ["requests", second], env=env)
     assert one.exit_code == 0, (one.output, one.exception)
