@@ -131,6 +131,11 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     card = carol_page.locator(f"article#{request_id}")
     assert WHY in card.inner_text()
     assert carol_page.locator("nav .count").inner_text() == "1"
+    # Next to it, what carol needs to decide: alice's groups, what lies under the prefix, her history.
+    facts = card.locator(".approver-context li").all_inner_texts()
+    assert "Groups: ml" in facts
+    assert f"Under s3://{BUCKET}/models/: 1 object, 12 B" in facts
+    assert "Past grants here: none" in facts and "Already holds: nothing overlapping" in facts
     shoot(carol_page, "inbox")
     card.locator("input[name=comment]").fill("ok for the eval")
     card.get_by_role("button", name="Approve").click()
