@@ -14,7 +14,7 @@ from typing import Any
 
 from proxy.access.durations import iso
 from proxy.access.grants import Grant
-from proxy.access.requests import AccessRequest
+from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.audit.records import Usage
 
 PAST_GRANTS_SHOWN = 10  # the newest; older ones add little to a decision
@@ -31,6 +31,12 @@ class PrefixSize:
     bytes: int = 0
     complete: bool = True
     error: str = ""  # the listing failed: counts unknown
+
+
+def shown_to(request: AccessRequest, viewer: str) -> bool:
+    """Only to those deciding, while there is something to decide: the prefix's size is a fact about objects
+    the requester cannot read yet, so filing a request must not reveal it to them."""
+    return request.status is RequestStatus.PENDING and viewer != request.requester
 
 
 def related(grant: Grant, bucket: str, prefix: str) -> bool:

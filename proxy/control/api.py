@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from proxy.access import context as approver_context
 from proxy.access.budgets import Budget
 from proxy.access.durations import format_duration, iso, parse_moment
 from proxy.access.policy import Resource, Rule
@@ -410,15 +411,13 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def get_request(request: web.Request) -> web.Response:
     workflow = request.app[WORKFLOW]
-    found = await workflow.get_request(request.match_info["id"], caller(request))
+    viewer = caller(request)
+    found = await workflow.get_request(request.match_info["id"], viewer)
     body = request_to_json(found)
-    # What the approver needs to decide (groups, prefix size, past use, overlapping access): only while
-    # there is something to decide, since it lists the bucket and reads the usage views.
+    # What the approver needs to decide (groups, prefix size, past use, overlapping access).
     context = request.app.get(APPROVER_CONTEXT)
-    if context is not None and found.status is RequestStatus.PENDING:
-        body["context"] = await context.of(found)
-    else:
-        body["context"] = None
+    shown = context is not None and approver_context.shown_to(found, viewer.name)
+    body["context"] = await context.of(found) if context is not None and shown else None
     return web.json_response(body)
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import structlog
 from aiohttp import web
 
 from proxy.access import policy as rules
@@ -34,6 +35,8 @@ from proxy.control.webcore import (
 )
 from proxy.identity.principals import Principal
 from proxy.workflow.service import Workflow, WorkflowError
+
+log = structlog.get_logger("grantgate.web")
 
 T = TypeVar("T")
 
@@ -341,8 +344,13 @@ async def inbox(request: web.Request, visit: Visit) -> web.StreamResponse:
     approver_context = request.app.get(APPROVER_CONTEXT)
     contexts: dict[str, list[str]] = {}
     if approver_context is not None:
-        found = await asyncio.gather(*(approver_context.lines(r) for r in waiting))
-        contexts = {r.id: lines for r, lines in zip(waiting, found, strict=True)}
+        found = await asyncio.gather(*(approver_context.lines(r) for r in waiting), return_exceptions=True)
+        for r, lines in zip(waiting, found, strict=True):
+            if isinstance(lines, BaseException):
+                # The decision matters more than its context: the card goes without it.
+                log.warning("approver_context_failed", request_id=r.id, error=repr(lines))
+            else:
+                contexts[r.id] = lines
     return render(
         ctx,
         visit,

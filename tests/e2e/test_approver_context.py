@@ -94,6 +94,8 @@ def test_pending_request_shows_groups_size_past_use_and_overlap(
     assert past["bytes_read"] == 20 and past["last_used_at"]
     assert [g["grant_id"] for g in context["overlapping"]] == [grant_id]
 
+    # Not to the requester: the prefix's size is about objects she cannot read yet.
+    assert api(world, alice_token, "GET", f"/requests/{second}")[1]["context"] is None
     # Decided requests carry no context (nothing left to decide).
     assert api(world, carol_token, "GET", f"/requests/{first}")[1]["context"] is None
 
