@@ -79,6 +79,7 @@ class PrefixSizer:
             now = self._clock()
             self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self._cache_seconds}
             self._cache[where] = (now, found)
+            self._locks = {k: v for k, v in self._locks.items() if k in self._cache or v.locked()}
             return found
 
     async def _measure(self, bucket: str, prefix: str) -> PrefixSize:
