@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from proxy.access.context import describe
 from proxy.cli.common import UserError, echo_json, json_option, table
 from proxy.cli.remote import call, grants_table, when
 from proxy.client import ApiClient, ApiError, ClientConfig, save_client_config
@@ -63,7 +64,14 @@ def _describe_request(r: dict[str, Any]) -> str:
         lines.append("  review:         pending (break-glass access is reviewed after the fact)")
     elif r.get("reviewed_by"):
         lines.append(f"  reviewed:       by {r['reviewed_by']}: {r.get('review_comment') or '-'}")
+    if r.get("context"):
+        lines.append("  to decide:")
+        lines += _context_lines(r["context"])
     return "\n".join(lines)
+
+
+def _context_lines(context: dict[str, Any]) -> list[str]:
+    return [f"    {line}" for line in describe(context)]
 
 
 def _outcome_line(r: dict[str, Any]) -> str:
@@ -185,6 +193,11 @@ def request_access(
 @click.argument("request_id", required=False)
 @click.option("--status", type=click.Choice(["pending", "approved", "denied", "cancelled", "expired"]))
 @click.option("--inbox", is_flag=True, help="Only pending requests you may approve now.")
+@click.option(
+    "--pending",
+    is_flag=True,
+    help="Pending requests, each with what an approver needs to decide (groups, size, past use).",
+)
 @click.option("--requester", default=None, help="Only this requester's.")
 @json_option
 @click.pass_context
@@ -193,6 +206,7 @@ def requests_(
     request_id: str | None,
     status: str | None,
     inbox: bool,
+    pending: bool,
     requester: str | None,
     as_json: bool,
 ) -> None:
@@ -204,7 +218,12 @@ def requests_(
         else:
             click.echo(_describe_request(found))
         return
+    if pending:
+        status = "pending"
     listed = call(ctx, "list_requests", status=status, requester=requester, approvable=inbox or None)
+    if pending:
+        # The list leaves the context out (it lists the bucket); each request's own answer carries it.
+        listed = [call(ctx, "get_request", r["id"]) for r in listed]
     if as_json:
         echo_json(listed)
         return
@@ -212,6 +231,10 @@ def requests_(
         click.echo("nothing to approve" if inbox else "no requests")
         return
     click.echo(_requests_table(listed))
+    for r in listed:
+        if r.get("context"):
+            click.echo(f"\n{r['id']}: {r['requester']} on {r['resource']}")
+            click.echo("\n".join(_context_lines(r["context"])))
 
 
 def _decide(ctx: click.Context, request_id: str, verb: str, body: dict[str, Any], as_json: bool) -> None:

@@ -15,11 +15,13 @@ import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from proxy.access import context as approver_context
 from proxy.access.budgets import Budget
 from proxy.access.durations import format_duration, iso, parse_moment
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.access.views import grant_to_json
+from proxy.control.approver_context import APPROVER_CONTEXT, ApproverContext
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
 from proxy.workflow.budgets import usage_of
@@ -409,8 +411,14 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def get_request(request: web.Request) -> web.Response:
     workflow = request.app[WORKFLOW]
-    found = await workflow.get_request(request.match_info["id"], caller(request))
-    return web.json_response(request_to_json(found))
+    viewer = caller(request)
+    found = await workflow.get_request(request.match_info["id"], viewer)
+    body = request_to_json(found)
+    # What the approver needs to decide (groups, prefix size, past use, overlapping access).
+    context = request.app.get(APPROVER_CONTEXT)
+    shown = context is not None and approver_context.shown_to(found, viewer.name)
+    body["context"] = await context.of(found) if context is not None and shown else None
+    return web.json_response(body)
 
 
 async def approve_request(request: web.Request) -> web.Response:
@@ -505,10 +513,12 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 )
 
 
-def api_app(workflow: Workflow) -> web.Application:
+def api_app(workflow: Workflow, approver_context: ApproverContext | None = None) -> web.Application:
     """The /api/v1 sub-application; mount it with `app.add_subapp("/api/v1", api_app(workflow))`."""
     app = web.Application(middlewares=[problems, authenticate])
     app[WORKFLOW] = workflow
+    if approver_context is not None:
+        app[APPROVER_CONTEXT] = approver_context
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app

@@ -176,6 +176,15 @@ def _schemas() -> dict[str, Any]:
                     "type": ["string", "null"],
                     "description": "An extension: the grant it extends (its window starts where that ends).",
                 },
+                "context": {
+                    "type": ["object", "null"],
+                    "description": "GET /requests/{id} of a pending request: what an approver needs to "
+                    "decide. `groups` (the requester's), `prefixes` (objects and bytes under each prefix "
+                    "asked for, from a cached, bounded listing; `complete` false means the counts are "
+                    "lower bounds), `past_grants` (the requester's grants there, newest first, with "
+                    "`bytes_read`, `bytes_written`, `last_used_at`), `past_grants_total`, and `overlapping` "
+                    "(active or scheduled grants sharing an action). Null once decided.",
+                },
             },
             "required": ["id", "status", "requester", "resource", "actions", "grant_id"],
         },

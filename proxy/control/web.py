@@ -4,12 +4,14 @@ and active grants. Server-rendered HTML over the workflow service; no scripts, n
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import structlog
 from aiohttp import web
 
 from proxy.access import policy as rules
@@ -18,6 +20,7 @@ from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
 from proxy.access.requests import RequestStatus
 from proxy.control import signin, web_extend
+from proxy.control.approver_context import APPROVER_CONTEXT
 from proxy.control.web_settings import WebSettings
 from proxy.control.webcore import (
     STATIC,
@@ -32,6 +35,8 @@ from proxy.control.webcore import (
 )
 from proxy.identity.principals import Principal
 from proxy.workflow.service import Workflow, WorkflowError
+
+log = structlog.get_logger("grantgate.web")
 
 T = TypeVar("T")
 
@@ -334,6 +339,18 @@ async def inbox(request: web.Request, visit: Visit) -> web.StreamResponse:
         for r in visible
         if r.status is not RequestStatus.PENDING and r.requester != who.name and not r.break_glass
     ][:10]
+    # What each decision needs (groups, prefix size, past use, access held): the same lines as the CLI and
+    # the Slack card show.
+    approver_context = request.app.get(APPROVER_CONTEXT)
+    contexts: dict[str, list[str]] = {}
+    if approver_context is not None:
+        found = await asyncio.gather(*(approver_context.lines(r) for r in waiting), return_exceptions=True)
+        for r, lines in zip(waiting, found, strict=True):
+            if isinstance(lines, BaseException):
+                # The decision matters more than its context: the card goes without it.
+                log.warning("approver_context_failed", request_id=r.id, error=repr(lines))
+            else:
+                contexts[r.id] = lines
     return render(
         ctx,
         visit,
@@ -341,6 +358,7 @@ async def inbox(request: web.Request, visit: Visit) -> web.StreamResponse:
         title="Inbox",
         nav="inbox",
         waiting=waiting,
+        contexts=contexts,
         to_review=to_review,
         decided=decided,
     )

@@ -126,8 +126,17 @@ def _context(request: AccessRequest) -> ContextBlock:
     )
 
 
-def pending_blocks(request: AccessRequest) -> list[dict[str, Any]]:
-    """A pending request with Approve / Deny buttons; the buttons carry the request id."""
+def _context_block(lines: Sequence[str]) -> list[Block]:
+    """What the approver needs to decide (proxy/access/context.py describe's lines), as one section."""
+    if not lines:
+        return []
+    text = "*To decide*\n" + "\n".join(esc(line) for line in lines)
+    return [SectionBlock(block_id="approver_context", text=MarkdownTextObject(text=text[:3000]))]
+
+
+def pending_blocks(request: AccessRequest, context: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """A pending request with Approve / Deny buttons; the buttons carry the request id. `context`: lines
+    describing the requester and the resource (groups, size, past use, access already held)."""
     buttons = ActionsBlock(
         block_id=f"decide:{request.id}",
         elements=[
@@ -135,7 +144,7 @@ def pending_blocks(request: AccessRequest) -> list[dict[str, Any]]:
             ButtonElement(text="Deny", action_id=DENY, value=request.id, style="danger"),
         ],
     )
-    return _dicts([*_request_body(request), buttons, _context(request)])
+    return _dicts([*_request_body(request), *_context_block(context), buttons, _context(request)])
 
 
 def decided_blocks(request: AccessRequest) -> list[dict[str, Any]]:
@@ -149,9 +158,9 @@ def decided_blocks(request: AccessRequest) -> list[dict[str, Any]]:
     )
 
 
-def message_blocks(request: AccessRequest) -> list[dict[str, Any]]:
+def message_blocks(request: AccessRequest, context: Sequence[str] = ()) -> list[dict[str, Any]]:
     if request.status is RequestStatus.PENDING:
-        return pending_blocks(request)
+        return pending_blocks(request, context)
     return decided_blocks(request)
 
 
