@@ -8,10 +8,12 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 from support.access import api, read
+from support.browser import chromium
 from support.observed import audit_events, eventually
 from support.world import BUCKET, Identity, World, running_world
 
@@ -21,6 +23,9 @@ TERMS = "Licensed for internal evaluation only. No use for training external mod
 TERMS_SHA256 = hashlib.sha256(TERMS.encode()).hexdigest()
 
 POLICY = f"""
+[web]
+dev_login = true
+
 [policy]
 
 [policy.resources.corpus]
@@ -158,3 +163,54 @@ def test_the_cli_takes_the_hash_and_refuses_a_stale_one(world: World, unique: st
     stale = cli(world, bob, tmp_path, "request", "corpus", "--accept-terms", "0" * 64)
     assert stale.exit_code == 2 and "have changed" in stale.stderr, stale.output
     assert TERMS in stale.stdout and TERMS_SHA256 in stale.stdout  # what to accept now
+
+
+# --- the web request form, in headless chromium ---
+
+
+@pytest.fixture(scope="module")
+def browser(world: World) -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+def request_form(world: World, browser: Any, who: Identity) -> Any:
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(world.http.control_url + "/request?resource=corpus")
+    page.locator(f"button.person[value='{who.name}']").click()
+    page.wait_for_load_state()
+    assert page.url.startswith(world.http.control_url + "/request?"), page.url
+    return page
+
+
+def test_the_web_form_shows_the_terms_and_requires_the_box(world: World, browser: Any, unique: str) -> None:
+    bob = world.person(f"bob-{unique}", ("infra",))
+    page = request_form(world, browser, bob)
+    assert page.locator("#terms-text").inner_text().strip() == TERMS
+    submit = page.get_by_role("button", name="Get access now")
+    submit.click()  # the unticked box stops the browser from sending the form
+    assert not page.locator("#accept-terms").evaluate("box => box.validity.valid")
+    assert page.url.startswith(world.http.control_url + "/request?")
+    page.check("#accept-terms")
+    submit.click()
+    page.wait_for_url(world.http.control_url + "/access**")
+    assert "Access granted" in page.locator(".flash-success").inner_text()
+    status, grants = api(world, world.api_token(bob), "GET", f"/grants?principal={bob.name}")
+    assert status == 200 and [g["terms_accepted"]["sha256"] for g in grants["grants"]] == [TERMS_SHA256]
+
+
+def test_the_web_form_refuses_terms_changed_since_it_was_shown(
+    world: World, browser: Any, unique: str
+) -> None:
+    bob = world.person(f"bob-{unique}", ("infra",))
+    page = request_form(world, browser, bob)
+    # As if the policy's terms changed after the page was loaded: it sends the hash of older text.
+    page.locator("input[name=terms_sha256]").evaluate("input => { input.value = '0'.repeat(64) }")
+    page.check("#accept-terms")
+    page.get_by_role("button", name="Get access now").click()
+    page.wait_for_load_state()
+    assert "have changed" in page.locator(".flash-error").inner_text()
+    assert page.locator("#terms-text").inner_text().strip() == TERMS  # shown again, as they are now
+    assert page.locator("input[name=terms_sha256]").input_value() == TERMS_SHA256
+    status, grants = api(world, world.api_token(bob), "GET", f"/grants?principal={bob.name}")
+    assert status == 200 and grants["grants"] == []
