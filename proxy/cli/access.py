@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from proxy.cli.common import UserError, echo_json, json_option, table
 from proxy.access.terms import terms_sha256
+from proxy.cli.common import UserError, echo_json, json_option, table
 from proxy.cli.remote import call, client, grants_table, when
 from proxy.client import ApiClient, ApiError, ClientConfig, save_client_config
 
@@ -207,8 +207,12 @@ def _create_accepting_terms(api: ApiClient, body: dict[str, Any], *, prompt: boo
         terms = exc.problem.get("terms")
         if exc.code not in TERMS_REFUSALS or not isinstance(terms, str):
             raise UserError(str(exc)) from None
-        click.echo(f"Dataset terms of {exc.problem.get('resource')} (sha256 {exc.problem.get('terms_sha256')}):")
-        click.echo(click.wrap_text(terms, preserve_paragraphs=True, initial_indent="  ", subsequent_indent="  "))
+        click.echo(
+            f"Dataset terms of {exc.problem.get('resource')} (sha256 {exc.problem.get('terms_sha256')}):"
+        )
+        click.echo(
+            click.wrap_text(terms, preserve_paragraphs=True, initial_indent="  ", subsequent_indent="  ")
+        )
         if not prompt or not click.confirm("Do you accept these terms?", default=False):
             raise UserError(str(exc)) from None
     try:

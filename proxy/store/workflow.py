@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.access.budgets import Budget
 from proxy.access.grants import Action, Grant, parse_actions
-from proxy.access.terms import TermsAcceptance
 from proxy.access.requests import AccessRequest, Approval, BundlePart, RequestStatus
+from proxy.access.terms import TermsAcceptance
 from proxy.identity.principals import Principal
 from proxy.identity.tokens import ApiToken, hash_secret, new_token, parse_token, secret_matches
 from proxy.store.engine import StoreError, insert_ignoring_conflict, require_aware, write_engine

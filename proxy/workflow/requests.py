@@ -180,7 +180,9 @@ class Requests:
         return await self.list_requests(approver, approvable=True)
 
 
-def acceptance(resource: Resource, requester: Principal, offered: str, now: datetime) -> TermsAcceptance | None:
+def acceptance(
+    resource: Resource, requester: Principal, offered: str, now: datetime
+) -> TermsAcceptance | None:
     """The requester's acceptance of `resource`'s dataset terms, refused unless `offered` is their hash."""
     if not resource.terms:
         return None
