@@ -130,6 +130,16 @@ def test_a_pending_request_keeps_the_acknowledgement_into_its_grant(world: World
     assert grant["terms_accepted"]["by"] == alice.name and grant["terms_accepted"]["sha256"] == TERMS_SHA256
 
 
+def test_an_extension_goes_on_under_the_accepted_terms(world: World, unique: str) -> None:
+    bob = world.person(f"bob-{unique}", ("infra",))
+    status, created = ask(world, bob, accept_terms=TERMS_SHA256)
+    assert status == 201, created
+    status, extended = api(
+        world, world.api_token(bob), "POST", f"/grants/{created['grant']['id']}/extend", {"duration": "1h"}
+    )
+    assert status == 201 and extended["grant"]["terms_accepted"] == created["grant"]["terms_accepted"]
+
+
 # --- the CLI ---
 
 
