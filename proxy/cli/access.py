@@ -10,9 +10,13 @@ from typing import Any
 import click
 
 from proxy.access.context import describe
+from proxy.access.terms import terms_sha256
 from proxy.cli.common import UserError, echo_json, json_option, table
-from proxy.cli.remote import call, grants_table, when
+from proxy.cli.remote import call, client, grants_table, when
 from proxy.client import ApiClient, ApiError, ClientConfig, save_client_config
+
+# The API's refusals that carry the dataset terms to accept (proxy/workflow/errors.py).
+TERMS_REFUSALS = ("terms_not_accepted", "terms_changed")
 
 
 def _requests_table(requests: Sequence[dict[str, Any]]) -> str:
@@ -156,6 +160,14 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
     default=None,
     help="Scheduled access from this RFC 3339 time (e.g. 2025-06-01T22:00:00Z), for --duration.",
 )
+@click.option(
+    "--accept-terms",
+    "accept_terms",
+    default="",
+    metavar="SHA256",
+    help="Accept the resource's dataset terms without a prompt: the SHA-256 of their text "
+    "(`grantgate whoami --json` shows it as terms_sha256).",
+)
 @json_option
 @click.pass_context
 def request_access(
@@ -167,9 +179,12 @@ def request_access(
     break_glass: bool,
     ticket: str,
     starts_at: str | None,
+    accept_terms: str,
     as_json: bool,
 ) -> None:
-    """Ask for access to RESOURCE (s3://bucket/prefix, or a resource name such as `models`)."""
+    """Ask for access to RESOURCE (s3://bucket/prefix, or a resource name such as `models`).
+
+    A resource with dataset terms shows them and asks whether you accept them (or give --accept-terms)."""
     body: dict[str, Any] = {
         "resource": resource,
         "actions": [a.strip() for a in actions.split(",") if a.strip()],
@@ -182,11 +197,36 @@ def request_access(
         body["ticket"] = ticket
     if starts_at:
         body["starts_at"] = starts_at
-    created = call(ctx, "create_request", body)
+    if accept_terms:
+        body["accept_terms"] = accept_terms
+    created = _create_accepting_terms(client(ctx), body, prompt=not accept_terms)
     if as_json:
         echo_json(created)
         return
     click.echo(_outcome_line(created))
+
+
+def _create_accepting_terms(api: ApiClient, body: dict[str, Any], *, prompt: bool) -> dict[str, Any]:
+    """Create the request; when the server answers with dataset terms to accept, show them and, if
+    asked to prompt and the person agrees, ask again with the hash of exactly the text shown."""
+    try:
+        return api.create_request(body)
+    except ApiError as exc:
+        terms = exc.problem.get("terms")
+        if exc.code not in TERMS_REFUSALS or not isinstance(terms, str):
+            raise UserError(str(exc)) from None
+        click.echo(
+            f"Dataset terms of {exc.problem.get('resource')} (sha256 {exc.problem.get('terms_sha256')}):"
+        )
+        click.echo(
+            click.wrap_text(terms, preserve_paragraphs=True, initial_indent="  ", subsequent_indent="  ")
+        )
+        if not prompt or not click.confirm("Do you accept these terms?", default=False):
+            raise UserError(str(exc)) from None
+    try:
+        return api.create_request({**body, "accept_terms": terms_sha256(terms)})
+    except ApiError as exc:
+        raise UserError(str(exc)) from None
 
 
 @click.command("requests")

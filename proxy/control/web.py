@@ -19,6 +19,7 @@ from proxy.access.durations import format_duration, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
 from proxy.access.requests import RequestStatus
+from proxy.access.terms import terms_sha256
 from proxy.control import signin, web_extend
 from proxy.control.approver_context import APPROVER_CONTEXT
 from proxy.control.web_settings import WebSettings
@@ -62,6 +63,7 @@ class RequestForm:
     justification_required: bool
     justification_min_length: int
     break_glass: bool
+    terms_sha256: str  # of the resource's dataset terms ("" without): the form sends it back once accepted
 
 
 def request_form(
@@ -86,6 +88,7 @@ def request_form(
         justification_required=first.justification_required,
         justification_min_length=first.justification_min_length if first.justification_required else 0,
         break_glass=any(r.break_glass for r in admitting),
+        terms_sha256=terms_sha256(resource.terms) if resource.terms else "",
     )
 
 
@@ -216,9 +219,17 @@ async def submit_request(request: web.Request, visit: Visit) -> web.StreamRespon
     duration = visit.field("duration")[:20]
     justification = visit.field("justification")[:4000]
     break_glass = visit.field("break_glass") == "on"
+    # The hash of the terms the page showed, sent only when the box saying they are accepted is ticked.
+    accept_terms = visit.field("terms_sha256")[:64] if visit.field("accept_terms") == "on" else ""
     try:
         outcome = await ctx.workflow.request_access(
-            who, resource, actions, duration or None, justification, break_glass=break_glass
+            who,
+            resource,
+            actions,
+            duration or None,
+            justification,
+            break_glass=break_glass,
+            accept_terms=accept_terms,
         )
     except WorkflowError as exc:
         values = {
