@@ -314,6 +314,7 @@ def test_screenshots_are_referenced_from_the_readme() -> None:
         "inbox",
         "my-access-granted",
         "active-grants",
+        "my-access-budget",
     ):
         assert f"docs/screenshots/{name}.png" in readme
         assert (SCREENSHOTS / f"{name}.png").is_file()
