@@ -204,6 +204,38 @@ def test_grants_list_filters_by_principal(config: Path) -> None:
     assert "s3://b/" in listing and "s3://a/" not in listing
 
 
+def test_grants_add_with_a_budget_shows_it_in_the_listing(config: Path) -> None:
+    args = ["s3://models/llama/", "--actions", "read", "--duration", "2h"]
+    budgeted = ["--max-bytes", "10GiB", "--max-objects", "4", "--single-use"]
+    added = json.loads(ok(config, "grants", "add", "alice", *args, *budgeted, "--json").stdout)
+    assert added["budget"] == {"max_bytes": 10 * 1024**3, "max_objects": 4, "single_use": True}
+    assert added["usage"] == {"bytes": 0, "objects": 0}
+    plain = ok(config, "grants", "add", "bob", *args, "--max-bytes", "500MB").stdout
+    assert "budget: 476.8 MiB" in plain
+
+    table = ok(config, "grants", "list").stdout.splitlines()
+    assert table[0].split()[-1] == "BUDGET"
+    row = next(line for line in table if line.startswith(added["id"]))
+    assert row.endswith("0 B of 10 GiB, 0 of 4 objects, single-use")
+    [listed] = json.loads(ok(config, "grants", "list", "--principal", "alice", "--json").stdout)
+    assert listed["budget"] == added["budget"] and listed["usage"] == {"bytes": 0, "objects": 0}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--max-bytes", "10 gigs"], "invalid size '10 gigs'"),
+        (["--max-bytes", "0"], "max_bytes must be a positive whole number"),
+        (["--max-objects", "0"], "max_objects must be a positive whole number"),
+    ],
+)
+def test_bad_budget_is_a_one_line_error(config: Path, args: list[str], fragment: str) -> None:
+    user_error(
+        run(config, "grants", "add", "alice", "s3://b/", "--actions", "read", "--standing", *args), fragment
+    )
+    assert store_snapshot(config)[1] == []
+
+
 def test_revoking_an_unknown_grant_is_a_user_error(config: Path) -> None:
     user_error(run(config, "grants", "revoke", "g_nope"), "unknown grant")
 

@@ -65,6 +65,28 @@ def format_size(count: int) -> str:
     raise AssertionError("unreachable")
 
 
+def describe(budget: Budget | None, usage: Usage | None = None) -> str:
+    """A budget in one line for people, with its use if given: `1.5 GiB of 10 GiB, 1 of 4 objects,
+    single-use`; without: `10 GiB, 4 objects, single-use`."""
+    if budget is None:
+        return "-"
+    parts = []
+    if budget.max_bytes is not None:
+        used = "" if usage is None else f"{format_size(usage.bytes)} of "
+        parts.append(f"{used}{format_size(budget.max_bytes)}")
+    if budget.max_objects is not None:
+        used = "" if usage is None else f"{usage.objects} of "
+        parts.append(f"{used}{budget.max_objects} objects")
+    if budget.single_use:
+        parts.append("single-use")
+    return ", ".join(parts)
+
+
+def describe_json(budget: Mapping[str, Any] | None, usage: Mapping[str, Any] | None) -> str:
+    """`describe` for a grant as the API returns it (`budget` and `usage` fields)."""
+    return describe(Budget.from_dict(budget), Usage(**(usage or {})))
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """What a grant may move in all. None: no limit of that kind."""

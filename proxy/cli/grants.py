@@ -6,12 +6,14 @@ from datetime import datetime
 
 import click
 
+from proxy.access.budgets import Budget, Usage, describe, parse_size
 from proxy.access.durations import format_remaining, iso, parse_duration
 from proxy.access.grants import Grant, parse_actions, parse_resource
 from proxy.access.views import grant_to_json
 from proxy.cli import remote
 from proxy.cli.common import UserError, actor, echo_json, json_option, now, settings, table, with_store
 from proxy.store.sql import SqlStore
+from proxy.workflow.budgets import usage_of
 
 
 @click.group()
@@ -25,6 +27,9 @@ def grants() -> None:
 @click.option("--actions", required=True, help="Comma-separated: read, list, write, create, delete, admin.")
 @click.option("--duration", default=None, help="How long the grant lasts, e.g. 2h, 1d, 1h30m.")
 @click.option("--standing", is_flag=True, help="No expiry (still audited and revocable).")
+@click.option("--max-bytes", default=None, help="Byte budget: bytes served in all, e.g. 10GiB, 500MB.")
+@click.option("--max-objects", type=int, default=None, help="Budget: distinct objects read, at most.")
+@click.option("--single-use", is_flag=True, help="Serve each byte of each object at most once.")
 @json_option
 @click.pass_context
 def grants_add(
@@ -34,14 +39,19 @@ def grants_add(
     actions: str,
     duration: str | None,
     standing: bool,
+    max_bytes: str | None,
+    max_objects: int | None,
+    single_use: bool,
     as_json: bool,
 ) -> None:
-    """Grant PRINCIPAL ACTIONS on RESOURCE (s3://bucket/prefix) for --duration, or --standing."""
+    """Grant PRINCIPAL ACTIONS on RESOURCE (s3://bucket/prefix) for --duration, or --standing,
+    within a budget if --max-bytes, --max-objects or --single-use is given."""
     if (duration is None) == (not standing):
         raise UserError("give exactly one of --duration (e.g. --duration 2h) or --standing")
     bucket, prefix = parse_resource(resource)
     wanted = parse_actions(actions)
     lifetime = None if duration is None else parse_duration(duration)
+    budget = _budget(max_bytes, max_objects, single_use)
     at = now()
 
     async def add(store: SqlStore) -> tuple[Grant, bool]:
@@ -55,6 +65,7 @@ def grants_add(
             expires_at=None if lifetime is None else at + lifetime,
             source="cli",
             created_by=actor(),
+            budget=budget,
         )
         return grant, known
 
@@ -68,7 +79,10 @@ def grants_add(
         echo_json(grant_to_json(grant))
         return
     until = "standing (no expiry)" if grant.expires_at is None else f"until {iso(grant.expires_at)}"
-    click.echo(f"granted {grant.id}: {grant.principal} {_actions(grant)} on {grant.resource}, {until}")
+    within = "" if budget is None else f", budget: {describe(budget)}"
+    click.echo(
+        f"granted {grant.id}: {grant.principal} {_actions(grant)} on {grant.resource}, {until}{within}"
+    )
 
 
 @grants.command("list")
@@ -87,18 +101,30 @@ def grants_list(
         _list_via_api(ctx, principal, show_all, as_json)
         return
     at = now()
-    found = with_store(
-        settings(ctx),
-        lambda store: store.list_grants(principal=principal, active_at=None if show_all else at),
-    )
+
+    async def listed(store: SqlStore) -> tuple[list[Grant], dict[str, Usage]]:
+        found = await store.list_grants(principal=principal, active_at=None if show_all else at)
+        return found, await usage_of(store, found)
+
+    found, used = with_store(settings(ctx), listed)
     if as_json:
-        echo_json([grant_to_json(g) for g in found])
+        echo_json([grant_to_json(g, usage=used.get(g.id)) for g in found])
         return
     if not found:
         click.echo("no grants" if show_all else "no active grants")
         return
-    rows = [[g.id, g.principal, g.resource, _actions(g), _expires_in(g, at)] for g in found]
-    click.echo(table(["ID", "PRINCIPAL", "RESOURCE", "ACTIONS", "EXPIRES IN"], rows))
+    rows = [
+        [
+            g.id,
+            g.principal,
+            g.resource,
+            _actions(g),
+            _expires_in(g, at),
+            describe(g.budget, used.get(g.id, Usage())),
+        ]
+        for g in found
+    ]
+    click.echo(table(["ID", "PRINCIPAL", "RESOURCE", "ACTIONS", "EXPIRES IN", "BUDGET"], rows))
 
 
 @grants.command("revoke")
@@ -114,6 +140,15 @@ def grants_revoke(ctx: click.Context, grant_id: str, reason: str) -> None:
     if grant is None:
         raise UserError(f"unknown grant {grant_id!r}")
     click.echo(f"revoked {grant.id}: {grant.principal} {_actions(grant)} on {grant.resource}")
+
+
+def _budget(max_bytes: str | None, max_objects: int | None, single_use: bool) -> Budget | None:
+    """The budget the options ask for, None for none; a bad size or count is a one-line error."""
+    try:
+        budget = Budget(None if max_bytes is None else parse_size(max_bytes), max_objects, single_use)
+    except ValueError as exc:
+        raise UserError(f"--max-bytes/--max-objects: {exc}") from None
+    return budget if budget.limited else None
 
 
 def _actions(grant: Grant) -> str:

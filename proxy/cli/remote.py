@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from proxy.access.budgets import describe_json
 from proxy.access.durations import format_remaining
 from proxy.cli.common import UserError, settings, table
 from proxy.client import ApiClient, ApiError, load_client_config
@@ -60,7 +61,15 @@ def _expires_in(grant: dict[str, Any]) -> str:
 
 def grants_table(grants: Sequence[dict[str, Any]]) -> str:
     rows = [
-        [g["id"], g["principal"], g["resource"], ",".join(g["actions"]), _expires_in(g), g.get("source", "")]
+        [
+            g["id"],
+            g["principal"],
+            g["resource"],
+            ",".join(g["actions"]),
+            _expires_in(g),
+            g.get("source", ""),
+            describe_json(g.get("budget"), g.get("usage")),
+        ]
         for g in grants
     ]
-    return table(["ID", "PRINCIPAL", "RESOURCE", "ACTIONS", "EXPIRES IN", "SOURCE"], rows)
+    return table(["ID", "PRINCIPAL", "RESOURCE", "ACTIONS", "EXPIRES IN", "SOURCE", "BUDGET"], rows)

@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from proxy.access import policy as rules
+from proxy.access.budgets import Usage
 from proxy.access.durations import format_duration, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
@@ -35,6 +36,7 @@ from proxy.control.webcore import (
     safe_next,
 )
 from proxy.identity.principals import Principal
+from proxy.workflow.budgets import usage_of
 from proxy.workflow.service import Workflow, WorkflowError
 
 log = structlog.get_logger("grantgate.web")
@@ -279,6 +281,7 @@ async def my_access(request: web.Request, visit: Visit) -> web.StreamResponse:
         active=sorted(active, key=lambda g: g.created_at, reverse=True),
         ended=ended,
         resource_names=_grant_resources(workflow, grants),
+        usage=await _usage(workflow, active),
     )
 
 
@@ -288,6 +291,12 @@ def _grant_resources(workflow: Workflow, grants: list[Grant]) -> dict[str, str]:
         found = rules.resource_of_grant(workflow.policy, grant)
         out[grant.id] = found.name if found is not None else ""
     return out
+
+
+async def _usage(workflow: Workflow, grants: list[Grant]) -> dict[str, Usage]:
+    """What each budgeted grant has moved so far (unspent budgets read as nothing used yet)."""
+    found = await usage_of(workflow.store, grants)
+    return {g.id: found.get(g.id, Usage()) for g in grants if g.budget is not None}
 
 
 def _step(
@@ -402,6 +411,7 @@ async def active_grants(request: web.Request, visit: Visit) -> web.StreamRespons
         nav="grants",
         grants=grants,
         resource_names=_grant_resources(ctx.workflow, grants),
+        usage=await _usage(ctx.workflow, grants),
     )
 
 

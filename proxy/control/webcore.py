@@ -23,6 +23,7 @@ from aiohttp import web
 from markupsafe import Markup, escape
 from multidict import MultiDictProxy
 
+from proxy.access.budgets import describe
 from proxy.control import csrf, humanize
 from proxy.control.oidc import OidcClient
 from proxy.control.web_settings import TrustedHeaderSettings, WebSettings
@@ -112,6 +113,7 @@ def template_environment() -> jinja2.Environment:
     )
     env.filters["ts"] = humanize.timestamp
     env.filters["path"] = breakable_path
+    env.filters["budget"] = describe
     return env
 
 

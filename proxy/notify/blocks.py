@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from proxy.access.budgets import Usage, describe
 from proxy.access.durations import format_duration, iso, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Policy, Resource, Rule
@@ -96,6 +97,8 @@ def _request_body(request: AccessRequest) -> list[Block]:
         fields.append(MarkdownTextObject(text=f"*Ticket*\n{esc(request.ticket)}"))
     if request.extends is not None:
         fields.append(MarkdownTextObject(text=f"*Extends*\n`{request.extends}` (starts where it ends)"))
+    if request.budget is not None:
+        fields.append(MarkdownTextObject(text=f"*Budget*\n{describe(request.budget)}"))
     justification = esc(request.justification) or "_none given_"
     blocks: list[Block] = [
         HeaderBlock(text=f"Access request: {request.resource_name}"[:150]),
@@ -230,13 +233,18 @@ def denied_dm(principal: str, action: str, resource: str, url: str) -> str:
     )
 
 
-def grants_text(principal: str, grants: Sequence[Grant], now: datetime) -> str:
+def grants_text(
+    principal: str, grants: Sequence[Grant], now: datetime, usage: Mapping[str, Usage] | None = None
+) -> str:
+    """`usage`: what each budgeted grant has moved so far, shown against its budget."""
     if not grants:
         return f"{esc(principal)} has no active grants. Request access with `/grantgate`."
     lines = [f"*Active grants of {esc(principal)}*"]
     for g in sorted(grants, key=lambda g: (g.expires_at is None, g.expires_at or now)):
         left = "no expiry" if g.expires_at is None else f"{format_duration(g.expires_at - now)} left"
-        lines.append(f"• `{esc(g.resource)}` {actions_text(g.actions)} ({left}) · `{g.id}`")
+        used = "" if g.budget is None else f" · budget {describe(g.budget, (usage or {}).get(g.id, Usage()))}"
+        spent = " (spent)" if g.spent else ""
+        lines.append(f"• `{esc(g.resource)}` {actions_text(g.actions)} ({left}){used}{spent} · `{g.id}`")
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from proxy.access.requests import RequestStatus
 from proxy.identity.principals import Principal
 from proxy.notify import blocks
 from proxy.notify.slack import SlackNotifier
+from proxy.workflow.budgets import usage_of
 from proxy.workflow.extend import extend_grant
 from proxy.workflow.service import Conflict, Outcome, Workflow, WorkflowError
 
@@ -351,7 +352,8 @@ class SlackInteractions:
             await self._not_linked(response_url)
             return
         found = await self.workflow.list_grants(principal, principal=principal.name, active=True)
-        await self._reply(response_url, blocks.grants_text(principal.name, found, self.workflow.now()))
+        used = await usage_of(self.workflow.store, found)
+        await self._reply(response_url, blocks.grants_text(principal.name, found, self.workflow.now(), used))
 
 
 SLACK = web.AppKey("slack_interactions", SlackInteractions)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 
+from proxy.access.budgets import Usage
 from proxy.access.durations import iso
 from proxy.access.events import WorkflowEvent, grant_fields, request_fields
 from proxy.access.grants import Grant
@@ -64,8 +65,14 @@ def _request_json(request: AccessRequest) -> dict[str, Any]:
     }
 
 
-def _grant_json(grant: Grant) -> dict[str, Any]:
-    return {**grant_fields(grant), "created_at": iso(grant.created_at)}
+def _grant_json(grant: Grant, usage: Usage | None) -> dict[str, Any]:
+    """`usage`: what the grant's budget had moved when the event happened, for the events that know it
+    (grant_budget_spent); null otherwise."""
+    return {
+        **grant_fields(grant),
+        "created_at": iso(grant.created_at),
+        "usage": None if usage is None else usage.as_dict(),
+    }
 
 
 def document(event: Any, event_id: str) -> dict[str, Any] | None:
@@ -105,7 +112,7 @@ def document(event: Any, event_id: str) -> dict[str, Any] | None:
         doc["request"] = _request_json(request)
         doc["resource"] = {"name": request.resource_name, "uri": request.resource}
     if grant is not None:
-        doc["grant"] = _grant_json(grant)
+        doc["grant"] = _grant_json(grant, getattr(event, "usage", None))
         doc["resource"] = doc["resource"] or {"name": None, "uri": grant.resource}
     return doc
 

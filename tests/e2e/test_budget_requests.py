@@ -3,6 +3,9 @@ and the grant JSON carrying the budget and what it has moved."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -10,8 +13,11 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from click.testing import CliRunner
 from support.access import api
 from support.world import BUCKET, Identity, World, running_world
+
+from proxy.cli import main
 
 POLICY = f"""
 [policy]
@@ -54,6 +60,9 @@ def test_request_gets_the_rule_default_budget_and_its_grant_reports_usage(world:
     status, grant = api(world, token, "GET", f"/grants/{made['grant']['id']}")
     assert status == 200
     assert grant["usage"] == {"bytes": len(data), "objects": 1}
+    mine = _cli(world, who, "mine")
+    row = next(line for line in mine.splitlines() if made["grant"]["id"] in line)
+    assert row.endswith("585.9 KiB of 1 MiB, single-use")  # 600 000 bytes used of the 1 MiB budget
 
 
 def test_request_may_ask_within_the_maximum_and_is_refused_beyond_it(world: World) -> None:
@@ -128,3 +137,44 @@ def test_receipts_list_each_version_taken_from_a_versioned_bucket(world: World) 
     status, usage = api(world, auditor, "GET", f"/audit/usage/{grant.id}")
     assert status == 200
     assert usage["objects_read"] == 2  # two versions, though read five times
+
+
+def _cli(world: World, who: Identity, *args: str) -> str:
+    """`grantgate ARGS` as `who`, through the API with their token."""
+    env = {"GRANTGATE_API_URL": world.http.control_url, "GRANTGATE_TOKEN": world.api_token(who)}
+    result = CliRunner().invoke(
+        main, list(args), env={**env, "GRANTGATE_CONFIG": "", "XDG_CONFIG_HOME": "/nonexistent"}
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def test_audit_receipts_command_lists_what_a_grant_took_as_a_table_json_and_csv(world: World) -> None:
+    reader = world.person("erin-receipts")
+    auditor = world.person("sec-receipts-cli", ("security",))
+    grant = world.grant(reader, f"s3://{BUCKET}/receipts-cli/", "read")
+    world.upstream().put_object(Bucket=BUCKET, Key="receipts-cli/w.bin", Body=b"w" * 4000)
+    s3 = world.client(reader)
+    for start in (0, 2000):  # two ranges of one version: one receipt of 4000 bytes
+        s3.get_object(Bucket=BUCKET, Key="receipts-cli/w.bin", Range=f"bytes={start}-{start + 1999}")[
+            "Body"
+        ].read()
+    [expected] = _receipts(world, world.api_token(auditor), f"grant_id={grant.id}", want=1)
+
+    answered = json.loads(_cli(world, auditor, "audit", "receipts", "--grant", grant.id, "--json"))
+    assert answered == {"receipts": [expected]}
+    assert expected["bytes"] == 4000 and expected["size"] == 4000 and expected["complete"]
+
+    [row] = list(
+        csv.DictReader(io.StringIO(_cli(world, auditor, "audit", "receipts", "--grant", grant.id, "--csv")))
+    )
+    assert row["key"] == "receipts-cli/w.bin" and row["bytes"] == "4000" and row["complete"] == "True"
+    assert row["principal"] == reader.name and row["grant_id"] == grant.id and row["etag"] == expected["etag"]
+
+    table = _cli(
+        world, auditor, "audit", "receipts", "--principal", reader.name, "--since", "1h"
+    ).splitlines()
+    assert table[0].split()[:3] == ["PRINCIPAL", "GRANT", "DIR"]
+    [line] = table[1:]
+    assert f"s3://{BUCKET}/receipts-cli/w.bin" in line and "complete" in line and " 4000 " in line
+    assert _cli(world, auditor, "audit", "receipts", "--principal", "nobody-here") == "no matching receipts\n"

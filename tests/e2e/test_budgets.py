@@ -7,10 +7,12 @@ from __future__ import annotations
 import io
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
+from support.awscli import cli_for
 from support.world import BUCKET, World
 from urllib3.exceptions import ProtocolError
 
@@ -129,3 +131,38 @@ def test_grant_without_budget_is_not_counted(world: World, unique: str) -> None:
     for _ in range(2):
         assert s3.get_object(Bucket=BUCKET, Key=prefix + "x.bin")["Body"].read() == data
     assert world.usage(grant).bytes == 0
+
+
+def test_aws_cli_ranged_download_fits_a_budget_of_one_copy_and_a_smaller_one_cuts_it(
+    world: World, unique: str, tmp_path: Path
+) -> None:
+    """`aws s3 cp` fetches an object above 8 MiB as parallel 8 MiB ranges: a budget of exactly one copy
+    lets one download through, counted once per byte, and refuses the next; a budget short of one copy
+    makes the cli fail (never a silently short file) with exactly the budget sent."""
+    size = 20 * MiB + 3  # three ranges
+    prefix = f"cli-budget-{unique}/"
+    data = _put(world, prefix + "model.safetensors", size)
+    url = f"s3://{BUCKET}/{prefix}model.safetensors"
+
+    whole = world.person(f"cli-whole-{unique}")
+    grant = world.grant(whole, f"s3://{BUCKET}/{prefix}", "read", budget=Budget(max_bytes=size))
+    cli = cli_for(world, whole, False, tmp_path / "whole")
+    cli.ok("s3", "cp", url, str(tmp_path / "copy.bin"))
+    assert (tmp_path / "copy.bin").read_bytes() == data
+    assert world.usage(grant).bytes == size
+    world.sync()
+    cli.denied("s3", "cp", url, str(tmp_path / "again.bin"), code="403")  # its HEAD: no body to explain
+    assert not (tmp_path / "again.bin").exists()
+    assert any(
+        e["principal"] == whole.name and e["operation"] == "HeadObject" and e["deny_reason"] == "budget_spent"
+        for e in world.http.events()
+    )
+
+    short = world.person(f"cli-short-{unique}")
+    limit = 12 * MiB
+    grant = world.grant(short, f"s3://{BUCKET}/{prefix}", "read", budget=Budget(max_bytes=limit))
+    done = cli_for(world, short, False, tmp_path / "short").run("s3", "cp", url, str(tmp_path / "cut.bin"))
+    assert done.returncode != 0, done.stdout
+    assert not (tmp_path / "cut.bin").exists()  # the cli keeps no partial file under the real name
+    # Never past the limit; short of it when the cli, on its first refused range, hung up on the others.
+    assert 0 < world.usage(grant).bytes <= limit

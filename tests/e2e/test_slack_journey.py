@@ -22,11 +22,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
+from support.access import api
 from support.fake_slack import SIGNING_SECRET, TOKEN, FakeSlack, button_payload, send_signed
-from support.world import BUCKET, World, running_world
+from support.world import BUCKET, World, run_sync, running_world
+from urllib3.exceptions import ProtocolError
 
+from proxy.access.budgets import Budget
+from proxy.audit.store import AuditQuery, AuditStore, StoredEvent
 from proxy.notify import blocks
+from proxy.store.sql import SqlStore
 
 T = TypeVar("T")
 WEBHOOK_SECRET = "whsec-e2e-0123456789abcdef"
@@ -112,12 +117,12 @@ signing_secret = "{SIGNING_SECRET}"
 api_url = "{api}api/"
 channels = {{ models = "CMODELS" }}
 security_channel = "CSECURITY"
-users = {{ UALICE = "alice", UCAROL = "carol" }}
+users = {{ UALICE = "alice", UCAROL = "carol", UERIN = "erin" }}
 
 [[webhooks]]
 url = "{hook}"
 secret = "{WEBHOOK_SECRET}"
-events = ["request_created", "request_decided"]
+events = ["request_created", "request_decided", "grant_budget_spent"]
 """
     try:
         with running_world(tmp_path_factory.mktemp("slack-world"), extra_config=config) as world:
@@ -233,3 +238,82 @@ def test_expiry_dm_offers_an_extension_that_goes_to_the_approvers(
         lambda: [m for m in messages_to(fake, "CMODELS") if grant.id in json.dumps(m["blocks"])]
     )
     assert "starts where it ends" in json.dumps(card[0]["blocks"])
+
+
+def trail(world: World, query: AuditQuery) -> list[StoredEvent]:
+    """What the hash-chained audit trail in the store holds for `query`."""
+
+    async def read() -> list[StoredEvent]:
+        store = await SqlStore.open(world.store_url)
+        try:
+            return await AuditStore(store).query(query)
+        finally:
+            await store.close()
+
+    return run_sync(read())
+
+
+def test_a_spent_budget_is_audited_once_and_sent_to_webhooks(
+    slack_world: tuple[World, FakeSlack, Receiver, Background],
+) -> None:
+    world, _fake, receiver, _background = slack_world
+    who = world.person("frank-budget", ("ml",))
+    world.upstream().put_object(Bucket=BUCKET, Key="models/budget/w.bin", Body=b"x" * 3000)
+    grant = world.grant(who, f"s3://{BUCKET}/models/budget/", "read", budget=Budget(max_bytes=2000))
+
+    body = world.client(who).get_object(Bucket=BUCKET, Key="models/budget/w.bin")["Body"]
+    with pytest.raises((IncompleteReadError, ResponseStreamingError, ProtocolError)):
+        body.read()  # cut at the limit: an error, never a clean short object
+
+    [sent] = eventually(lambda: [d for d in receiver.documents if d["event"] == "grant_budget_spent"])
+    assert sent["grant"]["grant_id"] == grant.id and sent["grant"]["principal"] == who.name
+    assert sent["grant"]["budget"] == {"max_bytes": 2000, "max_objects": None, "single_use": False}
+    assert sent["grant"]["usage"] == {"bytes": 2000, "objects": 1}
+    assert sent["resource"]["uri"] == f"s3://{BUCKET}/models/budget/"
+    [audited] = eventually(lambda: trail(world, AuditQuery(kind="grant_budget_spent", grant_id=grant.id)))
+    assert audited.body["principal"] == who.name
+    assert audited.body["event"]["usage"] == {"bytes": 2000, "objects": 1}
+
+    world.sync()
+    with pytest.raises(ClientError, match="budget"):
+        world.client(who).get_object(Bucket=BUCKET, Key="models/budget/w.bin")
+
+
+def test_slack_shows_the_budget_on_the_request_card_and_its_use_in_grantgate_grants(
+    slack_world: tuple[World, FakeSlack, Receiver, Background],
+) -> None:
+    world, fake, _receiver, background = slack_world  # erin holds no other grant: her read counts here
+    erin, carol = world.person("erin", ("ml",)), world.person("carol", ("security",))
+    world.upstream().put_object(Bucket=BUCKET, Key="models/budget-card/w.bin", Body=b"b" * 3000)
+    asked = {"max_bytes": 4096, "max_objects": 2, "single_use": True}
+    status, made = api(
+        world,
+        world.api_token(erin),
+        "POST",
+        "/requests",
+        {"resource": f"s3://{BUCKET}/models/budget-card/", "justification": WHY, "budget": asked},
+    )
+    assert status == 201, made
+    [card] = eventually(
+        lambda: [m for m in messages_to(fake, "CMODELS") if made["id"] in json.dumps(m["blocks"])]
+    )
+    fields = [f["text"] for b in card["blocks"] for f in b.get("fields", [])]
+    assert "*Budget*\n4 KiB, 2 objects, single-use" in fields
+
+    status, decided = api(world, world.api_token(carol), "POST", f"/requests/{made['id']}/approve")
+    assert status == 200, decided
+    world.sync()
+    assert world.client(erin).get_object(Bucket=BUCKET, Key="models/budget-card/w.bin")["Body"].read()
+    grant_id = decided["grant"]["id"]
+    eventually(lambda: api(world, world.api_token(erin), "GET", f"/grants/{grant_id}")[1]["usage"]["bytes"])
+
+    async def ask() -> int:
+        form = {"command": "/grantgate", "text": "grants", "user_id": "UERIN"}
+        form["response_url"] = fake.response_url("budget")
+        async with aiohttp.ClientSession() as session:
+            return (await send_signed(session, f"{world.http.control_url}/slack/commands", form)).status
+
+    assert background.run(ask()) == 200
+    [reply] = eventually(lambda: [r for r in fake.replies if r["id"] == "budget"])
+    line = next(line for line in reply["text"].splitlines() if grant_id in line)
+    assert "budget 2.9 KiB of 4 KiB, 1 of 2 objects, single-use" in line

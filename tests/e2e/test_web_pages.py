@@ -20,13 +20,16 @@ from botocore.exceptions import ClientError
 from playwright.sync_api import sync_playwright
 from support.access import api, denied_link, read
 from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.observed import eventually
 from support.world import BUCKET, ROOT, Identity, World, running_world
 
+from proxy.access.budgets import Budget, Usage
 from proxy.demo import DEMO_POLICY
 from proxy.store.sql import SqlStore
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 KEY = "models/llama-3-8b-instruct.Q4_K_M.gguf"
+MiB = 1024 * 1024
 WHY = "Evaluate the new Q4_K_M quantisation against last week's baseline"
 
 # The demo's policy (alice asks, carol approves, bob is instant), and a standing grant.
@@ -317,6 +320,7 @@ def test_screenshots_are_referenced_from_the_readme() -> None:
         "inbox",
         "my-access-granted",
         "active-grants",
+        "my-access-budget",
     ):
         assert f"docs/screenshots/{name}.png" in readme
         assert (SCREENSHOTS / f"{name}.png").is_file()
@@ -453,3 +457,34 @@ def test_a_bundle_is_one_card_in_the_inbox_and_one_approval_grants_it_all(
     assert "alice has access for 1h" in carol_page.locator(".flash-success").inner_text()
     done = api(world, world.api_token(alice), "GET", f"/requests/{created['id']}")[1]
     assert done["status"] == "approved" and len(done["grant_ids"]) == 2
+
+
+def test_a_budgeted_grant_shows_its_use_as_a_bar_on_my_access_and_active_grants(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    alice, carol = people["alice"], people["carol"]
+    prefix = "models/budget-web/"
+    world.upstream().put_object(Bucket=BUCKET, Key=prefix + "w.bin", Body=b"w" * 3 * MiB)
+    grant = world.grant(
+        alice, f"s3://{BUCKET}/{prefix}", "read", budget=Budget(max_bytes=4 * MiB, max_objects=2)
+    )
+    assert len(read(world, alice, prefix + "w.bin")) == 3 * MiB
+    eventually(lambda: world.usage(grant) == Usage(3 * MiB, 1), what="the read settled in the ledger")
+
+    def bars(page: Any) -> list[tuple[str | None, str | None]]:
+        meters = page.locator(f"tr#{grant.id} meter.budget-bar")
+        return [(m.get_attribute("value"), m.get_attribute("max")) for m in meters.all()]
+
+    page = new_page(browser)
+    page.goto(world.http.control_url + "/access")
+    sign_in(page, "alice")
+    assert bars(page) == [(str(3 * MiB), str(4 * MiB)), ("1", "2")]
+    assert "3 MiB of 4 MiB, 1 of 2 objects" in page.locator(f"tr#{grant.id}").inner_text()
+    page.locator(f"tr#{grant.id}").scroll_into_view_if_needed()
+    shoot(page, "my-access-budget")
+
+    approver = new_page(browser)
+    approver.goto(world.http.control_url + "/grants")
+    sign_in(approver, carol.name)
+    assert bars(approver) == [(str(3 * MiB), str(4 * MiB)), ("1", "2")]
+    assert "3 MiB of 4 MiB, 1 of 2 objects" in approver.locator(f"tr#{grant.id}").inner_text()
