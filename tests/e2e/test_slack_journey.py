@@ -170,7 +170,8 @@ def test_denied_then_requested_then_approved_in_slack(
     }
     # With what carol needs to decide: alice's groups and what lies under the prefix (the one object).
     [shown] = [b["text"]["text"] for b in posted["blocks"] if b.get("block_id") == "approver_context"]
-    assert "Groups: ml" in shown and re.search(rf"Under s3://{BUCKET}/models/: \d+ objects?, [\d.]+ (?:B|KiB|MiB|GiB)", shown)
+    size = rf"Under s3://{BUCKET}/models/: \d+ objects?, [\d.]+ (?:B|KiB|MiB|GiB)"
+    assert "Groups: ml" in shown and re.search(size, shown)
     assert "Past grants here: none" in shown
 
     # 3. carol clicks Approve in Slack (a signed request to the control listener).

@@ -138,7 +138,8 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     facts = card.locator(".approver-context li").all_inner_texts()
     assert "Groups: ml" in facts
     # (The count depends on what earlier tests of this module put under models/.)
-    assert any(re.fullmatch(rf"Under s3://{BUCKET}/models/: \d+ objects?, [\d.]+ (?:B|KiB|MiB|GiB)", f) for f in facts), facts
+    size = rf"Under s3://{BUCKET}/models/: \d+ objects?, [\d.]+ (?:B|KiB|MiB|GiB)"
+    assert any(re.fullmatch(size, f) for f in facts), facts
     assert "Past grants here: none" in facts and "Already holds: nothing overlapping" in facts
     shoot(carol_page, "inbox")
     card.locator("input[name=comment]").fill("ok for the eval")
