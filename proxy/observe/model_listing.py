@@ -79,6 +79,7 @@ async def keep_current(
         except Exception as exc:  # keep the last catalogue; the next round tries again
             log.warning("model_listing_failed", error=repr(exc) or type(exc).__name__)
         else:
+            if found != known.catalog:
+                log.info("models_listed", models=len(found), bytes=found.size)
             known.replace(found)
-            log.info("models_listed", models=len(found))
         await asyncio.sleep(rule.refresh_seconds)

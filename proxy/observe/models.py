@@ -73,6 +73,11 @@ class ModelCatalog:
     def __len__(self) -> int:
         return len({m.name for m in self.by_shard.values()})
 
+    @property
+    def size(self) -> int:
+        """The bytes of every model known."""
+        return sum(m.shards[key] for (_, key), m in self.by_shard.items())
+
 
 class KnownModels:
     """The current catalogue, replaced whole by each listing; the detector reads it per event."""

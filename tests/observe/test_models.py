@@ -51,6 +51,7 @@ def test_the_catalogue_finds_a_model_by_any_of_its_shards_and_nothing_else() -> 
     assert catalog.model_of("other", "models/llama/model-00002-of-00002.safetensors") is None
     assert catalog.model_of("b", None) is None
     assert len(catalog) == 5  # the index-only directory has no shard to be found by
+    assert catalog.size == 4000 + 1000 + 50 + 80 + 20 + 5
 
 
 def test_a_listing_page_gives_keys_sizes_and_the_next_token_only_when_truncated() -> None:
