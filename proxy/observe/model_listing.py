@@ -25,13 +25,19 @@ TIMEOUT_SECONDS = 30.0
 
 
 async def list_prefix(
-    upstream: Upstream, bucket: str, prefix: str, *, max_pages: int, max_keys: int
+    upstream: Upstream,
+    bucket: str,
+    prefix: str,
+    *,
+    max_pages: int,
+    max_keys: int,
+    page_size: int = MAX_LISTED_KEYS,
 ) -> list[tuple[str, int]]:
     """(key, size) of the objects under s3://bucket/prefix, at most `max_pages` pages and `max_keys`."""
     found: list[tuple[str, int]] = []
     token: str | None = None
     for _ in range(max_pages):
-        query = [("list-type", "2"), ("max-keys", str(min(MAX_LISTED_KEYS, max_keys - len(found))))]
+        query = [("list-type", "2"), ("max-keys", str(min(page_size, max_keys - len(found))))]
         if prefix:
             query.append(("prefix", prefix))
         if token:
