@@ -26,6 +26,7 @@ from proxy.observe.events import EventBus
 from proxy.observe.observers import Observability, metrics_listener, observing
 from proxy.s3 import listener
 from proxy.s3.bucketprobe import BucketProbe
+from proxy.s3.prefixsize import PrefixSizer
 from proxy.s3.upstream import Upstream, new_pool
 from proxy.store.sql import SqlStore
 from proxy.workflow.oncall import PagerDutyOnCall
@@ -153,7 +154,15 @@ async def serve(
         s3_runner = s3_app_runner(gateway)
         probe = BucketProbe(gateway.upstream, probe_bucket(policy))
         control_runner = web.AppRunner(
-            control_app(gateway.state, workflow, observability, notifiers, settings, probe),
+            control_app(
+                gateway.state,
+                workflow,
+                observability,
+                notifiers,
+                settings,
+                probe,
+                PrefixSizer(gateway.upstream),
+            ),
             access_log=None,
             handle_signals=False,
         )

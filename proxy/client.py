@@ -24,10 +24,17 @@ TIMEOUT_SECONDS = 30.0
 class ApiError(Exception):
     """A failed API call, with a message fit to show as is."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        code: str | None = None,
+        problem: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.problem = problem or {}  # the whole problem+json, e.g. the terms a refusal carries
 
 
 def cli_config_path() -> Path:
@@ -163,5 +170,5 @@ def _problem(exc: urllib.error.HTTPError) -> ApiError:
     except ValueError:
         body = {}
     if isinstance(body, dict) and body.get("detail"):
-        return ApiError(str(body["detail"]), exc.code, body.get("code"))
+        return ApiError(str(body["detail"]), exc.code, body.get("code"), body)
     return ApiError(f"the API answered {exc.code} {exc.reason}", exc.code)

@@ -32,6 +32,7 @@ def request_fields(request: AccessRequest) -> dict[str, Any]:
         "grant_id": request.grant_id,
         "ticket": request.ticket or None,
         "starts_at": iso(request.starts_at),
+        "terms_accepted": request.terms.as_dict() if request.terms is not None else None,
     }
 
 
@@ -47,6 +48,7 @@ def grant_fields(grant: Grant) -> dict[str, Any]:
         "request_id": grant.request_id,
         "starts_at": iso(grant.starts_at),
         "budget": grant.budget.as_dict() if grant.budget is not None else None,
+        "terms_accepted": grant.terms.as_dict() if grant.terms is not None else None,
     }
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from proxy.access.budgets import Budget
+from proxy.access.terms import TermsAcceptance
 
 # Overwriting or deleting under a protected resource needs a grant approved by this many distinct people.
 PROTECTED_APPROVALS = 2
@@ -86,6 +87,7 @@ class Grant:
     budget: Budget | None = None  # what the grant may move in all (proxy/access/budgets.py)
     spent: bool = False  # its byte budget is used up: it reads nothing more
     approvals: int = 0  # distinct people who approved the request it came from (0: instant, admin, standing)
+    terms: TermsAcceptance | None = None  # the dataset terms its requester accepted, if the resource has any
 
     def covers_unspent(self, target: Target) -> bool:
         """Covers `target` and, for reads, still has budget left."""

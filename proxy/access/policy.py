@@ -47,6 +47,7 @@ class Resource:
     paths: tuple[ResourcePath, ...]
     description: str = ""
     protected: bool = False  # overwriting or deleting under it needs two distinct approvals
+    terms: str = ""  # dataset terms a requester must acknowledge (proxy/access/terms.py)
 
     def path_for(self, bucket: str, prefix: str) -> ResourcePath | None:
         """The most specific of this resource's paths that contains `s3://bucket/prefix`."""

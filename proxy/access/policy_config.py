@@ -49,6 +49,9 @@ class ResourceSettings(_Section):
     # Decoy objects inside this resource (s3://bucket/key, or a prefix ending in "/"): any read of one
     # raises a `decoy_touched` alert ([anomalies.decoy_touched]). Never shown to requesters.
     decoys: list[str] = Field(default_factory=list)
+    # Dataset terms (a licence, consent limits): shown wherever access is asked for; a request must
+    # carry the SHA-256 of this exact text to be accepted.
+    terms: str = Field("", max_length=20000)
 
     @field_validator("paths")
     @classmethod
@@ -245,6 +248,7 @@ class PolicySettings(_Section):
                 tuple(ResourcePath(*parse_resource(p)) for p in spec.paths),
                 spec.description,
                 spec.protected,
+                spec.terms.strip(),
             )
             for name, spec in self.resources.items()
         )

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from proxy.access.budgets import Budget
 from proxy.access.grants import Action
+from proxy.access.terms import TermsAcceptance
 
 
 class RequestStatus(StrEnum):
@@ -100,6 +101,7 @@ class AccessRequest:
     budget: Budget | None = None  # what the grant may move in all, within the rule's maximum
     # Overwrites or deletes under a protected resource: two distinct approvals, never instant.
     protected: bool = False
+    terms: TermsAcceptance | None = None  # the resource's dataset terms the requester accepted
 
     @property
     def resource(self) -> str:

@@ -32,6 +32,7 @@ def grant_to_json(grant: Grant, now: datetime | None = None, usage: Usage | None
         "usage": (usage or Usage()).as_dict(),
         "budget_spent": grant.spent,
         "approvals": grant.approvals,  # distinct people who approved it (protected resources need two)
+        "terms_accepted": grant.terms.as_dict() if grant.terms is not None else None,
     }
     if now is not None:
         body["active"] = grant.is_active(now)

@@ -9,9 +9,14 @@ from typing import Any
 
 import click
 
+from proxy.access.context import describe
+from proxy.access.terms import terms_sha256
 from proxy.cli.common import UserError, echo_json, json_option, table
-from proxy.cli.remote import call, grants_table, when
+from proxy.cli.remote import call, client, grants_table, when
 from proxy.client import ApiClient, ApiError, ClientConfig, save_client_config
+
+# The API's refusals that carry the dataset terms to accept (proxy/workflow/errors.py).
+TERMS_REFUSALS = ("terms_not_accepted", "terms_changed")
 
 
 def _requests_table(requests: Sequence[dict[str, Any]]) -> str:
@@ -63,7 +68,14 @@ def _describe_request(r: dict[str, Any]) -> str:
         lines.append("  review:         pending (break-glass access is reviewed after the fact)")
     elif r.get("reviewed_by"):
         lines.append(f"  reviewed:       by {r['reviewed_by']}: {r.get('review_comment') or '-'}")
+    if r.get("context"):
+        lines.append("  to decide:")
+        lines += _context_lines(r["context"])
     return "\n".join(lines)
+
+
+def _context_lines(context: dict[str, Any]) -> list[str]:
+    return [f"    {line}" for line in describe(context)]
 
 
 def _outcome_line(r: dict[str, Any]) -> str:
@@ -148,6 +160,14 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
     default=None,
     help="Scheduled access from this RFC 3339 time (e.g. 2025-06-01T22:00:00Z), for --duration.",
 )
+@click.option(
+    "--accept-terms",
+    "accept_terms",
+    default="",
+    metavar="SHA256",
+    help="Accept the resource's dataset terms without a prompt: the SHA-256 of their text "
+    "(`grantgate whoami --json` shows it as terms_sha256).",
+)
 @json_option
 @click.pass_context
 def request_access(
@@ -159,9 +179,12 @@ def request_access(
     break_glass: bool,
     ticket: str,
     starts_at: str | None,
+    accept_terms: str,
     as_json: bool,
 ) -> None:
-    """Ask for access to RESOURCE (s3://bucket/prefix, or a resource name such as `models`)."""
+    """Ask for access to RESOURCE (s3://bucket/prefix, or a resource name such as `models`).
+
+    A resource with dataset terms shows them and asks whether you accept them (or give --accept-terms)."""
     body: dict[str, Any] = {
         "resource": resource,
         "actions": [a.strip() for a in actions.split(",") if a.strip()],
@@ -174,17 +197,47 @@ def request_access(
         body["ticket"] = ticket
     if starts_at:
         body["starts_at"] = starts_at
-    created = call(ctx, "create_request", body)
+    if accept_terms:
+        body["accept_terms"] = accept_terms
+    created = _create_accepting_terms(client(ctx), body, prompt=not accept_terms)
     if as_json:
         echo_json(created)
         return
     click.echo(_outcome_line(created))
 
 
+def _create_accepting_terms(api: ApiClient, body: dict[str, Any], *, prompt: bool) -> dict[str, Any]:
+    """Create the request; when the server answers with dataset terms to accept, show them and, if
+    asked to prompt and the person agrees, ask again with the hash of exactly the text shown."""
+    try:
+        return api.create_request(body)
+    except ApiError as exc:
+        terms = exc.problem.get("terms")
+        if exc.code not in TERMS_REFUSALS or not isinstance(terms, str):
+            raise UserError(str(exc)) from None
+        click.echo(
+            f"Dataset terms of {exc.problem.get('resource')} (sha256 {exc.problem.get('terms_sha256')}):"
+        )
+        click.echo(
+            click.wrap_text(terms, preserve_paragraphs=True, initial_indent="  ", subsequent_indent="  ")
+        )
+        if not prompt or not click.confirm("Do you accept these terms?", default=False):
+            raise UserError(str(exc)) from None
+    try:
+        return api.create_request({**body, "accept_terms": terms_sha256(terms)})
+    except ApiError as exc:
+        raise UserError(str(exc)) from None
+
+
 @click.command("requests")
 @click.argument("request_id", required=False)
 @click.option("--status", type=click.Choice(["pending", "approved", "denied", "cancelled", "expired"]))
 @click.option("--inbox", is_flag=True, help="Only pending requests you may approve now.")
+@click.option(
+    "--pending",
+    is_flag=True,
+    help="Pending requests, each with what an approver needs to decide (groups, size, past use).",
+)
 @click.option("--requester", default=None, help="Only this requester's.")
 @json_option
 @click.pass_context
@@ -193,6 +246,7 @@ def requests_(
     request_id: str | None,
     status: str | None,
     inbox: bool,
+    pending: bool,
     requester: str | None,
     as_json: bool,
 ) -> None:
@@ -204,7 +258,12 @@ def requests_(
         else:
             click.echo(_describe_request(found))
         return
+    if pending:
+        status = "pending"
     listed = call(ctx, "list_requests", status=status, requester=requester, approvable=inbox or None)
+    if pending:
+        # The list leaves the context out (it lists the bucket); each request's own answer carries it.
+        listed = [call(ctx, "get_request", r["id"]) for r in listed]
     if as_json:
         echo_json(listed)
         return
@@ -212,6 +271,10 @@ def requests_(
         click.echo("nothing to approve" if inbox else "no requests")
         return
     click.echo(_requests_table(listed))
+    for r in listed:
+        if r.get("context"):
+            click.echo(f"\n{r['id']}: {r['requester']} on {r['resource']}")
+            click.echo("\n".join(_context_lines(r["context"])))
 
 
 def _decide(ctx: click.Context, request_id: str, verb: str, body: dict[str, Any], as_json: bool) -> None:

@@ -15,11 +15,14 @@ import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from proxy.access import context as approver_context
 from proxy.access.budgets import Budget
 from proxy.access.durations import format_duration, iso, parse_moment
 from proxy.access.policy import Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.terms import terms_sha256
 from proxy.access.views import grant_to_json
+from proxy.control.approver_context import APPROVER_CONTEXT, ApproverContext
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
 from proxy.workflow.budgets import usage_of
@@ -61,12 +64,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Problem(Exception):
     """An API error, rendered as application/problem+json."""
 
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.headers = headers or {}
+        self.extra = extra or {}  # extension members (RFC 9457 section 3.2)
 
 
 def problem_response(request: web.Request, problem: Problem) -> web.Response:
@@ -77,6 +88,7 @@ def problem_response(request: web.Request, problem: Problem) -> web.Response:
         "detail": problem.detail,
         "instance": request.path,
         "code": problem.code,
+        **problem.extra,
     }
     return web.Response(
         status=problem.status,
@@ -94,7 +106,7 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
     except Problem as problem:
         return problem_response(request, problem)
     except WorkflowError as exc:
-        return problem_response(request, Problem(_STATUS[exc.kind], exc.code, exc.message))
+        return problem_response(request, Problem(_STATUS[exc.kind], exc.code, exc.message, extra=exc.extra))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -182,6 +194,7 @@ def request_to_json(request: AccessRequest) -> dict[str, Any]:
         "grant_ids": list(request.grant_ids) or ([request.grant_id] if request.grant_id else []),
         "budget": request.budget.as_dict() if request.budget is not None else None,
         "protected": request.protected,
+        "terms_accepted": request.terms.as_dict() if request.terms is not None else None,
     }
 
 
@@ -200,6 +213,8 @@ def rule_to_json(resource: Resource, rule: Rule, principal: Principal) -> dict[s
         "description": resource.description,
         "paths": [str(p) for p in resource.paths],
         "protected": resource.protected,
+        "terms": resource.terms or None,
+        "terms_sha256": terms_sha256(resource.terms) if resource.terms else None,
         "actions": sorted(a.value for a in rule.actions),
         "default_duration": format_duration(rule.default_duration),
         "max_duration": format_duration(rule.max_duration),
@@ -342,6 +357,8 @@ async def list_resources(request: web.Request) -> web.Response:
                 "name": resource.name,
                 "description": resource.description,
                 "paths": [str(p) for p in resource.paths],
+                "terms": resource.terms or None,
+                "terms_sha256": terms_sha256(resource.terms) if resource.terms else None,
                 "requestable": rule is not None,
                 "rule": rule_to_json(resource, rule, who) if rule is not None else None,
             }
@@ -388,6 +405,7 @@ async def create_request(request: web.Request) -> web.Response:
             ticket=text_field(body, "ticket"),
             starts_at=moment_field(body, "starts_at"),
             budget=budget,
+            accept_terms=text_field(body, "accept_terms"),
         )
     return web.json_response(
         outcome_to_json(outcome, workflow.now()),
@@ -409,8 +427,14 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def get_request(request: web.Request) -> web.Response:
     workflow = request.app[WORKFLOW]
-    found = await workflow.get_request(request.match_info["id"], caller(request))
-    return web.json_response(request_to_json(found))
+    viewer = caller(request)
+    found = await workflow.get_request(request.match_info["id"], viewer)
+    body = request_to_json(found)
+    # What the approver needs to decide (groups, prefix size, past use, overlapping access).
+    context = request.app.get(APPROVER_CONTEXT)
+    shown = context is not None and approver_context.shown_to(found, viewer.name)
+    body["context"] = await context.of(found) if context is not None and shown else None
+    return web.json_response(body)
 
 
 async def approve_request(request: web.Request) -> web.Response:
@@ -505,10 +529,12 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
 )
 
 
-def api_app(workflow: Workflow) -> web.Application:
+def api_app(workflow: Workflow, approver_context: ApproverContext | None = None) -> web.Application:
     """The /api/v1 sub-application; mount it with `app.add_subapp("/api/v1", api_app(workflow))`."""
     app = web.Application(middlewares=[problems, authenticate])
     app[WORKFLOW] = workflow
+    if approver_context is not None:
+        app[APPROVER_CONTEXT] = approver_context
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app

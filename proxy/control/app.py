@@ -10,10 +10,12 @@ from proxy.config import Settings
 from proxy.control import audit_api
 from proxy.control import web as web_pages
 from proxy.control.api import WORKFLOW, api_app
+from proxy.control.approver_context import APPROVER_CONTEXT, ApproverContext
 from proxy.live_state import LiveState
 from proxy.notify.notifiers import Notifiers, install_slack
 from proxy.observe.observers import Observability, install_metrics
 from proxy.s3.bucketprobe import BucketProbe
+from proxy.s3.prefixsize import PrefixSizer
 from proxy.workflow.service import Workflow
 
 STATE = web.AppKey("state", LiveState)
@@ -70,6 +72,7 @@ def control_app(
     notifiers: Notifiers | None = None,
     settings: Settings | None = None,
     bucket_probe: BucketProbe | None = None,
+    sizer: PrefixSizer | None = None,
 ) -> web.Application:
     app = web.Application()
     app[STATE] = state
@@ -77,7 +80,11 @@ def control_app(
         app[BUCKET_PROBE] = bucket_probe
     if workflow is not None:
         app[WORKFLOW] = workflow
-        api = api_app(workflow)
+        context = ApproverContext(workflow, observability.audit if observability else None, sizer)
+        app[APPROVER_CONTEXT] = context
+        if notifiers is not None and notifiers.slack is not None:
+            notifiers.slack.describe = context.lines
+        api = api_app(workflow, context)
         if observability is not None:
             audit_api.install(api, observability)
         app.add_subapp("/api/v1", api)

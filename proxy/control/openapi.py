@@ -117,6 +117,12 @@ def _schemas() -> dict[str, Any]:
                     "description": "A ticket reference, e.g. ML-1234; required by some rules, which may "
                     "also give the pattern it must match. Shown to approvers and kept in the audit.",
                 },
+                "accept_terms": {
+                    "type": "string",
+                    "description": "The SHA-256 (hex) of the resource's dataset terms as shown to the "
+                    "requester (`terms_sha256` of GET /resources); required when it has terms. Missing or "
+                    "stale: 422 `terms_not_accepted` / `terms_changed` with `terms` and `terms_sha256`.",
+                },
                 "resources": {
                     "type": "array",
                     "items": {"type": "string"},
@@ -162,6 +168,7 @@ def _schemas() -> dict[str, Any]:
                 "source_cidrs": {"type": "array", "items": {"type": "string"}},
                 "starts_at": {**_TIME, "description": "Scheduled access: when the window starts."},
                 "ticket": {"type": ["string", "null"]},
+                "terms_accepted": {"oneOf": [_ref("TermsAcceptance"), {"type": "null"}]},
                 "resources": {
                     "type": "array",
                     "items": {"type": "string"},
@@ -175,6 +182,15 @@ def _schemas() -> dict[str, Any]:
                 "extends": {
                     "type": ["string", "null"],
                     "description": "An extension: the grant it extends (its window starts where that ends).",
+                },
+                "context": {
+                    "type": ["object", "null"],
+                    "description": "GET /requests/{id} of a pending request: what an approver needs to "
+                    "decide. `groups` (the requester's), `prefixes` (objects and bytes under each prefix "
+                    "asked for, from a cached, bounded listing; `complete` false means the counts are "
+                    "lower bounds), `past_grants` (the requester's grants there, newest first, with "
+                    "`bytes_read`, `bytes_written`, `last_used_at`), `past_grants_total`, and `overlapping` "
+                    "(active or scheduled grants sharing an action). Null once decided.",
                 },
             },
             "required": ["id", "status", "requester", "resource", "actions", "grant_id"],
@@ -215,8 +231,19 @@ def _schemas() -> dict[str, Any]:
                 "revoke_reason": {"type": ["string", "null"]},
                 "starts_at": {**_TIME, "description": "Scheduled access: not in force before this."},
                 "active": {"type": "boolean"},
+                "terms_accepted": {"oneOf": [_ref("TermsAcceptance"), {"type": "null"}]},
             },
             "required": ["id", "principal", "resource", "actions", "expires_at"],
+        },
+        "TermsAcceptance": {
+            "type": "object",
+            "description": "The dataset terms the requester accepted: who, the text, its SHA-256, when.",
+            "properties": {
+                "by": {"type": "string"},
+                "sha256": {"type": "string"},
+                "text": {"type": "string"},
+                "at": _TIME,
+            },
         },
         "Rule": {
             "type": "object",
@@ -233,6 +260,8 @@ def _schemas() -> dict[str, Any]:
                 "instant": {"type": "boolean", "description": "Granted without approval for the caller."},
                 "approvals_required": {"type": "integer"},
                 "approver_groups": {"type": "array", "items": {"type": "string"}},
+                "terms": {"type": ["string", "null"], "description": "Dataset terms to accept, if any."},
+                "terms_sha256": {"type": ["string", "null"]},
                 "break_glass": {"type": "boolean"},
                 "source_cidrs": {"type": "array", "items": {"type": "string"}},
                 "ticket_required": {"type": "boolean"},

@@ -4,12 +4,14 @@ and active grants. Server-rendered HTML over the workflow service; no scripts, n
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import structlog
 from aiohttp import web
 
 from proxy.access import policy as rules
@@ -17,7 +19,9 @@ from proxy.access.durations import format_duration, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
 from proxy.access.requests import RequestStatus
+from proxy.access.terms import terms_sha256
 from proxy.control import signin, web_extend
+from proxy.control.approver_context import APPROVER_CONTEXT
 from proxy.control.web_settings import WebSettings
 from proxy.control.webcore import (
     STATIC,
@@ -32,6 +36,8 @@ from proxy.control.webcore import (
 )
 from proxy.identity.principals import Principal
 from proxy.workflow.service import Workflow, WorkflowError
+
+log = structlog.get_logger("grantgate.web")
 
 T = TypeVar("T")
 
@@ -57,6 +63,7 @@ class RequestForm:
     justification_required: bool
     justification_min_length: int
     break_glass: bool
+    terms_sha256: str  # of the resource's dataset terms ("" without): the form sends it back once accepted
 
 
 def request_form(
@@ -81,6 +88,7 @@ def request_form(
         justification_required=first.justification_required,
         justification_min_length=first.justification_min_length if first.justification_required else 0,
         break_glass=any(r.break_glass for r in admitting),
+        terms_sha256=terms_sha256(resource.terms) if resource.terms else "",
     )
 
 
@@ -211,9 +219,17 @@ async def submit_request(request: web.Request, visit: Visit) -> web.StreamRespon
     duration = visit.field("duration")[:20]
     justification = visit.field("justification")[:4000]
     break_glass = visit.field("break_glass") == "on"
+    # The hash of the terms the page showed, sent only when the box saying they are accepted is ticked.
+    accept_terms = visit.field("terms_sha256")[:64] if visit.field("accept_terms") == "on" else ""
     try:
         outcome = await ctx.workflow.request_access(
-            who, resource, actions, duration or None, justification, break_glass=break_glass
+            who,
+            resource,
+            actions,
+            duration or None,
+            justification,
+            break_glass=break_glass,
+            accept_terms=accept_terms,
         )
     except WorkflowError as exc:
         values = {
@@ -334,6 +350,18 @@ async def inbox(request: web.Request, visit: Visit) -> web.StreamResponse:
         for r in visible
         if r.status is not RequestStatus.PENDING and r.requester != who.name and not r.break_glass
     ][:10]
+    # What each decision needs (groups, prefix size, past use, access held): the same lines as the CLI and
+    # the Slack card show.
+    approver_context = request.app.get(APPROVER_CONTEXT)
+    contexts: dict[str, list[str]] = {}
+    if approver_context is not None:
+        found = await asyncio.gather(*(approver_context.lines(r) for r in waiting), return_exceptions=True)
+        for r, lines in zip(waiting, found, strict=True):
+            if isinstance(lines, BaseException):
+                # The decision matters more than its context: the card goes without it.
+                log.warning("approver_context_failed", request_id=r.id, error=repr(lines))
+            else:
+                contexts[r.id] = lines
     return render(
         ctx,
         visit,
@@ -341,6 +369,7 @@ async def inbox(request: web.Request, visit: Visit) -> web.StreamResponse:
         title="Inbox",
         nav="inbox",
         waiting=waiting,
+        contexts=contexts,
         to_review=to_review,
         decided=decided,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,9 +24,10 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from proxy.access.durations import format_duration, iso, parse_duration
-from proxy.access.grants import Action, Grant
-from proxy.access.policy import Resource, Rule
+from proxy.access.grants import Action, Grant, parse_resource
+from proxy.access.policy import Policy, Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.terms import terms_sha256
 from proxy.observe.events import AnomalyAlert
 
 APPROVE = "grantgate_approve"
@@ -38,6 +40,7 @@ RESOURCE_BLOCK, RESOURCE_INPUT = "resource", "resource_input"
 ACTIONS_BLOCK, ACTIONS_INPUT = "actions", "actions_input"
 DURATION_BLOCK, DURATION_INPUT = "duration", "duration_input"
 JUSTIFICATION_BLOCK, JUSTIFICATION_INPUT = "justification", "justification_input"
+TERMS_BLOCK, TERMS_INPUT = "terms", "terms_input"
 REASON_BLOCK, REASON_INPUT = "reason", "reason_input"
 
 DURATION_CHOICES = ("30m", "1h", "2h", "4h", "8h", "1d", "3d", "7d")
@@ -99,6 +102,15 @@ def _request_body(request: AccessRequest) -> list[Block]:
         SectionBlock(fields=fields),
         SectionBlock(text=MarkdownTextObject(text=f"*Justification*\n>{justification}"[:3000])),
     ]
+    if request.terms is not None:
+        blocks.append(
+            SectionBlock(
+                text=MarkdownTextObject(
+                    text=f":scroll: *Dataset terms accepted* by {esc(request.terms.by)} "
+                    f"(sha256 `{request.terms.sha256[:12]}`)\n>{esc(request.terms.text)}"[:3000]
+                )
+            )
+        )
     if request.protected:
         blocks.append(
             SectionBlock(
@@ -126,8 +138,17 @@ def _context(request: AccessRequest) -> ContextBlock:
     )
 
 
-def pending_blocks(request: AccessRequest) -> list[dict[str, Any]]:
-    """A pending request with Approve / Deny buttons; the buttons carry the request id."""
+def _context_block(lines: Sequence[str]) -> list[Block]:
+    """What the approver needs to decide (proxy/access/context.py describe's lines), as one section."""
+    if not lines:
+        return []
+    text = "*To decide*\n" + "\n".join(esc(line) for line in lines)
+    return [SectionBlock(block_id="approver_context", text=MarkdownTextObject(text=text[:3000]))]
+
+
+def pending_blocks(request: AccessRequest, context: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """A pending request with Approve / Deny buttons; the buttons carry the request id. `context`: lines
+    describing the requester and the resource (groups, size, past use, access already held)."""
     buttons = ActionsBlock(
         block_id=f"decide:{request.id}",
         elements=[
@@ -135,7 +156,7 @@ def pending_blocks(request: AccessRequest) -> list[dict[str, Any]]:
             ButtonElement(text="Deny", action_id=DENY, value=request.id, style="danger"),
         ],
     )
-    return _dicts([*_request_body(request), buttons, _context(request)])
+    return _dicts([*_request_body(request), *_context_block(context), buttons, _context(request)])
 
 
 def decided_blocks(request: AccessRequest) -> list[dict[str, Any]]:
@@ -149,9 +170,9 @@ def decided_blocks(request: AccessRequest) -> list[dict[str, Any]]:
     )
 
 
-def message_blocks(request: AccessRequest) -> list[dict[str, Any]]:
+def message_blocks(request: AccessRequest, context: Sequence[str] = ()) -> list[dict[str, Any]]:
     if request.status is RequestStatus.PENDING:
-        return pending_blocks(request)
+        return pending_blocks(request, context)
     return decided_blocks(request)
 
 
@@ -300,9 +321,52 @@ def request_modal(requestable: Sequence[tuple[Resource, Rule]]) -> dict[str, Any
                 element=PlainTextInputElement(action_id=JUSTIFICATION_INPUT, multiline=True, max_length=2000),
                 hint="What you need it for; approvers read this.",
             ),
+            *_terms_blocks([resource for resource, _rule in requestable]),
         ],
     )
     return view.to_dict()
+
+
+def _terms_blocks(resources: Sequence[Resource]) -> list[Block]:
+    """Each resource's dataset terms, and a box per resource to accept them: its value carries the hash
+    of the text shown, so a submission accepts exactly what the modal displayed."""
+    with_terms = [r for r in resources if r.terms][:10]
+    if not with_terms:
+        return []
+    shown: list[Block] = [
+        SectionBlock(
+            text=MarkdownTextObject(text=f"*Dataset terms of {esc(r.name)}*\n>{esc(r.terms)}"[:3000])
+        )
+        for r in with_terms
+    ]
+    boxes = [
+        Option(value=f"{r.name} {terms_sha256(r.terms)}", label=f"I accept the terms of {r.name}"[:75])
+        for r in with_terms
+    ]
+    return [
+        *shown,
+        InputBlock(
+            block_id=TERMS_BLOCK,
+            label="Dataset terms",
+            optional=True,  # only the resources above need it; the workflow refuses a missing one
+            element=CheckboxesElement(action_id=TERMS_INPUT, options=boxes),
+            hint="Recorded with the grant and in the audit log.",
+        ),
+    ]
+
+
+def accepted_terms(policy: Policy, requested: str, ticked: Sequence[str]) -> str:
+    """The hash the modal's ticked boxes accept for the requested resource option ("" if none)."""
+    resource = policy.resource(requested)
+    if requested.startswith("s3://"):
+        with contextlib.suppress(ValueError):
+            matched = policy.match(*parse_resource(requested))
+            resource = matched[0] if matched else None
+    for value in ticked:
+        name, _, digest = value.partition(" ")
+        if resource is not None and name == resource.name:
+            return digest
+    return ""
 
 
 def deny_modal(request: AccessRequest, private_metadata: str) -> dict[str, Any]:

@@ -46,6 +46,8 @@ _FIELD_OF_CODE = {
     "justification_missing": blocks.JUSTIFICATION_BLOCK,
     "justification_too_short": blocks.JUSTIFICATION_BLOCK,
     "justification_too_long": blocks.JUSTIFICATION_BLOCK,
+    "terms_not_accepted": blocks.TERMS_BLOCK,
+    "terms_changed": blocks.TERMS_BLOCK,
 }
 
 
@@ -300,13 +302,16 @@ class SlackInteractions:
             requester = await self._act_as(user)
             if requester is None:
                 return WorkflowError("not_linked", "your Slack account is not linked to a principal")
+            resource = str(values.get(blocks.RESOURCE_BLOCK) or "")
+            ticked = values.get(blocks.TERMS_BLOCK) or []
             try:
                 return await self.workflow.request_access(
                     requester,
-                    str(values.get(blocks.RESOURCE_BLOCK) or ""),
+                    resource,
                     values.get(blocks.ACTIONS_BLOCK) or [],
                     str(values.get(blocks.DURATION_BLOCK) or ""),
                     str(values.get(blocks.JUSTIFICATION_BLOCK) or ""),
+                    accept_terms=blocks.accepted_terms(self.workflow.policy, resource, ticked),
                 )
             except WorkflowError as exc:
                 return exc

@@ -142,6 +142,9 @@ class SlackNotifier:
         self._bindings: dict[str, tuple[str | None, float]] = {}
         self._users: dict[str, str] = {}
         self._worker: asyncio.Task[None] | None = None
+        # What the approver sees next to a pending request (control/approver_context.py), set by the
+        # control plane that owns the bucket listing and the usage views; None: the card goes without it.
+        self.describe: Callable[[AccessRequest], Awaitable[list[str]]] | None = None
 
     # --- observing ---
 
@@ -235,7 +238,9 @@ class SlackNotifier:
             log.warning("slack_no_channel", resource=request.resource_name, request_id=request.id)
             return
         resp = await self.client.chat_postMessage(
-            channel=channel, text=blocks.request_summary(request), blocks=blocks.message_blocks(request)
+            channel=channel,
+            text=blocks.request_summary(request),
+            blocks=blocks.message_blocks(request, await self._context(request)),
         )
         await self.messages.remember(request.id, str(resp["channel"]), str(resp["ts"]))
 
@@ -248,10 +253,20 @@ class SlackNotifier:
             channel=channel,
             ts=ts,
             text=blocks.request_summary(request),
-            blocks=blocks.message_blocks(request),
+            blocks=blocks.message_blocks(request, await self._context(request)),
         )
         if request.status is not RequestStatus.PENDING:
             await self.messages.forget(request.id)
+
+    async def _context(self, request: AccessRequest) -> list[str]:
+        if self.describe is None or request.status is not RequestStatus.PENDING:
+            return []
+        try:
+            return await self.describe(request)
+        except Exception as exc:
+            # The card matters more than its context: post it without.
+            log.warning("slack_context_failed", request_id=request.id, error=repr(exc))
+            return []
 
     async def to_security(self, text: str) -> None:
         if not self.settings.security_channel:

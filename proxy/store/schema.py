@@ -119,6 +119,8 @@ grants = Table(
     Column("spent_at", UtcDateTime, nullable=True),
     # Protected resources (migration 0014): distinct people who approved the request it came from.
     Column("approvals", Integer, nullable=False, server_default="0"),
+    # Migration 0015: the dataset terms accepted, {"by", "sha256", "text", "at"}, or None.
+    Column("terms_accepted", JSON, nullable=True),
     Index("ix_grants_principal", "principal"),
     Index("ix_grants_changed_in", "changed_in"),
 )
@@ -169,6 +171,8 @@ access_requests = Table(
     Column("budget", JSON, nullable=True),
     # Migration 0014: asks to overwrite or delete under a protected resource.
     Column("protected", Boolean, nullable=False, server_default=false()),
+    # Migration 0015: the dataset terms accepted, {"by", "sha256", "text", "at"}, or None.
+    Column("terms_accepted", JSON, nullable=True),
     Index("ix_access_requests_status", "status"),
     Index("ix_access_requests_requester", "requester"),
 )

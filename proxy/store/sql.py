@@ -28,6 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from proxy.access.budgets import Budget
 from proxy.access.grants import Action, Grant, parse_actions
+from proxy.access.terms import TermsAcceptance
 from proxy.grant_source import Snapshot
 from proxy.identity.keys import AccessKey, derive_secret, new_access_key_id
 from proxy.identity.principals import Principal
@@ -559,4 +560,5 @@ def grant_of_row(row: Row[Any]) -> Grant:
         budget=_budget_of(m),
         spent=m["spent_at"] is not None,
         approvals=m["approvals"],
+        terms=TermsAcceptance.from_dict(m["terms_accepted"]),
     )

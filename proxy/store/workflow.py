@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from proxy.access.budgets import Budget
 from proxy.access.grants import Action, Grant, parse_actions
 from proxy.access.requests import AccessRequest, Approval, BundlePart, RequestStatus
+from proxy.access.terms import TermsAcceptance
 from proxy.identity.principals import Principal
 from proxy.identity.tokens import ApiToken, hash_secret, new_token, parse_token, secret_matches
 from proxy.store.engine import StoreError, insert_ignoring_conflict, require_aware, write_engine
@@ -476,6 +477,7 @@ async def _insert_grant(
         starts_at=starts_at,
         budget=request.budget,
         approvals=approvals,
+        terms=request.terms,
     )
     await conn.execute(insert(grants).values(**_grant_values(grant, spec.created_by)))
     return grant
@@ -498,6 +500,7 @@ def _grant_values(grant: Grant, created_by: str) -> dict[str, Any]:
         "created_by": created_by,
         "starts_at": grant.starts_at,
         "approvals": grant.approvals,
+        "terms_accepted": grant.terms.as_dict() if grant.terms is not None else None,
         **budget_values(grant.budget),
     }
 
@@ -539,6 +542,7 @@ def _request_values(request: AccessRequest) -> dict[str, Any]:
         "grant_ids": list(request.grant_ids) or None,
         "budget": request.budget.as_dict() if request.budget is not None else None,
         "protected": request.protected,
+        "terms_accepted": request.terms.as_dict() if request.terms is not None else None,
     }
 
 
@@ -587,4 +591,5 @@ def _request(row: Row[Any], approvals: tuple[Approval, ...]) -> AccessRequest:
         grant_ids=tuple(row.grant_ids or ()),
         budget=Budget.from_dict(row.budget),
         protected=bool(row.protected),
+        terms=TermsAcceptance.from_dict(row.terms_accepted),
     )

@@ -56,6 +56,9 @@ async def request_bundle(
         if evaluation.rule.budget is not None or evaluation.rule.max_budget is not None:
             # One request carries one budget: a budgeted resource is asked for on its own.
             raise Invalid("budgeted_resource", f"{text.strip()} has a budget: request it on its own")
+        if evaluation.resource.terms:
+            # One request carries one acknowledgement: a resource with dataset terms is asked for alone.
+            raise Invalid("terms_resource", f"{text.strip()} has dataset terms: request it on its own")
         if any((bucket, prefix) == (b, p) for b, p, _ in parts):
             raise Invalid("duplicate_resource", f"{text.strip()} is named twice in the bundle")
         parts.append((bucket, prefix, evaluation))

@@ -3,6 +3,7 @@ request would be (the rules are in proxy/access/extensions.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from proxy.access import policy as rules
@@ -11,9 +12,10 @@ from proxy.access.extensions import Extension, plan, reworded
 from proxy.access.grants import Grant
 from proxy.access.policy import Ask, Instant, NeedsApproval, Rejected
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.terms import accepted
 from proxy.identity.principals import Principal
 from proxy.store.workflow import new_request_id
-from proxy.workflow.errors import Conflict, Forbidden, NotFound, refusal
+from proxy.workflow.errors import Conflict, Forbidden, NotFound, refusal, terms_refusal
 from proxy.workflow.requests import wanted_duration
 from proxy.workflow.service import Outcome, Workflow
 
@@ -47,7 +49,12 @@ async def extend_grant(
     evaluation = rules.evaluate(workflow.policy, ask)
     if isinstance(evaluation, Rejected):
         raise refusal(reworded(evaluation, extension, _maximum(workflow, grant, requester)))
-    request = _extension_request(workflow, extension, evaluation, ask, now)
+    # An extension goes on under the terms its grant was taken under; if they changed since, it is a
+    # new request (with a new acknowledgement), not an extension.
+    terms = grant.terms if evaluation.resource.terms else None
+    if evaluation.resource.terms and not (terms and accepted(evaluation.resource.terms, terms.sha256)):
+        raise terms_refusal(evaluation.resource, terms.sha256 if terms else "-")
+    request = replace(_extension_request(workflow, extension, evaluation, ask, now), terms=terms)
     if isinstance(evaluation, Instant):
         return await workflow.access_requests.grant_now(request, evaluation, ())
     stored = await workflow.requests.insert_request(request)

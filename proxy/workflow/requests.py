@@ -12,12 +12,13 @@ from proxy.access.budgets import Budget
 from proxy.access.durations import format_duration, parse_duration
 from proxy.access.events import BreakGlassUsed, GrantCreated, RequestCreated, RequestDecided
 from proxy.access.grants import Action, Grant, parse_actions, parse_resource
-from proxy.access.policy import Ask, Instant, NeedsApproval, Policy, Rejected
+from proxy.access.policy import Ask, Instant, NeedsApproval, Policy, Rejected, Resource
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.terms import TermsAcceptance, accepted, terms_sha256
 from proxy.identity.principals import Principal
 from proxy.store.workflow import NewGrant, new_request_id
 from proxy.workflow.context import POLICY, Outcome, WorkflowContext
-from proxy.workflow.errors import Invalid, NotFound, refusal
+from proxy.workflow.errors import Invalid, NotFound, refusal, terms_refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +37,14 @@ class Requests:
         ticket: str = "",
         starts_at: datetime | None = None,
         budget: Budget | None = None,
+        accept_terms: str = "",
     ) -> Outcome:
         """Ask for access. Granted at once (instant groups, no approval needed, break-glass), pending
         approval, or refused with a WorkflowError that says why.
 
         `starts_at`: scheduled access, in force only from then for the duration (approved ahead or
-        not); a moment already past means now.
+        not); a moment already past means now. `accept_terms`: the SHA-256 of the resource's dataset
+        terms as the requester was shown them (required when it has terms).
         """
         policy = self.ctx.policy
         bucket, prefix = locate(policy, resource)
@@ -65,6 +68,7 @@ class Requests:
         if isinstance(evaluation, Rejected):
             raise refusal(evaluation)
         now = self.ctx.now()
+        terms = acceptance(evaluation.resource, requester, accept_terms, now)
         if starts_at is not None and starts_at.tzinfo is None:
             raise Invalid("invalid_starts_at", "starts_at needs a time zone, e.g. 2025-06-01T22:00:00Z")
         if starts_at is not None and starts_at <= now:
@@ -92,6 +96,7 @@ class Requests:
             ticket=ask.ticket,
             budget=rules.granted_budget(evaluation.rule, budget),
             protected=isinstance(evaluation, NeedsApproval) and evaluation.protected,
+            terms=terms,
         )
         if isinstance(evaluation, Instant):
             return await self.grant_now(request, evaluation, covered)
@@ -173,6 +178,17 @@ class Requests:
 
     async def inbox(self, approver: Principal) -> list[AccessRequest]:
         return await self.list_requests(approver, approvable=True)
+
+
+def acceptance(
+    resource: Resource, requester: Principal, offered: str, now: datetime
+) -> TermsAcceptance | None:
+    """The requester's acceptance of `resource`'s dataset terms, refused unless `offered` is their hash."""
+    if not resource.terms:
+        return None
+    if not accepted(resource.terms, offered):
+        raise terms_refusal(resource, offered)
+    return TermsAcceptance(requester.name, terms_sha256(resource.terms), resource.terms, now)
 
 
 def locate(policy: Policy, resource: str) -> tuple[str, str]:

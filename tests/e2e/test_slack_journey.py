@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -162,6 +163,10 @@ def test_denied_then_requested_then_approved_in_slack(
     assert {e["value"] for b in posted["blocks"] if b["type"] == "actions" for e in b["elements"]} == {
         request_id
     }
+    # With what carol needs to decide: alice's groups and what lies under the prefix (the one object).
+    [shown] = [b["text"]["text"] for b in posted["blocks"] if b.get("block_id") == "approver_context"]
+    assert "Groups: ml" in shown and re.search(rf"Under s3://{BUCKET}/models/: \d+ objects?, \d+ B", shown)
+    assert "Past grants here: none" in shown
 
     # 3. carol clicks Approve in Slack (a signed request to the control listener).
     async def click() -> int:

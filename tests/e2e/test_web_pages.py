@@ -131,6 +131,12 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     card = carol_page.locator(f"article#{request_id}")
     assert WHY in card.inner_text()
     assert carol_page.locator("nav .count").inner_text() == "1"
+    # Next to it, what carol needs to decide: alice's groups, what lies under the prefix, her history.
+    facts = card.locator(".approver-context li").all_inner_texts()
+    assert "Groups: ml" in facts
+    # (The count depends on what earlier tests of this module put under models/.)
+    assert any(re.fullmatch(rf"Under s3://{BUCKET}/models/: \d+ objects?, \d+ B", f) for f in facts), facts
+    assert "Past grants here: none" in facts and "Already holds: nothing overlapping" in facts
     shoot(carol_page, "inbox")
     card.locator("input[name=comment]").fill("ok for the eval")
     card.get_by_role("button", name="Approve").click()
@@ -413,8 +419,9 @@ def test_extend_button_on_my_access_asks_for_more_time_and_the_approver_sees_it(
     carol_page = new_page(browser)
     carol_page.goto(world.http.control_url + "/inbox")
     sign_in(carol_page, "carol")
-    card = carol_page.locator("article", has_text=f"{grant['id']}")
-    assert "starts where it ends" in card.inner_text()
+    # The extension's card (alice's other pending cards name the grant too, as access she already holds).
+    card = carol_page.locator("article", has_text=f"{grant['id']}: starts where it ends")
+    assert card.count() == 1
 
     # Over the maximum (2h held + 7h): one error, nothing sent.
     row = page.locator(f"tr#{grant['id']}")

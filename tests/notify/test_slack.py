@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -41,10 +42,12 @@ from proxy.workflow.service import Workflow
 
 WHY = "evaluate the new checkpoint"
 PUBLIC_URL = "https://grantgate.example.com"
+CORPUS_TERMS = "Research use only; no training of external models."
 POLICY = Policy(
     resources=(
         Resource("models", (ResourcePath("archive", "models/"),)),
         Resource("datasets", (ResourcePath("archive", "datasets/"),)),
+        Resource("corpus", (ResourcePath("archive", "corpus/"),), terms=CORPUS_TERMS),
     ),
     rules=(
         Rule(
@@ -58,6 +61,11 @@ POLICY = Policy(
         ),
         Rule(
             resource="datasets",
+            requester_groups=frozenset({"ml"}),
+            approver_groups=frozenset({"security"}),
+        ),
+        Rule(
+            resource="corpus",
             requester_groups=frozenset({"ml"}),
             approver_groups=frozenset({"security"}),
         ),
@@ -437,7 +445,7 @@ async def test_slash_command_opens_a_modal_whose_submission_makes_a_request(slac
     view = opened["view"]
     assert opened["trigger_id"] == "t-1" and view["callback_id"] == blocks.REQUEST_VIEW
     resource_input = next(b for b in view["blocks"] if b["block_id"] == blocks.RESOURCE_BLOCK)
-    assert [o["value"] for o in resource_input["element"]["options"]] == ["models", "datasets"]
+    assert [o["value"] for o in resource_input["element"]["options"]] == ["models", "datasets", "corpus"]
     durations = next(b for b in view["blocks"] if b["block_id"] == blocks.DURATION_BLOCK)
     assert "8h" in [o["value"] for o in durations["element"]["options"]]
     assert "1d" not in [o["value"] for o in durations["element"]["options"]]  # longer than the maximum
@@ -467,6 +475,46 @@ async def test_slash_command_opens_a_modal_whose_submission_makes_a_request(slac
     assert (await slack.posted(made.id))["channel"] == "CMODELS"
     [dm] = await dm_texts(slack, "UALICE")
     assert made.id in dm
+
+
+async def test_the_modal_shows_dataset_terms_and_a_request_needs_their_box_ticked(
+    slack: Slackworld,
+) -> None:
+    form = {"command": "/grantgate", "text": "", "user_id": "UALICE", "trigger_id": "t-2", "response_url": ""}
+    assert (await send_signed(slack.session, slack.commands, form)).status == 200
+    [opened] = await slack.fake.wait_for("views.open")
+    view = opened["view"]
+    assert CORPUS_TERMS in json.dumps(view["blocks"])
+    terms = next(b for b in view["blocks"] if b.get("block_id") == blocks.TERMS_BLOCK)
+    [box] = terms["element"]["options"]
+    assert box["value"] == "corpus " + hashlib.sha256(CORPUS_TERMS.encode()).hexdigest()
+
+    def values(ticked: list[str]) -> dict[str, Any]:
+        return {
+            blocks.RESOURCE_BLOCK: {blocks.RESOURCE_INPUT: {"selected_option": {"value": "corpus"}}},
+            blocks.ACTIONS_BLOCK: {blocks.ACTIONS_INPUT: {"selected_options": [{"value": "read"}]}},
+            blocks.DURATION_BLOCK: {blocks.DURATION_INPUT: {"selected_option": {"value": "1h"}}},
+            blocks.JUSTIFICATION_BLOCK: {blocks.JUSTIFICATION_INPUT: {"value": WHY}},
+            blocks.TERMS_BLOCK: {blocks.TERMS_INPUT: {"selected_options": [{"value": v} for v in ticked]}},
+        }
+
+    unticked = await send_signed(
+        slack.session, slack.interactions, view_submission("UALICE", blocks.REQUEST_VIEW, values([]))
+    )
+    answer = await unticked.json()
+    assert answer["response_action"] == "errors" and "dataset terms" in answer["errors"][blocks.TERMS_BLOCK]
+    assert await slack.workflow.requests.list_requests(requester="alice") == []
+
+    ticked = await send_signed(
+        slack.session,
+        slack.interactions,
+        view_submission("UALICE", blocks.REQUEST_VIEW, values([box["value"]])),
+    )
+    assert ticked.status == 200 and await ticked.text() == ""
+    [made] = await slack.workflow.requests.list_requests(requester="alice")
+    assert made.terms is not None and (made.terms.by, made.terms.text) == ("alice", CORPUS_TERMS)
+    # The approvers' card says what was accepted.
+    assert CORPUS_TERMS in str((await slack.posted(made.id))["blocks"])
 
 
 async def test_grants_subcommand_lists_only_ones_own_grants(slack: Slackworld) -> None:
