@@ -112,6 +112,7 @@ def observing_gateway(
         spool_dir=gateway.settings.audit_spool_dir(),
         worker=worker,
         metrics_token=metrics_token,
+        upstream=gateway.upstream,
     )
 
 

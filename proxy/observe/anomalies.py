@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from proxy.audit.records import control_record, event_kind, subject_key
 from proxy.audit.resources import ResourceCatalog
 from proxy.observe.events import AnomalyAlert, RequestEvent
+from proxy.observe.models import KnownModels, Model, Ranges
 from proxy.observe.settings import DAYS, AnomalySettings
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -395,6 +396,114 @@ class DecoyTouched:
         return [Finding(f"{event.principal}|{event.decoy}", alert, suspends="principal")]
 
 
+@dataclass(slots=True)
+class _Pull:
+    """What one principal has read of one model since `started`: distinct byte ranges per shard."""
+
+    started: float
+    ranges: dict[str, Ranges] = field(default_factory=dict)
+    read: int = 0
+    grants: dict[str, None] = field(default_factory=dict)  # in order of first use
+    fired: bool = False
+
+
+class WholeModel:
+    """One principal reading more than `share` of one model's bytes within `window` seconds (or parts of
+    `distinct` models): a model being copied out, however it is split.
+
+    Bytes are counted as distinct ranges of each shard, so parallel ranged readers, retries and several
+    sessions or workers (all of whose events reach worker 0) neither double count nor hide a pull.
+    """
+
+    kind = "whole_model"
+
+    def __init__(
+        self, models: KnownModels, share: float, window: float, distinct: int, catalog: ResourceCatalog
+    ) -> None:
+        self.models, self.share, self.window, self.distinct = models, share, window, distinct
+        self.catalog = catalog
+        self._pulls: _Lru = _Lru()  # "principal|model" -> _Pull
+        self._touched: _Lru = _Lru()  # principal -> {model name: last read}
+
+    def observe(self, event: Any, now: float) -> list[Finding]:
+        if (
+            not _allowed(event)
+            or event.operation != "GetObject"
+            or not event.principal
+            or event.range_start is None
+            or event.bytes_out <= 0
+        ):
+            return []
+        model = self.models.catalog.model_of(event.bucket, event.key)
+        if model is None:
+            return []
+        found = self._pulled(event, model, now)
+        return found + self._many(event, model, now)
+
+    def _pulled(self, event: RequestEvent, model: Model, now: float) -> list[Finding]:
+        subject = f"{event.principal}|{model.name}"
+        pull: _Pull | None = self._pulls.get(subject)
+        if pull is None or now - pull.started > self.window:
+            pull = _Pull(now)
+        self._pulls.touch(subject, pull)
+        self._pulls[subject] = pull
+        assert event.key is not None and event.range_start is not None
+        size = model.shards[event.key]
+        start = min(event.range_start, size)
+        end = min(start + event.bytes_out, size)
+        pull.read += pull.ranges.setdefault(event.key, Ranges()).add(start, end)
+        pull.grants.update(dict.fromkeys(event.grant_ids))
+        share = pull.read / model.size
+        if pull.fired or share <= self.share:
+            return []
+        pull.fired = True
+        grants = list(pull.grants)
+        found = _granted_use(
+            self.kind,
+            "critical",
+            f"{event.principal} read {share:.0%} of model {model.name} ({pull.read} of {model.size} "
+            f"bytes, {len(pull.ranges)} of {len(model.shards)} shards) within {self.window:g}s",
+            event,
+            self.catalog,
+            now,
+            {
+                "model": model.name,
+                "share": round(share, 4),
+                "bytes": pull.read,
+                "model_bytes": model.size,
+                "shards_read": len(pull.ranges),
+                "shards": len(model.shards),
+                "grant_ids": grants,
+                "window_seconds": self.window,
+            },
+        )
+        return [Finding(subject, replace(found.alert, grant_id=grants[0]))]
+
+    def _many(self, event: RequestEvent, model: Model, now: float) -> list[Finding]:
+        if not self.distinct:
+            return []
+        assert event.principal is not None
+        touched: dict[str, float] = self._touched.touch(event.principal, {})
+        before = len(touched)
+        touched[model.name] = now
+        for name in [n for n, t in touched.items() if t <= now - self.window]:
+            del touched[name]
+        if not before < self.distinct <= len(touched):
+            return []
+        names = sorted(touched)
+        found = _granted_use(
+            self.kind,
+            "critical",
+            f"{event.principal} read from {len(names)} models within {self.window:g}s "
+            f"(threshold {self.distinct})",
+            event,
+            self.catalog,
+            now,
+            {"models": names, "window_seconds": self.window, "threshold_models": self.distinct},
+        )
+        return [replace(found, subject=f"{event.principal}|models")]
+
+
 class Detectors:
     """The enabled rules, with one cooldown per (kind, subject)."""
 
@@ -405,7 +514,10 @@ class Detectors:
         *,
         known_readers: Iterable[tuple[str, str]] = (),
         networks: Mapping[str, Iterable[str]] | None = None,
+        models: KnownModels | None = None,
     ) -> None:
+        """`models`: the model catalogue the whole_model rule looks shards up in, kept current by
+        worker 0's listing; without it that rule is off."""
         self.settings = settings
         self.cooldown = settings.cooldown_seconds
         self._last: _Lru = _Lru()
@@ -429,6 +541,9 @@ class Detectors:
             rules.append(OutsideHours(h.start, h.end, h.days, h.timezone, catalog))
         if s.decoy_touched.enabled:
             rules.append(DecoyTouched(catalog))
+        w = s.whole_model
+        if w.enabled and models is not None:
+            rules.append(WholeModel(models, w.share, w.window_seconds, w.models, catalog))
         self.rules = rules if settings.enabled else []
 
     def feed(self, event: Any, now: float) -> list[AnomalyAlert]:

@@ -77,6 +77,8 @@ class RequestEvent:
     checksum: str | None = None  # "crc32c:..." when the bucket gave one
     complete: bool | None = None  # the whole object (or range asked for) moved
     decoy: str | None = None  # s3://bucket/key of the decoy this request read (proxy/access/decoys.py)
+    # The first byte of the object a read served (0 for a whole object, from Content-Range for a range).
+    range_start: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         # Every field is an immutable scalar or tuple of str, so a shallow copy equals asdict()'s deep
@@ -92,7 +94,7 @@ class AnomalyAlert:
     """Something in the traffic looks wrong (proxy/observe/anomalies.py): audited, counted, notified."""
 
     # exfiltration | outside_network | new_group_reader | denial_burst | break_glass | outside_hours |
-    # decoy_touched | model_pull
+    # decoy_touched | whole_model
     kind: str
     severity: str  # warning | critical
     message: str

@@ -31,8 +31,11 @@ from proxy.observe.anomalies import SUSPEND, SUSPEND_PRINCIPAL, Detectors
 from proxy.observe.events import AnomalyAlert, EventBus
 from proxy.observe.feed import Forwarder, receiving, socket_path
 from proxy.observe.metrics import GatewayMetrics, metrics_handler
+from proxy.observe.model_listing import keep_current
+from proxy.observe.models import KnownModels
 from proxy.observe.multiprocess import shared_directory
 from proxy.observe.settings import AnomalySettings, MetricsSettings, ObserveSettings
+from proxy.s3.upstream import Upstream
 from proxy.store.sql import SqlStore
 from proxy.store.suspensions import GrantSuspensions
 from proxy.store.workflow import WorkflowStore
@@ -154,13 +157,15 @@ async def observing(
     pending_count: Callable[[], Awaitable[int]] | None = None,
     worker: int = 0,
     metrics_token: str = "",
+    upstream: Upstream | None = None,
 ) -> AsyncIterator[Observability]:
     """Subscribe the configured observers to `bus` and run their tasks until the block ends.
 
     `policy` names the resources; `spool_dir` is where audit batches wait while the store is down
     (`Settings.audit_spool_dir()`). `pending_count` feeds the pending-requests gauge; by default the
     store's access requests are counted. `metrics_token` (`Settings.metrics_token()`), when set, is the
-    bearer token /metrics asks for.
+    bearer token /metrics asks for. `upstream`: the client through which worker 0 lists the policy's
+    resources to learn its models (the whole_model rule is off without it).
     Among several workers, only worker 0 runs the anomaly rules; the others feed it their events.
     """
     catalog = resource_catalog(policy, settings.metrics)
@@ -199,11 +204,13 @@ async def observing(
         tasks.append(asyncio.create_task(forwarder.run(), name="anomaly-feed"))
     elif settings.anomalies.enabled:
         known = await audit.readers() if settings.anomalies.new_group_reader.enabled else set()
+        models = _watched_models(settings.anomalies, policy, upstream, tasks)
         detectors = Detectors(
             settings.anomalies,
             catalog,
             known_readers=known,
             networks=allowed_networks(policy, settings.anomalies),
+            models=models,
         )
         obs.watch = AnomalyWatch(
             detectors, bus, obs.suspensions, obs.writer, obs.metrics, settle=state.settle_own_write
@@ -226,6 +233,20 @@ async def observing(
             await obs.writer.close()
             if isinstance(obs.writer.audit, SpoolingAudit):
                 await obs.writer.audit.close()
+
+
+def _watched_models(
+    anomalies: AnomalySettings, policy: Policy, upstream: Upstream | None, tasks: list[asyncio.Task[None]]
+) -> KnownModels | None:
+    """The model catalogue, kept current by a listing task of the policy's resources (added to `tasks`)."""
+    rule = anomalies.whole_model
+    if not rule.enabled or upstream is None:
+        return None
+    known = KnownModels()
+    places = [(p.bucket, p.prefix) for r in policy.resources for p in r.paths]
+    if places:
+        tasks.append(asyncio.create_task(keep_current(upstream, places, rule, known), name="model-listing"))
+    return known
 
 
 async def _refresh_pending(metrics: GatewayMetrics, count: Callable[[], Awaitable[int]]) -> None:

@@ -186,6 +186,25 @@ class DecoyTouchedRule(_Section):
     response: Response = "suspend"
 
 
+class WholeModelRule(_Section):
+    """One principal reading most of one model's bytes (`share` of them) within `window_seconds`, or
+    parts of `models` different models. Models are learned from a periodic, bounded listing of the
+    policy's resources (worker 0, every `refresh_seconds`); byte ranges are counted once, whatever the
+    retries, parallel ranged readers, sessions or workers.
+    """
+
+    enabled: bool = True
+    share: float = Field(0.8, gt=0, le=1)
+    window_seconds: float = Field(3600, gt=0)
+    # Distinct models read (any part of them) within the window that also fire; 0: off.
+    models: int = Field(0, ge=0)
+    refresh_seconds: float = Field(300, ge=1)
+    # The listing's bounds: pages of up to 1000 keys per resource path, and keys in all.
+    max_pages: int = Field(20, ge=1, le=1000)
+    max_keys: int = Field(100_000, ge=1)
+    response: Response = "alert"
+
+
 class AnomalySettings(_Section):
     enabled: bool = True
     # An alert of one kind about the same subject is raised at most once per cooldown.
@@ -197,6 +216,7 @@ class AnomalySettings(_Section):
     break_glass: BreakGlassRule = Field(default_factory=BreakGlassRule)
     outside_hours: OutsideHoursRule = Field(default_factory=OutsideHoursRule)
     decoy_touched: DecoyTouchedRule = Field(default_factory=DecoyTouchedRule)
+    whole_model: WholeModelRule = Field(default_factory=WholeModelRule)
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,7 @@ class BucketProbe:
             async with asyncio.timeout(TIMEOUT_SECONDS):
                 response = await self.upstream.send(request)
                 try:
-                    body = await _bounded(response.content)
+                    body = await read_bounded(response.content, MAX_ERROR_BODY)
                 finally:
                     # Frees the pool slot (and keeps the connection when the answer was read whole).
                     response.release()
@@ -98,12 +98,13 @@ class BucketProbe:
         return judge(response.status, body, bucket=self.bucket)
 
 
-async def _bounded(content: object) -> bytes:
+async def read_bounded(content: object, limit: int) -> bytes:
+    """At most `limit` bytes of an upstream answer's body."""
     pieces: list[bytes] = []
     size = 0
     async for piece in content.iter_any():  # type: ignore[attr-defined]
         pieces.append(piece)
         size += len(piece)
-        if size >= MAX_ERROR_BODY:
+        if size >= limit:
             break
-    return b"".join(pieces)[:MAX_ERROR_BODY]
+    return b"".join(pieces)[:limit]

@@ -123,6 +123,7 @@ class ObjectIdentity:
     size: int | None
     checksum: str | None
     expected: int | None  # body bytes the answer promised (reads); None for writes
+    first_byte: int | None = None  # reads: where in the object the body starts (Content-Range)
 
 
 # The operations whose answers name one object read or written whole (or by range).
@@ -149,8 +150,22 @@ def identity_of(op: Operation | None, status: int, headers: Mapping[str, str]) -
     )
     etag = headers.get("ETag")
     return ObjectIdentity(
-        headers.get("x-amz-version-id"), etag.strip('"') if etag else None, size, checksum, expected
+        headers.get("x-amz-version-id"),
+        etag.strip('"') if etag else None,
+        size,
+        checksum,
+        expected,
+        first_byte(headers.get("Content-Range")) if op.name == "GetObject" else None,
     )
+
+
+def first_byte(content_range: str | None) -> int | None:
+    """Where a read's body starts: "bytes 100-199/1000" -> 100; no Content-Range: the whole object, 0."""
+    if content_range is None:
+        return 0
+    unit, _, spec = content_range.strip().partition(" ")
+    start = spec.partition("-")[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
 
 
 def receipt_fields(trace: Trace) -> dict[str, Any]:
@@ -169,6 +184,7 @@ def receipt_fields(trace: Trace) -> dict[str, Any]:
         "object_size": size,
         "checksum": found.checksum,
         "complete": complete,
+        "range_start": found.first_byte,
     }
 
 

@@ -1,4 +1,5 @@
-"""S3 request bodies that decide authorization: DeleteObjects keys, CompleteMultipartUpload parts.
+"""S3 request bodies that decide authorization (DeleteObjects keys, CompleteMultipartUpload parts), and
+the bucket's ListObjectsV2 pages the gateway reads itself (the model catalogue's listing).
 
 Pure and hostile-input safe: DTDs and entities are refused, size, depth and element counts are bounded, and
 every failure is an S3Error.
@@ -80,6 +81,32 @@ def delete_objects_keys(body: bytes) -> tuple[tuple[str, str | None], ...]:
     return tuple(keys)
 
 
+MAX_LISTING_BODY = 16 * 1024 * 1024
+MAX_LISTED_KEYS = 1000
+
+
+def listed_objects(body: bytes) -> tuple[list[tuple[str, int]], str | None]:
+    """One ListObjectsV2 answer -> ([(key, size), ...], the next continuation token or None)."""
+    if len(body) > MAX_LISTING_BODY:
+        raise S3Error.malformed_xml("The listing is too large.")
+    # <ListBucketResult><Contents><Owner><ID> is four deep; 16 fields per object is generous.
+    root = _parse(body, "ListBucketResult", max_elements=MAX_LISTED_KEYS * 16 + 64, max_depth=4)
+    objects: list[tuple[str, int]] = []
+    token: str | None = None
+    truncated = False
+    for child in root.children:
+        if child.tag == "Contents":
+            fields = {c.tag: c.value for c in child.children}
+            size = fields.get("Size", "")
+            if "Key" in fields and size.isdigit():
+                objects.append((fields["Key"], int(size)))
+        elif child.tag == "NextContinuationToken":
+            token = child.value or None
+        elif child.tag == "IsTruncated":
+            truncated = child.value.strip() == "true"
+    return objects, token if truncated else None
+
+
 def complete_multipart_parts(body: bytes) -> tuple[tuple[int, str], ...]:
     """`<CompleteMultipartUpload><Part><PartNumber>n</PartNumber><ETag>e</ETag></Part>...` -> ((n, e),)."""
     if len(body) > MAX_COMPLETE_BODY:
@@ -137,15 +164,16 @@ class _Refused(Exception):
 class _BoundedBuilder:
     """A parser target that builds only what these bodies need and stops early on hostile shapes."""
 
-    def __init__(self, max_elements: int) -> None:
+    def __init__(self, max_elements: int, max_depth: int = _MAX_DEPTH) -> None:
         self.root: _Node | None = None
+        self._max_depth = max_depth
         self._stack: list[_Node] = []
         self._elements = 0
         self._max_elements = max_elements
 
     def start(self, tag: str, attrs: dict[str, str]) -> None:
         self._elements += 1
-        if len(self._stack) >= _MAX_DEPTH:
+        if len(self._stack) >= self._max_depth:
             raise _Refused("The XML is nested too deeply.")
         if self._elements > self._max_elements:
             raise _Refused("The XML has too many elements.")
@@ -182,8 +210,8 @@ def _local_name(tag: str) -> str:
     return tag
 
 
-def _parse(body: bytes, root_tag: str, *, max_elements: int) -> _Node:
-    builder = _BoundedBuilder(max_elements)
+def _parse(body: bytes, root_tag: str, *, max_elements: int, max_depth: int = _MAX_DEPTH) -> _Node:
+    builder = _BoundedBuilder(max_elements, max_depth)
     try:
         parser = DefusedXMLParser(target=builder, forbid_dtd=True, forbid_entities=True, forbid_external=True)
         parser.feed(body)

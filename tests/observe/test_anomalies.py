@@ -13,6 +13,7 @@ from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.audit.resources import ResourceCatalog
 from proxy.observe.anomalies import SUSPEND, SUSPEND_PRINCIPAL, Detectors, OutsideHours
 from proxy.observe.events import RequestEvent
+from proxy.observe.models import KnownModels, ModelCatalog, find_models
 from proxy.observe.settings import AnomalySettings
 
 T0 = datetime(2025, 3, 5, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, 10:00 UTC
@@ -307,3 +308,75 @@ def test_a_decoy_alert_may_be_set_to_alert_only() -> None:
     detectors = Detectors(settings(decoy_touched={"response": "alert"}), CATALOG)
     [alert] = detectors.feed(read("bob", decoy="s3://archive/models/bait.safetensors"), T0)
     assert alert.response is None
+
+
+# --- whole-model pulls ---
+
+SHARDS = [f"models/llama/model-0000{i}-of-00004.safetensors" for i in range(1, 5)]
+SHARD = 1000  # bytes per shard: a 4000-byte model
+
+
+def known_models() -> KnownModels:
+    listing = [(k, SHARD) for k in SHARDS] + [("models/llama/config.json", 500), ("models/small/s.gguf", 100)]
+    return KnownModels(ModelCatalog.of(find_models("archive", listing)))
+
+
+def model_rules(**rule: Any) -> Detectors:
+    return Detectors(settings(whole_model=rule), CATALOG, models=known_models())
+
+
+def ranged(principal: str, key: str, start: int, length: int, grant: str = "g_1") -> RequestEvent:
+    return read(principal, key=key, nbytes=length, range_start=start, grant_ids=(grant,))
+
+
+def test_reading_most_of_a_model_in_parallel_ranges_alerts_once_naming_model_share_and_grants() -> None:
+    detectors = model_rules()
+    # Four readers, 250-byte ranges over every shard, each range asked twice (a retry), two grants.
+    events = [
+        ranged("alice", key, start, 250, grant=f"g_{start % 500}")
+        for start in range(0, SHARD, 250)
+        for key in SHARDS
+        for _ in range(2)
+    ]
+    alerts = [a for i, e in enumerate(events) for a in detectors.feed(e, T0 + i)]
+    [alert] = alerts
+    assert alert.kind == "whole_model" and alert.severity == "critical"
+    assert alert.details["model"] == "s3://archive/models/llama/"
+    assert alert.details["bytes"] > 0.8 * 4 * SHARD and alert.details["share"] > 0.8
+    assert alert.details["grant_ids"] == ["g_0", "g_250"] and alert.grant_id == "g_0"
+    assert alert.response is None
+
+
+def test_rereading_the_same_bytes_never_adds_up_to_a_whole_model() -> None:
+    detectors = model_rules()
+    for i in range(50):  # 50 x 40% of the bytes, the same 40%
+        for key in SHARDS[:2]:
+            assert detectors.feed(ranged("alice", key, 0, SHARD - 200 * (i % 2)), T0 + i) == []
+
+
+def test_a_40_percent_read_stays_quiet_and_objects_outside_models_do_not_count() -> None:
+    detectors = model_rules()
+    assert detectors.feed(ranged("alice", SHARDS[0], 0, SHARD), T0) == []
+    assert detectors.feed(ranged("alice", SHARDS[1], 0, 600), T0) == []
+    assert detectors.feed(ranged("alice", "models/llama/config.json", 0, 500), T0) == []
+    assert detectors.feed(ranged("bob", SHARDS[2], 0, SHARD), T0) == []  # someone else's share
+
+
+def test_a_pull_spread_past_the_window_starts_counting_again() -> None:
+    detectors = model_rules(window_seconds=60)
+    for i, key in enumerate(SHARDS):
+        assert detectors.feed(ranged("alice", key, 0, SHARD), T0 + 61 * i) == []
+
+
+def test_reading_parts_of_n_models_alerts_when_configured() -> None:
+    detectors = model_rules(models=2, share=1.0)
+    assert detectors.feed(ranged("alice", SHARDS[0], 0, 10), T0) == []
+    [alert] = detectors.feed(ranged("alice", "models/small/s.gguf", 0, 10), T0 + 1)
+    assert alert.details["models"] == ["s3://archive/models/llama/", "s3://archive/models/small/"]
+
+
+def test_a_whole_model_pull_may_suspend_the_grant() -> None:
+    detectors = model_rules(response="suspend")
+    alerts = [a for key in SHARDS for a in detectors.feed(ranged("alice", key, 0, SHARD), T0)]
+    [alert] = alerts
+    assert alert.response == SUSPEND and alert.grant_id == "g_1"
