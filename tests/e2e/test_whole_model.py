@@ -15,12 +15,15 @@ from botocore.exceptions import ClientError
 from support.observed import eventually
 from support.world import BUCKET, Identity, World, running_world
 
-MODEL = "models/llama-e2e/"
+# A top-level prefix of its own: the bucket is shared with other modules, whose model-like files under
+# models/ would change the catalogue's total.
+AREA = "whole-model-e2e/"
+MODEL = AREA + "llama/"
 SHARD = 256 * 1024
 SHARDS = [f"{MODEL}model-0000{i}-of-00004.safetensors" for i in range(1, 5)]
 CONFIG = f"""
 [policy.resources.models]
-paths = ["s3://{BUCKET}/models/"]
+paths = ["s3://{BUCKET}/{AREA}"]
 
 [anomalies.whole_model]
 refresh_seconds = 1
@@ -67,7 +70,7 @@ def modelled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def reader(world: World) -> Identity:
     who = world.person(f"puller-{secrets.token_hex(4)}")
-    world.grant(who, f"s3://{BUCKET}/models/", "read")
+    world.grant(who, f"s3://{BUCKET}/{AREA}", "read")
     return who
 
 
