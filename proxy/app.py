@@ -64,13 +64,16 @@ def s3_app_runner(gateway: Gateway) -> web.AppRunner:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    settings: Settings, policy: Policy, written: WrittenVersion | None = None
+    settings: Settings, policy: Policy, written: WrittenVersion | None = None, *, migrate: bool = True
 ) -> AsyncIterator[Gateway]:
     """Open every long-lived resource in order and close them in reverse, whatever happens.
 
     `written`: the counter shared with sibling workers (proxy/written.py); one of its own otherwise.
+    `migrate`: bring an embedded SQLite store to head first (a secondary worker never does: two processes
+    migrating one SQLite file at once lock each other out, so `run_server` migrates before forking).
     """
-    store = await SqlStore.open(settings.store_url(), upgrade=settings.store_url().startswith("sqlite"))
+    url = settings.store_url()
+    store = await SqlStore.open(url, upgrade=migrate and url.startswith("sqlite"))
     try:
         state = LiveState(
             store,

@@ -40,6 +40,7 @@ from proxy.config import ConfigError, Settings
 from proxy.observe.logging import configure_logging
 from proxy.observe.multiprocess import shared_metrics, worker_exited
 from proxy.store.engine import StoreError
+from proxy.store.sql import upgrade_database
 from proxy.written import WrittenVersion
 
 log = structlog.get_logger("grantgate")
@@ -100,7 +101,7 @@ async def serve_s3(
     so timers fire once and the control port has one owner."""
     settings = worker_settings(settings, index)
     async with (
-        running_gateway(settings, policy, written) as gateway,
+        running_gateway(settings, policy, written, migrate=False) as gateway,
         observing_gateway(gateway, worker=index),
     ):
         runner = s3_app_runner(gateway)
@@ -219,6 +220,10 @@ def run_server(settings: Settings) -> None:
     tls_context(settings)
     refuse_shared_s3_port(settings.server.s3_host, settings.server.s3_port)
     count = worker_count(settings)
+    if count > 1 and settings.store_url().startswith("sqlite"):
+        # The embedded store is migrated here, once: workers migrating it at the same moment would find
+        # the file locked by each other (secondary workers never migrate).
+        asyncio.run(upgrade_database(settings.store_url()))
     if count == 1:
         asyncio.run(main())
     elif code := supervise(count, lambda index: asyncio.run(main(index))):

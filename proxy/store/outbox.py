@@ -81,7 +81,16 @@ class WebhookOutbox:
     async def claim(self, *, now: datetime, lease_until: datetime, limit: int = 100) -> list[StoredDelivery]:
         """Take up to `limit` rows nobody holds (their lease ran out) and hold them until `lease_until`."""
         async with self._writer.begin() as conn:
-            free = select(rows.c.id).where(rows.c.lease_until <= now).order_by(rows.c.created_at).limit(limit)
+            # SKIP LOCKED (PostgreSQL; SQLite has one writer at a time and ignores it): a gateway sweeping
+            # while another's claim is in flight takes the rows that one did not, instead of choosing the
+            # same rows, waiting for them and coming back with none.
+            free = (
+                select(rows.c.id)
+                .where(rows.c.lease_until <= now)
+                .order_by(rows.c.created_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
             # The lease is tested again by the UPDATE itself: of two gateways sweeping at once, the one
             # that updates a row second finds it held and leaves it.
             taken = await conn.execute(
