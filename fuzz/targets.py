@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from proxy.access.decide import Allow
 from proxy.access.grants import Action, Grant, Scope, Target
 from proxy.access.index import GrantIndex
+from proxy.errors import S3Error
 from proxy.s3 import sigv4
 from proxy.s3.addressing import resolve
 from proxy.s3.chunked import ChunkedDecoder, ChunkedSpec
-from proxy.s3.errors import S3Error
 from proxy.s3.operations import UNKNOWN, Operation, classify
 from proxy.s3.request import RequestHead
 from proxy.s3.xmlbodies import MAX_DELETE_KEYS, MAX_PARTS, complete_multipart_parts, delete_objects_keys

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from proxy.s3.errors import S3Error
+from proxy.errors import S3Error
 from proxy.s3.request import RequestHead
 from proxy.s3.sigv4 import uri_encode
 

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from aiohttp import web
 
+from proxy.errors import S3Error
 from proxy.s3 import forwarding, passthrough, sigv4
 from proxy.s3.checksums import new_checksum
 from proxy.s3.chunked import ChunkedDecoder, ChunkedSpec, chunked_spec
-from proxy.s3.errors import S3Error
 from proxy.s3.httpclient import Body, Piece
 from proxy.s3.request import RequestHead
 from proxy.s3.xmlbodies import MAX_DELETE_BODY, delete_objects_keys

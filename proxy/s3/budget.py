@@ -17,8 +17,8 @@ from proxy.access.budgets import Usage, format_size, served_span
 from proxy.access.decide import Allow, Decision
 from proxy.access.events import GrantBudgetSpent
 from proxy.access.grants import Grant
+from proxy.errors import S3Error
 from proxy.observe.events import Outcome
-from proxy.s3.errors import S3Error
 from proxy.s3.operations import Operation
 from proxy.s3.watch import TransferCut
 from proxy.store.budgets import OBJECTS, READ_ONCE, SLICE, BudgetLedger, Claim, Refused

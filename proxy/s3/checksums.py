@@ -13,7 +13,7 @@ from typing import Protocol
 
 from awscrt import checksums as crt
 
-from proxy.s3.errors import S3Error
+from proxy.errors import S3Error
 
 ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
 _HEADER_PREFIX = "x-amz-checksum-"

@@ -10,8 +10,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from proxy.errors import S3Error
 from proxy.s3.checksums import Checksum, algorithm_for_header, new_checksum
-from proxy.s3.errors import S3Error
 from proxy.s3.request import RequestHead
 from proxy.s3.sigv4 import (
     EMPTY_SHA256,

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from multidict import MultiMapping
 
+from proxy.errors import S3Error
 from proxy.s3 import sigv4
 from proxy.s3.chunked import ChunkedSpec
-from proxy.s3.errors import S3Error
 from proxy.s3.httpclient import Piece
 
 # Request headers the caller may pass to the bucket besides x-amz-*: everything S3 reads from a request.

@@ -16,8 +16,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
+from proxy.errors import S3Error
 from proxy.s3 import splice
-from proxy.s3.errors import S3Error
 from proxy.s3.httpclient import BodyWriter, Piece, UpstreamResponse
 
 # Below this a body goes through the loop: splicing costs a pipe and an unpooled connection.

@@ -31,6 +31,7 @@ from proxy.access.decide import (
 )
 from proxy.access.grants import Target
 from proxy.audit.text import clean_text
+from proxy.errors import S3Error
 from proxy.gateway import Gateway
 from proxy.identity.principals import Caller
 from proxy.live_state import View
@@ -38,7 +39,6 @@ from proxy.observe.events import Outcome
 from proxy.s3 import bodies, bucketlist, forwarding, relay, sigv4
 from proxy.s3.budget import BudgetedRead, budgeted_grant
 from proxy.s3.budget import refused as budget_refused
-from proxy.s3.errors import S3Error
 from proxy.s3.httpclient import Body, UpstreamError
 from proxy.s3.operations import Operation, classify
 from proxy.s3.request import RequestHead

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import structlog
 from aiohttp import web
 
+from proxy.errors import S3Error
 from proxy.observe.events import Outcome
 from proxy.s3 import forwarding, passthrough, splice
 from proxy.s3.budget import BudgetedRead
-from proxy.s3.errors import S3Error
 from proxy.s3.httpclient import UpstreamError, UpstreamResponse
 from proxy.s3.trace import Trace, identity_of
 from proxy.s3.watch import TransferCut

@@ -7,7 +7,7 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
-from proxy.s3.errors import S3Error
+from proxy.errors import S3Error
 
 
 @dataclass(frozen=True, slots=True)

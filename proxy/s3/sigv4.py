@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from multidict import MultiMapping
 
-from proxy.s3.errors import S3Error
+from proxy.errors import S3Error
 from proxy.s3.request import RequestHead
 
 ALGORITHM = "AWS4-HMAC-SHA256"

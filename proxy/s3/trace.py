@@ -14,9 +14,9 @@ from typing import Any
 from proxy.access.decide import ABSENT, Allow, Decision, Deny
 from proxy.access.grants import Scope
 from proxy.audit.text import clean_text
+from proxy.errors import S3Error
 from proxy.identity.principals import Caller
 from proxy.observe.events import Outcome, RequestEvent, Verdict
-from proxy.s3.errors import S3Error
 from proxy.s3.operations import Operation
 from proxy.s3.watch import TransferWatch
 

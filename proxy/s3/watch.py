@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 from proxy.access.decide import BUDGET_SPENT, Allow, Deny
 from proxy.access.grants import Target
+from proxy.errors import S3Error
 from proxy.live_state import View
 from proxy.observe.events import Outcome
-from proxy.s3.errors import S3Error
 
 RECHECK_SECONDS = 0.25
 

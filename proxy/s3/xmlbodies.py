@@ -13,8 +13,8 @@ from xml.etree.ElementTree import ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import DefusedXMLParser
 
+from proxy.errors import S3Error
 from proxy.s3.addressing import validate_key
-from proxy.s3.errors import S3Error
 
 MAX_DELETE_BODY = 2 * 1024 * 1024
 MAX_DELETE_KEYS = 1000

@@ -25,9 +25,9 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
+from proxy.errors import S3Error
 from proxy.observe.logging import configure_logging
 from proxy.s3 import sigv4
-from proxy.s3.errors import S3Error
 from proxy.s3.forwarding import downstream_headers
 from proxy.s3.request import RequestHead
 from proxy.s3.upstream import Credentials

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from proxy.errors import S3Error
 from proxy.identity.keyring import KeyRing
 from proxy.identity.keys import AccessKey, derive_secret, new_access_key_id
 from proxy.identity.principals import Caller, Principal
 from proxy.identity.sessions import issue_session
-from proxy.s3.errors import S3Error
 
 SERVER_KEY = b"r" * 40
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from proxy.errors import S3Error
 from proxy.identity.keyring import KeyRing
 from proxy.identity.principals import Principal
 from proxy.identity.sessions import issue_session
-from proxy.s3.errors import S3Error
 
 SERVER_KEY = b"k" * 48
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.errors import S3Error
 from proxy.identity.keys import derive_secret
 from proxy.identity.principals import Principal
 from proxy.identity.sessions import TOKEN_PREFIX, derive_session_secret, issue_session, open_session
-from proxy.s3.errors import S3Error
 
 SERVER_KEY = b"s" * 40
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -8,6 +8,7 @@ from botocore.utils import percent_encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.errors import S3Error
 from proxy.s3.addressing import (
     MAX_KEY_BYTES,
     Address,
@@ -18,7 +19,6 @@ from proxy.s3.addressing import (
     validate_bucket,
     validate_key,
 )
-from proxy.s3.errors import S3Error
 from proxy.s3.request import RequestHead
 
 BASE = "s3.test.local"

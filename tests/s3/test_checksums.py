@@ -10,8 +10,8 @@ from botocore import httpchecksum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.errors import S3Error
 from proxy.s3.checksums import ALGORITHMS, algorithm_for_header, checksum_header_name, new_checksum
-from proxy.s3.errors import S3Error
 
 # The catalogued CRC "check" values (CRC of b"123456789") and the FIPS digests of the same input.
 CHECK_VALUES = {

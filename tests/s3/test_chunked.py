@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from s3.aws_chunked_encoder import derive_key, encode_signed, encode_unsigned, split_payload
 
+from proxy.errors import S3Error
 from proxy.s3 import sigv4
 from proxy.s3.checksums import new_checksum
 from proxy.s3.chunked import ChunkedDecoder, ChunkedSpec, chunk_signature, chunked_spec, trailer_signature
-from proxy.s3.errors import S3Error
 from proxy.s3.request import RequestHead
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from proxy.access.grants import Action, Overwrite, Scope, Target
+from proxy.errors import S3Error
 from proxy.s3.addressing import validate_key
-from proxy.s3.errors import S3Error
 from proxy.s3.operations import _RULES, UNKNOWN, Operation, classify
 from proxy.s3.request import RequestHead
 

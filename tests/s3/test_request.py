@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.s3.errors import S3Error
+from proxy.errors import S3Error
 from proxy.s3.request import RequestHead, _strict_unquote, parse_query
 
 # Escapes valid and not (%zz, a lone %, truncated UTF-8), with literal ASCII and non-ASCII text around.

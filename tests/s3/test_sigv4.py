@@ -20,8 +20,8 @@ from botocore.utils import percent_encode, percent_encode_sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.errors import S3Error
 from proxy.s3 import sigv4
-from proxy.s3.errors import S3Error
 from proxy.s3.request import RequestHead
 
 AKID = "AKIAIOSFODNN7EXAMPLE"

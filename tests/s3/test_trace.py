@@ -8,9 +8,9 @@ import pytest
 
 from proxy.access.decide import ABSENT, NO_GRANT, SOURCE_NETWORK, Allow, Deny
 from proxy.access.grants import Action, Grant, Scope, Target
+from proxy.errors import S3Error
 from proxy.identity.principals import Caller, Principal
 from proxy.observe.events import Outcome, Verdict
-from proxy.s3.errors import S3Error
 from proxy.s3.operations import Operation
 from proxy.s3.trace import Trace, event_of
 

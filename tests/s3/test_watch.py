@@ -8,12 +8,12 @@ import pytest
 
 from proxy.access.grants import Action, Grant, Target
 from proxy.access.index import GrantIndex
+from proxy.errors import S3Error
 from proxy.identity.keyring import KeyRing
 from proxy.identity.keys import AccessKey
 from proxy.identity.principals import Principal
 from proxy.live_state import View
 from proxy.observe.events import Outcome
-from proxy.s3.errors import S3Error
 from proxy.s3.watch import TransferCut, TransferWatch
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from botocore.config import Config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.s3.errors import S3Error
+from proxy.errors import S3Error
 from proxy.s3.xmlbodies import (
     MAX_DELETE_BODY,
     MAX_DELETE_KEYS,

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
+from proxy.errors import S3Error
 from proxy.identity import tokens
 from proxy.s3 import sigv4
 from proxy.s3.chunked import ChunkedDecoder, ChunkedSpec
-from proxy.s3.errors import S3Error
 from proxy.s3.request import RequestHead
 
 PROXY = Path(__file__).resolve().parents[2] / "proxy"

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from multidict import CIMultiDict
 
+from proxy.errors import S3Error
 from proxy.s3 import sigv4
-from proxy.s3.errors import S3Error
 from proxy.s3.request import RequestHead
 from proxy.s3.upstream import Credentials
 from proxy.sidecar import outbound

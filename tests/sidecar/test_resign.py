@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from support.rawclient import RawClient, Trailer, crc32_b64, encode_signed, split
 
+from proxy.errors import S3Error
 from proxy.s3 import sigv4
 from proxy.s3.chunked import ChunkedDecoder, chunked_spec
-from proxy.s3.errors import S3Error
 from proxy.s3.request import RequestHead
 from proxy.sidecar.resign import ChunkFramingError, ChunkResigner, ResignKey
 

@@ -22,12 +22,12 @@ from proxy.access.decide import Allow, Deny
 from proxy.access.grants import Action, Grant, Target
 from proxy.access.index import GrantIndex
 from proxy.access.policy import Policy, Resource, ResourcePath, StandingAccess
+from proxy.errors import S3Error
 from proxy.grant_source import Snapshot
 from proxy.identity.keyring import KeyRing
 from proxy.identity.principals import Principal
 from proxy.live_state import LiveState
 from proxy.observe.events import EventBus
-from proxy.s3.errors import S3Error
 from proxy.store.engine import create_engine_for
 from proxy.store.schema import grants, principals, store_state
 from proxy.store.sql import SqlStore, _alembic_config

@@ -11,8 +11,8 @@ import pytest
 from support.postgres import PostgresCluster
 
 from proxy.access.grants import Action
+from proxy.errors import S3Error
 from proxy.live_state import LiveState
-from proxy.s3.errors import S3Error
 from proxy.store.engine import create_engine_for
 from proxy.store.notify import listen_for_changes
 from proxy.store.sql import SqlStore
