@@ -14,6 +14,7 @@ from proxy.access.budgets import Usage
 from proxy.access.durations import iso
 from proxy.access.grants import Grant
 from proxy.access.requests import AccessRequest
+from proxy.access.reviews import AccessReview
 
 
 def request_fields(request: AccessRequest) -> dict[str, Any]:
@@ -49,6 +50,22 @@ def grant_fields(grant: Grant) -> dict[str, Any]:
         "starts_at": iso(grant.starts_at),
         "budget": grant.budget.as_dict() if grant.budget is not None else None,
         "terms_accepted": grant.terms.as_dict() if grant.terms is not None else None,
+    }
+
+
+def review_fields(review: AccessReview) -> dict[str, Any]:
+    return {
+        "review_id": review.id,
+        "grant_id": review.grant_id,
+        "principal": review.principal,
+        "resource_name": review.resource_name,
+        "resource": review.resource,
+        "period_start": iso(review.period_start),
+        "due_at": iso(review.due_at),
+        "deadline": iso(review.deadline),
+        "review_status": review.status.value,
+        "decided_by": review.decided_by or None,
+        "comment": review.comment or None,
     }
 
 
@@ -176,6 +193,39 @@ class BreakGlassReviewed(WorkflowEvent):
         return {**WorkflowEvent.as_dict(self), **request_fields(self.request)}
 
 
+@dataclass(frozen=True, slots=True)
+class ReviewDue(WorkflowEvent):
+    """A long-held grant needs a review (`final`: the last reminder before the grace period ends)."""
+
+    kind: ClassVar[str] = "review_due"
+    review: AccessReview
+    reviewers: tuple[str, ...] = ()  # the groups that may decide it
+    final: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **WorkflowEvent.as_dict(self),
+            **review_fields(self.review),
+            "reviewers": list(self.reviewers),
+            "final": self.final,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewDecided(WorkflowEvent):
+    """A review closed: confirmed or revoked by a reviewer, or missed (the grant revoked by the sweep)."""
+
+    kind: ClassVar[str] = "review_decided"
+    review: AccessReview
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **WorkflowEvent.as_dict(self),
+            **review_fields(self.review),
+            "decision": self.review.status.value,
+        }
+
+
 ALL_EVENTS: tuple[type[WorkflowEvent], ...] = (
     RequestCreated,
     ApprovalRecorded,
@@ -187,4 +237,6 @@ ALL_EVENTS: tuple[type[WorkflowEvent], ...] = (
     GrantBudgetSpent,
     BreakGlassUsed,
     BreakGlassReviewed,
+    ReviewDue,
+    ReviewDecided,
 )

@@ -40,6 +40,15 @@ class ResourcePath:
 
 
 @dataclass(frozen=True, slots=True)
+class ReviewSchedule:
+    """A resource's periodic review of long-held access (proxy/access/reviews.py)."""
+
+    every: timedelta
+    grace: timedelta
+    reviewer_groups: frozenset[str] = frozenset()  # empty: the approvers of the resource's rules
+
+
+@dataclass(frozen=True, slots=True)
 class Resource:
     """A named protected area (e.g. `models`): one or more paths."""
 
@@ -48,6 +57,7 @@ class Resource:
     description: str = ""
     protected: bool = False  # overwriting or deleting under it needs two distinct approvals
     terms: str = ""  # dataset terms a requester must acknowledge (proxy/access/terms.py)
+    review: ReviewSchedule | None = None  # long-held access is reviewed every period
 
     def path_for(self, bucket: str, prefix: str) -> ResourcePath | None:
         """The most specific of this resource's paths that contains `s3://bucket/prefix`."""

@@ -16,7 +16,7 @@ from proxy.access.budgets import Budget
 from proxy.access.decoys import DecoySet
 from proxy.access.durations import parse_duration
 from proxy.access.grants import Action, parse_actions, parse_resource
-from proxy.access.policy import ANYONE, Policy, Resource, ResourcePath, Rule, StandingAccess
+from proxy.access.policy import ANYONE, Policy, Resource, ResourcePath, ReviewSchedule, Rule, StandingAccess
 
 _RESOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
@@ -52,6 +52,34 @@ class ResourceSettings(_Section):
     # Dataset terms (a licence, consent limits): shown wherever access is asked for; a request must
     # carry the SHA-256 of this exact text to be accepted.
     terms: str = Field("", max_length=20000)
+    # Periodic review of long-held access (standing grants, chains of extensions): every `review_every`
+    # of continuous access the reviewers confirm or revoke it; undecided after `review_grace`, it is
+    # revoked. `reviewers` (groups) default to the approvers of the resource's rules.
+    review_every: str = ""
+    review_grace: str = "7d"
+    reviewers: list[str] = Field(default_factory=list)
+
+    @field_validator("review_every")
+    @classmethod
+    def _valid_every(cls, value: str) -> str:
+        return _duration(value) if value else value
+
+    @field_validator("review_grace")
+    @classmethod
+    def _valid_grace(cls, value: str) -> str:
+        return _duration(value)
+
+    @field_validator("reviewers")
+    @classmethod
+    def _valid_reviewers(cls, values: list[str]) -> list[str]:
+        return _groups(values)
+
+    def review(self) -> ReviewSchedule | None:
+        if not self.review_every:
+            return None
+        return ReviewSchedule(
+            parse_duration(self.review_every), parse_duration(self.review_grace), frozenset(self.reviewers)
+        )
 
     @field_validator("paths")
     @classmethod
@@ -235,6 +263,13 @@ class PolicySettings(_Section):
             if (entry.principal, entry.resource) in seen:
                 raise ValueError(f"standing[{i}]: {entry.principal} on {entry.resource} is listed twice")
             seen.add((entry.principal, entry.resource))
+        for name, spec in self.resources.items():
+            approvers = [g for rule in self.rules if rule.resource == name for g in rule.approver_groups]
+            if spec.review_every and not (spec.reviewers or approvers or self.admin_groups):
+                raise ValueError(
+                    f"resources.{name}: review_every is set but nobody reviews: set reviewers, or "
+                    "approver_groups on its rules, or admin_groups"
+                )
         return self
 
     def decoys(self) -> DecoySet:
@@ -249,6 +284,7 @@ class PolicySettings(_Section):
                 spec.description,
                 spec.protected,
                 spec.terms.strip(),
+                spec.review(),
             )
             for name, spec in self.resources.items()
         )

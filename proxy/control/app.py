@@ -7,7 +7,7 @@ from html import escape
 from aiohttp import web
 
 from proxy.config import Settings
-from proxy.control import audit_api
+from proxy.control import audit_api, reviews_api
 from proxy.control import web as web_pages
 from proxy.control.api import WORKFLOW, api_app
 from proxy.control.approver_context import APPROVER_CONTEXT, ApproverContext
@@ -85,6 +85,7 @@ def control_app(
         if notifiers is not None and notifiers.slack is not None:
             notifiers.slack.describe = context.lines
         api = api_app(workflow, context)
+        reviews_api.install(api)
         if observability is not None:
             audit_api.install(api, observability)
         app.add_subapp("/api/v1", api)

@@ -6,6 +6,7 @@ from typing import Any
 
 from proxy.access.grants import Action
 from proxy.access.requests import RequestStatus
+from proxy.access.reviews import ReviewStatus
 
 VERSION = "1.0.0"
 
@@ -288,6 +289,92 @@ def _schemas() -> dict[str, Any]:
                 "rule": {"oneOf": [_ref("Rule"), {"type": "null"}]},
             },
         },
+        "Review": {
+            "type": "object",
+            "description": "A periodic review of long-held access (a resource's `review_every`).",
+            "properties": {
+                "id": {"type": "string"},
+                "grant_id": {"type": "string"},
+                "principal": {"type": "string", "description": "Who holds the access."},
+                "resource_name": {"type": "string"},
+                "resource": {"type": "string"},
+                "status": {"type": "string", "enum": [s.value for s in ReviewStatus]},
+                "period_start": {**_TIME, "description": "When access began or was last confirmed."},
+                "due_at": _TIME,
+                "deadline": {**_TIME, "description": "Undecided by then, the grant is revoked."},
+                "reminded_at": _TIME,
+                "decided_by": {"type": ["string", "null"]},
+                "decided_at": _TIME,
+                "comment": {"type": ["string", "null"]},
+                "reviewers": {"type": "array", "items": {"type": "string"}},
+                "can_decide": {"type": "boolean"},
+                "usage": {
+                    "type": "object",
+                    "description": "Use of the grant and the grants it extends.",
+                    "properties": {
+                        "requests": {"type": "integer"},
+                        "objects_read": {"type": "integer"},
+                        "bytes_read": {"type": "integer"},
+                        "bytes_written": {"type": "integer"},
+                        "first_used_at": _TIME,
+                        "last_used_at": _TIME,
+                        "used_in_period": {"type": "boolean"},
+                        "grants": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _reviews_paths() -> dict[str, Any]:
+    review_id = _id_param("Review id, e.g. v_Abc123")
+    return {
+        "/api/v1/reviews": {
+            "get": {
+                "summary": "Reviews of long-held access you hold or review",
+                "parameters": [
+                    _query(
+                        "status",
+                        {"type": "string", "enum": [*(s.value for s in ReviewStatus), "all"]},
+                        "Default open.",
+                    )
+                ],
+                "responses": {"200": _json(_listing("reviews", "Review"), "Reviews."), **_problems(400, 401)},
+            }
+        },
+        "/api/v1/reviews/{id}": {
+            "get": {
+                "summary": "One review, with the holder's use",
+                "parameters": [review_id],
+                "responses": {"200": _json(_ref("Review"), "The review."), **_problems(401, 404)},
+            },
+            "post": {
+                "summary": "Confirm (access continues until the next review) or revoke (it ends now)",
+                "description": "By a reviewer of the resource or an admin, never the holder; only while "
+                "the review is open and its grace period has not ended.",
+                "parameters": [review_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["decision"],
+                                "properties": {
+                                    "decision": {"type": "string", "enum": ["confirm", "revoke"]},
+                                    "comment": {"type": "string", "maxLength": 2000},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("Review"), "The review as decided."),
+                    **_problems(400, 401, 403, 404, 409, 422),
+                },
+            },
+        },
     }
 
 
@@ -495,5 +582,5 @@ def openapi_document() -> dict[str, Any]:
             },
             "schemas": _schemas(),
         },
-        "paths": _paths(),
+        "paths": {**_paths(), **_reviews_paths()},
     }

@@ -24,9 +24,10 @@ import structlog
 
 from proxy.access.budgets import Usage
 from proxy.access.durations import iso
-from proxy.access.events import WorkflowEvent, grant_fields, request_fields
+from proxy.access.events import WorkflowEvent, grant_fields, request_fields, review_fields
 from proxy.access.grants import Grant
 from proxy.access.requests import AccessRequest
+from proxy.access.reviews import AccessReview
 from proxy.notify.counters import Outcomes
 from proxy.notify.settings import ANOMALY_EVENT, WebhookSettings
 from proxy.observe.events import AnomalyAlert
@@ -94,6 +95,7 @@ def document(event: Any, event_id: str) -> dict[str, Any] | None:
         "request": None,
         "grant": None,
         "alert": None,
+        "review": None,
     }
     if isinstance(event, AnomalyAlert):
         occurred = datetime.fromtimestamp(event.at, UTC)
@@ -111,6 +113,10 @@ def document(event: Any, event_id: str) -> dict[str, Any] | None:
     if request is not None:
         doc["request"] = _request_json(request)
         doc["resource"] = {"name": request.resource_name, "uri": request.resource}
+    review: AccessReview | None = getattr(event, "review", None)
+    if review is not None:
+        doc["review"] = {**review_fields(review), "reviewers": list(getattr(event, "reviewers", ()))}
+        doc["resource"] = {"name": review.resource_name, "uri": review.resource}
     if grant is not None:
         doc["grant"] = _grant_json(grant, getattr(event, "usage", None))
         doc["resource"] = doc["resource"] or {"name": None, "uri": grant.resource}

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     false,
 )
 
@@ -206,6 +207,33 @@ grant_notices = Table(
     Column("grant_id", String(32), primary_key=True),
     Column("kind", String(20), primary_key=True),  # "expiring" | "expired"
     Column("sent_at", UtcDateTime, nullable=False),
+)
+
+# --- access reviews (migration 0016) ---
+
+# One periodic review of one long-held grant (proxy/access/reviews.py). (grant_id, due_at) is unique and
+# due_at follows from the stored history alone, so two gateways opening the same review open one row.
+access_reviews = Table(
+    "access_reviews",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("grant_id", String(32), nullable=False),
+    Column("principal", String(200), nullable=False),
+    Column("resource_name", String(64), nullable=False),
+    Column("bucket", String(255), nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("period_start", UtcDateTime, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("deadline", UtcDateTime, nullable=False),
+    Column("remind_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reminded_at", UtcDateTime, nullable=True),
+    Column("decided_by", String(200), nullable=False),
+    Column("decided_at", UtcDateTime, nullable=True),
+    Column("comment", Text, nullable=False),
+    UniqueConstraint("grant_id", "due_at", name="uq_access_reviews_grant_id"),
+    Index("ix_access_reviews_status", "status"),
 )
 
 # --- Slack messages (migration 0006) ---

@@ -367,17 +367,8 @@ class SqlStore:
         """Revoke a grant; None if unknown. A grant already revoked is returned as it was (idempotent)."""
         require_aware(now)
         async with self._writer.begin() as conn:
-            result = await conn.execute(
-                update(grants)
-                .where(grants.c.id == grant_id, grants.c.revoked_at.is_(None))
-                .values(revoked_at=now, revoked_by=actor, revoke_reason=reason)
-            )
-            if result.rowcount:
-                await bump_version(conn, [grant_id])
-            row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
-            if result.rowcount and row is not None:
-                await cut_off_sessions(conn, row.principal, now)
-        return None if row is None else grant_of_row(row)
+            _, grant = await revoke_in(conn, grant_id, now=now, actor=actor, reason=reason)
+        return grant
 
     # --- what gateways poll and load ---
 
@@ -413,6 +404,24 @@ class SqlStore:
 
 # Ids per UPDATE when stamping: far below any driver's limit on bound parameters.
 _STAMP_SLICE = 500
+
+
+async def revoke_in(
+    conn: AsyncConnection, grant_id: str, *, now: datetime, actor: str, reason: str
+) -> tuple[bool, Grant | None]:
+    """Revoke a grant inside the caller's transaction: (whether this call revoked it, the grant as it is
+    now; None if unknown)."""
+    result = await conn.execute(
+        update(grants)
+        .where(grants.c.id == grant_id, grants.c.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_by=actor, revoke_reason=reason)
+    )
+    if result.rowcount:
+        await bump_version(conn, [grant_id])
+    row = (await conn.execute(select(grants).where(grants.c.id == grant_id))).first()
+    if result.rowcount and row is not None:
+        await cut_off_sessions(conn, row.principal, now)
+    return bool(result.rowcount), None if row is None else grant_of_row(row)
 
 
 def new_grant_id() -> str:

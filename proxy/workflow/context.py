@@ -69,6 +69,18 @@ class WorkflowContext:
             raise NotFound("not_found", f"no request {request_id}")
         return request
 
+    async def chain(self, grant: Grant, limit: int = 100) -> list[Grant]:
+        """`grant` and the grants its extensions go back to, newest first (at most `limit`)."""
+        found = [grant]
+        while len(found) < limit:
+            current = found[-1]
+            request = await self.requests.get_request(current.request_id) if current.request_id else None
+            previous = await self.store.get_grant(request.extends) if request and request.extends else None
+            if previous is None:
+                break
+            found.append(previous)
+        return found
+
     async def settled(self) -> None:
         if self.settle is None:
             return

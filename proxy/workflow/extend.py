@@ -94,14 +94,8 @@ def _extension_request(
 
 async def _chain_start(workflow: Workflow, grant: Grant) -> datetime:
     """When access began: the grant's start, or that of the first grant its extensions go back to."""
-    current = grant
-    for _ in range(_MAX_CHAIN):
-        request = await workflow.requests.get_request(current.request_id) if current.request_id else None
-        previous = await workflow.store.get_grant(request.extends) if request and request.extends else None
-        if previous is None:
-            break
-        current = previous
-    return current.starts_at or current.created_at
+    first = (await workflow.ctx.chain(grant, _MAX_CHAIN))[-1]
+    return first.starts_at or first.created_at
 
 
 def _maximum(workflow: Workflow, grant: Grant, requester: Principal) -> timedelta | None:

@@ -3,7 +3,8 @@
 Every interface (JSON API, web pages, Slack, CLI) goes through this one `Workflow`, so the same rules
 apply everywhere. It only composes the services that do the work, one concern per module: requests.py
 (asking, reading requests), approvals.py (deciding them), grants.py (reading, revoking), standing.py
-(the policy's standing access), sweeps.py (expiry), tokens.py (API callers). The rules themselves are pure
+(the policy's standing access), sweeps.py (expiry), reviews.py (periodic reviews of long-held
+access), tokens.py (API callers). The rules themselves are pure
 functions in access/policy.py; the services load what they need, apply the decisions atomically in the
 store, and emit one event per state change.
 """
@@ -25,6 +26,7 @@ from proxy.workflow.errors import Conflict, Forbidden, Invalid, NotFound, Workfl
 from proxy.workflow.grants import Grants
 from proxy.workflow.oncall import PagerDutyOnCall
 from proxy.workflow.requests import Requests
+from proxy.workflow.reviews import Reviews
 from proxy.workflow.standing import Standing
 from proxy.workflow.sweeps import Sweep, Sweeps
 from proxy.workflow.tokens import Tokens
@@ -64,6 +66,7 @@ class Workflow:
         self.grants = Grants(self.ctx)
         self.standing = Standing(self.ctx)
         self.sweeps = Sweeps(self.ctx)
+        self.reviews = Reviews(self.ctx)
         self.tokens = Tokens(self.ctx)
 
         self.request_access = self.access_requests.request_access
@@ -119,7 +122,7 @@ async def running_workflow(workflow: Workflow, interval: float) -> AsyncIterator
             "the S3 listener does not refuse other networks",
         )
     await workflow.sync_standing()
-    task = asyncio.create_task(_sweep_forever(workflow.sweeps, interval), name="workflow-sweep")
+    task = asyncio.create_task(_sweep_forever(workflow, interval), name="workflow-sweep")
     try:
         yield workflow
     finally:
@@ -128,12 +131,14 @@ async def running_workflow(workflow: Workflow, interval: float) -> AsyncIterator
             await task
 
 
-async def _sweep_forever(sweeps: Sweeps, interval: float) -> None:
+async def _sweep_forever(workflow: Workflow, interval: float) -> None:
     while True:
-        try:
-            await sweeps.sweep()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("workflow_sweep_failed", error=repr(exc))
+        # One failing sweep does not hold up the other: expiry and reviews are independent.
+        for name, sweep in (("expiry", workflow.sweeps.sweep), ("reviews", workflow.reviews.sweep)):
+            try:
+                await sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("workflow_sweep_failed", sweep=name, error=repr(exc))
         await asyncio.sleep(interval)

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from support.policies import MODELS_RULE
 
 from proxy.access.policy import Policy, Resource, ResourcePath
+from proxy.control import reviews_api
 from proxy.control.api import ROUTES
 from proxy.control.app import control_app
 from proxy.control.audit_api import audit_query
@@ -228,7 +229,7 @@ async def test_openapi_document_is_public_and_describes_every_route(api: Api) ->
     assert resp.status == 200
     document = await resp.json()
     assert document["openapi"].startswith("3.")
-    served = {(method.lower(), "/api/v1" + path) for method, path, _ in ROUTES}
+    served = {(method.lower(), "/api/v1" + path) for method, path, _ in (*ROUTES, *reviews_api.ROUTES)}
     described = {(method, path) for path, ops in document["paths"].items() for method in ops}
     assert served == described
     # Every $ref points at a schema that exists.

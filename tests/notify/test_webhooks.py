@@ -57,6 +57,7 @@ TOP_LEVEL = {
     "request",
     "grant",
     "alert",
+    "review",
 }
 
 

@@ -1,0 +1,102 @@
+"""Periodic access reviews (pure): which long-held grants are due for review, who may decide one, and
+when a review left undecided is reminded about and then missed.
+
+The rule for "held for long": a grant of a resource with `review_every` is due once access has been held
+continuously for that long since it began or since its last confirmed review. Access began when the first
+grant of its chain of extensions began (a standing grant, or one with no expiry, began at its creation), so
+a one-hour grant never comes up, but standing access or access kept alive by extensions does, every period.
+No clock reads: callers pass `now` and the moment access began or was last confirmed (`anchor`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from proxy.access.grants import Grant
+from proxy.access.policy import Policy, Rejected, Resource
+from proxy.access.reviews import AccessReview, ReviewStatus
+from proxy.identity.principals import Principal
+
+# The last reminder goes out this long before the grace period ends (or half-way through a shorter one).
+FINAL_NOTICE = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class DueReview:
+    """A review the sweep should open now (its id is chosen by the store)."""
+
+    grant: Grant
+    resource: Resource
+    period_start: datetime
+    due_at: datetime
+    deadline: datetime
+    remind_at: datetime
+
+
+def reviewer_groups(policy: Policy, resource: Resource) -> frozenset[str]:
+    schedule = resource.review
+    if schedule is not None and schedule.reviewer_groups:
+        return schedule.reviewer_groups
+    return frozenset(g for rule in policy.rules_for(resource.name) for g in rule.approver_groups)
+
+
+def reviewed_resource(policy: Policy, grant: Grant) -> Resource | None:
+    """The resource whose review schedule covers `grant`, if it has one."""
+    matched = policy.match(grant.bucket, grant.prefix)
+    if matched is None or matched[0].review is None:
+        return None
+    return matched[0]
+
+
+def remind_at(due_at: datetime, grace: timedelta) -> datetime:
+    return due_at + grace - min(FINAL_NOTICE, grace / 2)
+
+
+def due(policy: Policy, grant: Grant, anchor: datetime, now: datetime) -> DueReview | None:
+    """The review `grant` needs now, if access held since `anchor` reached its resource's period."""
+    resource = reviewed_resource(policy, grant)
+    if resource is None or resource.review is None or not grant.is_active(now):
+        return None
+    schedule = resource.review
+    due_at = anchor + schedule.every
+    if due_at > now:
+        return None
+    deadline = due_at + schedule.grace
+    return DueReview(grant, resource, anchor, due_at, deadline, remind_at(due_at, schedule.grace))
+
+
+def period_anchor(began: datetime, confirmations: list[datetime]) -> datetime:
+    """Where the current period starts: the last confirmation, or when access began."""
+    return max([began, *confirmations])
+
+
+def may_see(policy: Policy, review: AccessReview, viewer: Principal) -> bool:
+    if viewer.name == review.principal or policy.is_admin(viewer):
+        return True
+    resource = policy.resource(review.resource_name)
+    return resource is not None and not reviewer_groups(policy, resource).isdisjoint(viewer.groups)
+
+
+def check_decision(policy: Policy, review: AccessReview, actor: Principal, now: datetime) -> Rejected | None:
+    """Whether `actor` may confirm or revoke `review` now: a reviewer (or an admin), never its holder,
+    while it is open and its grace period has not ended."""
+    if actor.name == review.principal:
+        return Rejected("self_review", "nobody reviews their own access")
+    if not may_decide(policy, review, actor):
+        return Rejected("not_a_reviewer", f"{actor.name} may not review access to {review.resource_name}")
+    if review.status is not ReviewStatus.OPEN:
+        by = f" by {review.decided_by}" if review.decided_by else ""
+        return Rejected("already_decided", f"review {review.id} is already {review.status.value}{by}")
+    if review.deadline <= now:
+        return Rejected("review_missed", f"review {review.id} was not decided in time: access is revoked")
+    return None
+
+
+def may_decide(policy: Policy, review: AccessReview, actor: Principal) -> bool:
+    if actor.name == review.principal:
+        return False
+    if policy.is_admin(actor):
+        return True
+    resource = policy.resource(review.resource_name)
+    return resource is not None and not reviewer_groups(policy, resource).isdisjoint(actor.groups)

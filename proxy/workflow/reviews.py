@@ -1,0 +1,172 @@
+"""Periodic reviews of long-held access: opening the reviews that fell due, reminding, revoking what was
+missed (the sweep), and the reviewers' confirm / revoke. The rules are pure, in proxy/access/review_rules.py;
+each transition is claimed in the store (proxy/store/reviews.py), so any number of gateways may sweep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.access import review_rules as rules
+from proxy.access.durations import iso
+from proxy.access.events import GrantRevoked, ReviewDecided, ReviewDue
+from proxy.access.grants import Grant
+from proxy.access.reviews import MISSED_REASON, AccessReview, Decision, ReviewStatus, parse_decision
+from proxy.audit.records import Usage
+from proxy.audit.store import AuditStore
+from proxy.identity.principals import Principal
+from proxy.store.reviews import Closed, ReviewStore
+from proxy.workflow.context import SYSTEM, WorkflowContext
+from proxy.workflow.errors import Conflict, Forbidden, Invalid, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewSweep:
+    opened: tuple[AccessReview, ...] = ()
+    reminded: tuple[AccessReview, ...] = ()
+    missed: tuple[AccessReview, ...] = ()
+
+
+@dataclass(slots=True)
+class Reviews:
+    ctx: WorkflowContext
+    store: ReviewStore = field(init=False)
+    audit: AuditStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = ReviewStore(self.ctx.store)
+        self.audit = AuditStore(self.ctx.store)
+
+    # --- the sweep -----------------------------------------------------------------------------------
+
+    async def sweep(self) -> ReviewSweep:
+        """Open the reviews that fell due, send the last reminders, and revoke the grants whose review was
+        missed. Each step is claimed in the store: with several gateways sweeping, each happens once."""
+        ctx = self.ctx
+        now = ctx.now()
+        active = await ctx.store.list_grants(active_at=now)
+        reviewed = [g for g in active if rules.reviewed_resource(ctx.policy, g) is not None]
+        opened: list[AccessReview] = []
+        if reviewed:
+            known = await self.store.of_grants(g.id for g in reviewed)
+            waiting = {r.grant_id for r in known if r.status is ReviewStatus.OPEN}
+            for grant in reviewed:
+                if grant.id not in waiting and (review := await self._open_if_due(grant)) is not None:
+                    opened.append(review)
+        reminded = await self.store.claim_reminders(now)
+        for review in reminded:
+            ctx.emit(self._due(review, final=True))
+        in_force = {g.id for g in active}
+        closed = await self.store.claim_missed(now, in_force, reason=MISSED_REASON)
+        await self._announce(closed, SYSTEM, MISSED_REASON)
+        # Reviews of grants that ended early (expired, revoked, extended into a new grant) wait for nothing.
+        stale = [r.id for r in await self.store.find(status=ReviewStatus.OPEN) if r.grant_id not in in_force]
+        if stale:
+            await self.store.close_lapsed(stale, now=now)
+        missed = tuple(c.review for c in closed if c.review.status is ReviewStatus.MISSED)
+        return ReviewSweep(tuple(opened), tuple(reminded), missed)
+
+    async def _open_if_due(self, grant: Grant) -> AccessReview | None:
+        chain = await self.ctx.chain(grant)
+        first = chain[-1]
+        confirmed = [
+            r.decided_at
+            for r in await self.store.of_grants(g.id for g in chain)
+            if r.status is ReviewStatus.CONFIRMED and r.decided_at is not None
+        ]
+        now = self.ctx.now()
+        anchor = rules.period_anchor(first.starts_at or first.created_at, confirmed)
+        due = rules.due(self.ctx.policy, grant, anchor, now)
+        if due is None:
+            return None
+        review = await self.store.open(due, now=now)
+        if review is not None:
+            self.ctx.emit(self._due(review, final=False))
+        return review
+
+    def _due(self, review: AccessReview, *, final: bool) -> ReviewDue:
+        left = review.deadline.isoformat(timespec="minutes")
+        reason = f"confirm or revoke by {left}, or the access is revoked"
+        return ReviewDue(self.ctx.now(), SYSTEM, reason, review, self.reviewer_groups(review), final)
+
+    def reviewer_groups(self, review: AccessReview) -> tuple[str, ...]:
+        resource = self.ctx.policy.resource(review.resource_name)
+        return tuple(sorted(rules.reviewer_groups(self.ctx.policy, resource))) if resource else ()
+
+    async def _announce(self, closed: list[Closed], actor: str, reason: str) -> None:
+        if any(c.revoked is not None for c in closed):
+            await self.ctx.settled()
+        now = self.ctx.now()
+        for done in closed:
+            if done.review.status is ReviewStatus.LAPSED:
+                continue
+            if done.revoked is not None:
+                self.ctx.emit(GrantRevoked(now, actor, reason, done.revoked))
+            self.ctx.emit(ReviewDecided(now, actor, reason, done.review))
+
+    # --- reviewers -----------------------------------------------------------------------------------
+
+    async def list_reviews(
+        self, viewer: Principal, *, status: ReviewStatus | None = ReviewStatus.OPEN
+    ) -> list[AccessReview]:
+        """Reviews `viewer` may see: their own access, and the resources they review (all, as an admin)."""
+        found = await self.store.find(status=status)
+        return [r for r in found if rules.may_see(self.ctx.policy, r, viewer)]
+
+    async def get_review(self, review_id: str, viewer: Principal) -> AccessReview:
+        review = await self.store.get(review_id)
+        if review is None or not rules.may_see(self.ctx.policy, review, viewer):
+            raise NotFound("not_found", f"no review {review_id}")
+        return review
+
+    def may_decide(self, review: AccessReview, viewer: Principal) -> bool:
+        return review.status is ReviewStatus.OPEN and rules.may_decide(self.ctx.policy, review, viewer)
+
+    async def decide(
+        self, review_id: str, actor: Principal, decision: Decision | str, comment: str = ""
+    ) -> AccessReview:
+        """Confirm (the grant continues until the next review) or revoke (it ends now)."""
+        chosen = decision if isinstance(decision, Decision) else parse_decision(decision)
+        if chosen is None:
+            raise Invalid("invalid_decision", 'decision must be "confirm" or "revoke"')
+        review = await self.get_review(review_id, actor)
+        now = self.ctx.now()
+        current = await self.ctx.principal(actor.name) or actor
+        refused = rules.check_decision(self.ctx.policy, review, current, now)
+        if refused is not None:
+            if refused.code in ("self_review", "not_a_reviewer"):
+                raise Forbidden(refused.code, refused.message)
+            raise Conflict(refused.code, refused.message)
+        status = ReviewStatus.CONFIRMED if chosen is Decision.CONFIRM else ReviewStatus.REVOKED
+        text = comment.strip()
+        reason = f"revoked in review{': ' + text if text else ''}"
+        closed = await self.store.decide(
+            review.id, status, actor=current.name, comment=text, now=now, reason=reason
+        )
+        if closed is None:
+            again = await self.store.get(review.id)
+            state = again.status.value if again else "gone"
+            raise Conflict("already_decided", f"review {review.id} is already {state}")
+        await self._announce([closed], current.name, text if chosen is Decision.CONFIRM else reason)
+        return closed.review
+
+    async def usage(self, review: AccessReview) -> dict[str, Any]:
+        """What the holder did with this access: the totals of its grant and the grants it extends, and
+        whether it was used at all in the period under review."""
+        grant = await self.ctx.store.get_grant(review.grant_id)
+        chain = await self.ctx.chain(grant) if grant is not None else []
+        total = Usage(review.grant_id, review.principal)
+        for part in chain:
+            found = await self.audit.usage(part.id)
+            if found is not None:
+                total.add(found)
+        return {
+            "requests": total.requests,
+            "objects_read": total.objects_read,
+            "bytes_read": total.bytes_read,
+            "bytes_written": total.bytes_written,
+            "first_used_at": iso(total.first_used_at),
+            "last_used_at": iso(total.last_used_at),
+            "used_in_period": total.last_used_at is not None and total.last_used_at >= review.period_start,
+            "grants": [g.id for g in chain],
+        }
