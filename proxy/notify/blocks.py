@@ -28,6 +28,7 @@ from proxy.access.durations import format_duration, iso, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Policy, Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.reviews import AccessReview
 from proxy.access.terms import terms_sha256
 from proxy.observe.events import AnomalyAlert
 
@@ -36,6 +37,9 @@ DENY = "grantgate_deny"
 DENY_VIEW = "grantgate_deny_reason"
 EXTEND = "grantgate_extend"  # the expiry DM's button: its value is the grant's id
 REQUEST_VIEW = "grantgate_request"
+# A review reminder's buttons: their value is the review's id.
+REVIEW_CONFIRM = "grantgate_review_confirm"
+REVIEW_REVOKE = "grantgate_review_revoke"
 # block_id / action_id of the request modal's inputs
 RESOURCE_BLOCK, RESOURCE_INPUT = "resource", "resource_input"
 ACTIONS_BLOCK, ACTIONS_INPUT = "actions", "actions_input"
@@ -217,6 +221,40 @@ def expiring_dm_blocks(grant: Grant, reason: str, by: timedelta) -> list[dict[st
             ActionsBlock(block_id=f"extend:{grant.id}", elements=[button]),
         ]
     )
+
+
+def review_text(review: AccessReview, *, holder: bool, final: bool) -> str:
+    """A review reminder: to the holder (someone will look at your access) or to the reviewers."""
+    deadline = _when(review.deadline)
+    last = ":warning: *Last reminder.* " if final else ""
+    if holder:
+        return (
+            f"{last}:mag: Your standing access to `{esc(review.resource)}` is up for its periodic review "
+            f"(held since {_when(review.period_start)}). Unless a reviewer confirms it by {deadline}, it is "
+            "revoked."
+        )
+    return (
+        f"{last}:mag: *Access review*: {esc(review.principal)} has held `{esc(review.resource)}` since "
+        f"{_when(review.period_start)}. Confirm or revoke by {deadline}; undecided, it is revoked."
+    )
+
+
+def review_blocks(review: AccessReview, text: str) -> list[dict[str, Any]]:
+    """The reviewers' reminder with Confirm and Revoke buttons."""
+    buttons = [
+        ButtonElement(text="Confirm", action_id=REVIEW_CONFIRM, value=review.id, style="primary"),
+        ButtonElement(text="Revoke", action_id=REVIEW_REVOKE, value=review.id, style="danger"),
+    ]
+    return _dicts(
+        [
+            SectionBlock(text=MarkdownTextObject(text=text)),
+            ActionsBlock(block_id=f"review:{review.id}", elements=buttons),
+        ]
+    )
+
+
+def review_revoked_dm(review: AccessReview, reason: str) -> str:
+    return f":lock: Your access to `{esc(review.resource)}` was revoked: {esc(reason)}."
 
 
 def expired_dm(grant: Grant) -> str:

@@ -23,6 +23,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from proxy.access import policy as rules
 from proxy.access.extensions import offered
 from proxy.access.requests import RequestStatus
+from proxy.access.reviews import Decision
 from proxy.identity.principals import Principal
 from proxy.notify import blocks
 from proxy.notify.slack import SlackNotifier
@@ -50,6 +51,9 @@ _FIELD_OF_CODE = {
     "terms_not_accepted": blocks.TERMS_BLOCK,
     "terms_changed": blocks.TERMS_BLOCK,
 }
+
+_REVIEW_DECISIONS = {blocks.REVIEW_CONFIRM: Decision.CONFIRM, blocks.REVIEW_REVOKE: Decision.REVOKE}
+_PAST = {Decision.CONFIRM: "confirmed", Decision.REVOKE: "revoked"}
 
 
 class _FuncClock(Clock):
@@ -182,6 +186,10 @@ class SlackInteractions:
         if action_id == blocks.EXTEND and request_id:
             await self._extend(request_id, user, str(payload.get("response_url", "")))
             return
+        if action_id in _REVIEW_DECISIONS and request_id:
+            decision = _REVIEW_DECISIONS[action_id]
+            await self._review(request_id, decision, user, str(payload.get("response_url", "")))
+            return
         if action_id not in (blocks.APPROVE, blocks.DENY) or not request_id:
             return
         response_url = str(payload.get("response_url", ""))
@@ -227,6 +235,24 @@ class SlackInteractions:
             await self._reply(response_url, f"Not extended: {exc.message}")
             return
         await self._reply(response_url, outcome.message)
+
+    async def _review(self, review_id: str, decision: Decision, user: str, response_url: str) -> None:
+        """A review reminder's Confirm / Revoke: decided as the API would, by whoever clicked."""
+        reviewer = await self._act_as(user)
+        if reviewer is None:
+            await self._not_linked(response_url)
+            return
+        try:
+            review = await self.workflow.reviews.decide(
+                review_id, reviewer, decision, f"{_PAST[decision]} in Slack"
+            )
+        except WorkflowError as exc:
+            log.info("slack_review_refused", review_id=review_id, actor=reviewer.name, code=exc.code)
+            await self._reply(response_url, f"Not {_PAST[decision]}: {exc.message}")
+            return
+        await self._reply(
+            response_url, f"{review.principal}'s access to {review.resource} is {review.status.value}."
+        )
 
     async def _show_current(self, request_id: str) -> None:
         # Someone else decided first: make sure the message shows it, whichever gateway they used.

@@ -1,6 +1,6 @@
 """Email notifications over SMTP: new requests to their approvers' lists, decisions to requesters, expiry
-warnings to holders. An observer of workflow events; sending runs off the event loop, and a failure is
-logged and counted, never raised into the workflow."""
+warnings to holders, review reminders to holders and reviewers' lists. An observer of workflow events;
+sending runs off the event loop, and a failure is logged and counted, never raised into the workflow."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from email.message import EmailMessage
 import structlog
 
 from proxy.access.durations import format_duration
-from proxy.access.events import GrantExpiring, RequestCreated, RequestDecided
+from proxy.access.events import GrantExpiring, RequestCreated, RequestDecided, ReviewDecided, ReviewDue
 from proxy.access.policy import Policy
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.reviews import AccessReview, ReviewStatus
 from proxy.notify.counters import Outcomes
 from proxy.notify.mail_settings import EmailSettings
 
@@ -50,6 +51,19 @@ def decision_mail(request: AccessRequest) -> tuple[str, str]:
     )
 
 
+def review_mail(review: AccessReview, reason: str, final: bool, public_url: str) -> tuple[str, str]:
+    """To the holder and the reviewers' lists: who holds what since when, and what happens if nobody acts."""
+    last = "Last reminder: " if final else ""
+    subject = f"[GrantGate] {last}review {review.principal}'s access to {review.resource}"
+    body = (
+        f"{review.principal} has held {review.resource} (grant {review.grant_id}) since "
+        f"{review.period_start.isoformat(timespec='minutes')}. Reviewers: {reason}.\n\n"
+        f"Review it on {public_url}/reviews or with `grantgate reviews confirm {review.id}` / "
+        f"`grantgate reviews revoke {review.id}`."
+    )
+    return subject, body
+
+
 class EmailNotifier:
     def __init__(self, settings: EmailSettings, policy: Policy, public_url: str, outcomes: Outcomes) -> None:
         self.settings = settings
@@ -74,6 +88,17 @@ class EmailNotifier:
                     f"or with `grantgate extend {grant.id} --by 2h`."
                 )
                 self._send([self.settings.address_of(grant.principal)], subject, body)
+            case ReviewDue(review=review, reviewers=reviewers, final=final, reason=reason):
+                subject, body = review_mail(review, reason, final, self.public_url)
+                lists = [self.settings.group_addresses.get(g) for g in reviewers]
+                self._send([self.settings.address_of(review.principal), *lists], subject, body)
+            case ReviewDecided(review=review, reason=reason) if review.status in (
+                ReviewStatus.REVOKED,
+                ReviewStatus.MISSED,
+            ):
+                subject = f"[GrantGate] Your access to {review.resource} was revoked"
+                body = f"Grant {review.grant_id} ({review.resource}) was revoked: {reason}."
+                self._send([self.settings.address_of(review.principal)], subject, body)
 
     def _approver_lists(self, request: AccessRequest) -> list[str]:
         """The lists of the groups that approve any resource of the request."""

@@ -26,9 +26,12 @@ from proxy.access.events import (
     GrantExpiring,
     RequestCreated,
     RequestDecided,
+    ReviewDecided,
+    ReviewDue,
 )
 from proxy.access.extensions import offered
 from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.reviews import AccessReview, ReviewStatus
 from proxy.notify import blocks
 from proxy.notify.counters import Outcomes
 from proxy.notify.settings import SlackSettings
@@ -41,6 +44,7 @@ QUEUE_LIMIT = 5_000
 BINDING_TTL_SECONDS = 300.0
 POLICY_ACTOR = "policy"  # the workflow's actor for instant decisions: nobody to tell but the requester
 Job = Callable[[], Awaitable[object]]  # a Slack call; what it answers is not used
+_ENDED = (ReviewStatus.REVOKED, ReviewStatus.MISSED)  # reviews whose holder lost access
 
 
 # --- binding Slack users to principals (pure) -----------------------------------------------------
@@ -163,6 +167,12 @@ class SlackNotifier:
                 self._queue(lambda: self.dm(grant.principal, blocks.expiring_dm(grant, reason), offer))
             case GrantExpired(grant=grant) if grant.expires_at is not None:
                 self._queue(lambda: self.dm(grant.principal, blocks.expired_dm(grant)))
+            case ReviewDue(review=review, final=final):
+                holder = blocks.review_text(review, holder=True, final=final)
+                self._queue(lambda: self.dm(review.principal, holder))
+                self._queue(lambda: self.post_review(review, final))
+            case ReviewDecided(review=review, reason=reason) if review.status in _ENDED:
+                self._queue(lambda: self.dm(review.principal, blocks.review_revoked_dm(review, reason)))
             case BreakGlassUsed(request=request, grant=grant):
                 self._queue(lambda: self.to_security(blocks.break_glass_text(request, grant)))
             case AnomalyAlert():
@@ -243,6 +253,17 @@ class SlackNotifier:
             blocks=blocks.message_blocks(request, await self._context(request)),
         )
         await self.messages.remember(request.id, str(resp["channel"]), str(resp["ts"]))
+
+    async def post_review(self, review: AccessReview, final: bool) -> None:
+        """The reviewers' reminder, with Confirm / Revoke, in the channel of the resource's requests."""
+        channel = self.settings.channel_for(review.resource_name)
+        if not channel:
+            log.warning("slack_no_channel", resource=review.resource_name, review_id=review.id)
+            return
+        text = blocks.review_text(review, holder=False, final=final)
+        await self.client.chat_postMessage(
+            channel=channel, text=text, blocks=blocks.review_blocks(review, text)
+        )
 
     async def refresh_message(self, request: AccessRequest) -> None:
         where = await self.messages.find(request.id)
