@@ -19,6 +19,7 @@ from proxy.cli.decoys import decoys
 from proxy.cli.grants import grants
 from proxy.cli.init import init
 from proxy.cli.keys import keys
+from proxy.cli.reviews import reviews
 from proxy.cli.serve import demo, serve
 from proxy.cli.tokens import tokens
 from proxy.config import ConfigError
@@ -63,6 +64,7 @@ for _command in (
     init,
     audit,
     decoys,
+    reviews,
     sidecar,
     access.login,
     access.whoami,

@@ -7,14 +7,20 @@ it began (or was last confirmed), as 90 days would in production.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from click.testing import CliRunner
 from support.access import api, read
+from support.cli import user_error
 from support.observed import audit_events, eventually
 from support.world import BUCKET, Identity, World, running_world
+
+from proxy.cli import main
 
 POLICY = f"""
 [policy]
@@ -154,3 +160,48 @@ def test_a_short_grant_is_never_reviewed(world: World, unique: str) -> None:
     eventually(lambda: open_review(world, token, standing.id), what="the standing grant's review")
     status, body = api(world, token, "GET", "/reviews?status=all")
     assert status == 200 and not [r for r in body["reviews"] if r["grant_id"] == short.id]
+
+
+def cli_env(world: World, who: Identity, home: Path) -> dict[str, str]:
+    return {
+        "GRANTGATE_API_URL": world.http.control_url,
+        "XDG_CONFIG_HOME": str(home),
+        "GRANTGATE_CONFIG": "",
+        "GRANTGATE_TOKEN": world.api_token(who),
+    }
+
+
+def test_reviews_through_the_cli(world: World, unique: str, tmp_path: Path) -> None:
+    alice, carol, key = holder_and_reviewer(world, unique)
+    grant = world.grant(alice, f"s3://{BUCKET}/reviewed/{unique}/", "read", ttl=None)
+    read(world, alice, key)
+    env = cli_env(world, carol, tmp_path)
+    runner = CliRunner()
+    review = eventually(lambda: open_review(world, env["GRANTGATE_TOKEN"], grant.id), what="the review")
+
+    listed = eventually(
+        lambda: (
+            (r := runner.invoke(main, ["reviews"], env=env)).exit_code == 0
+            and "1.0 KiB read, 1 objects" in r.stdout
+            and r.stdout
+        ),
+        what="the review with its use in the CLI",
+    )
+    [line] = [row for row in listed.splitlines() if review["id"] in row]
+    assert alice.name in line and "(you review)" in line and "open" in line
+    as_json = json.loads(runner.invoke(main, ["reviews", "--json"], env=env).stdout)
+    assert review["id"] in [r["id"] for r in as_json]
+
+    own = runner.invoke(main, ["reviews", "confirm", review["id"]], env=cli_env(world, alice, tmp_path))
+    user_error(own, "nobody reviews their own access")
+    unknown = runner.invoke(main, ["reviews", "revoke", "v_nope"], env=env)
+    user_error(unknown, "no review v_nope")
+
+    revoked = runner.invoke(main, ["reviews", "revoke", review["id"], "-c", "project over"], env=env)
+    assert revoked.exit_code == 0, (revoked.output, revoked.exception)
+    assert revoked.stdout.strip() == (
+        f"Review {review['id']}: {alice.name}'s access to s3://{BUCKET}/reviewed/{unique}/ is revoked."
+    )
+    assert refused(world, alice, key)
+    history = runner.invoke(main, ["reviews", "--all"], env=env)
+    assert [row for row in history.stdout.splitlines() if review["id"] in row and "revoked" in row]
