@@ -110,19 +110,29 @@ requester_groups = ["ml"]
 actions = ["read", "list"]
 approver_groups = ["security"]
 
+[policy.resources.reviewed]
+paths = ["s3://{BUCKET}/reviewed/"]
+review_every = "2s"
+review_grace = "1h"
+
+[[policy.rules]]
+resource = "reviewed"
+requester_groups = ["ml"]
+approver_groups = ["security"]
+
 [slack]
 enabled = true
 bot_token = "{TOKEN}"
 signing_secret = "{SIGNING_SECRET}"
 api_url = "{api}api/"
-channels = {{ models = "CMODELS" }}
+channels = {{ models = "CMODELS", reviewed = "CREVIEWED" }}
 security_channel = "CSECURITY"
-users = {{ UALICE = "alice", UCAROL = "carol", UERIN = "erin" }}
+users = {{ UALICE = "alice", UCAROL = "carol", UERIN = "erin", UHANK = "hank" }}
 
 [[webhooks]]
 url = "{hook}"
 secret = "{WEBHOOK_SECRET}"
-events = ["request_created", "request_decided", "grant_budget_spent"]
+events = ["request_created", "request_decided", "grant_budget_spent", "review_decided"]
 """
     try:
         with running_world(tmp_path_factory.mktemp("slack-world"), extra_config=config) as world:
@@ -318,3 +328,44 @@ def test_slack_shows_the_budget_on_the_request_card_and_its_use_in_grantgate_gra
     [reply] = eventually(lambda: [r for r in fake.replies if r["id"] == "budget"])
     line = next(line for line in reply["text"].splitlines() if grant_id in line)
     assert "budget 2.9 KiB of 4 KiB, 1 of 2 objects, single-use" in line
+
+
+def test_review_reminder_in_slack_is_confirmed_with_its_button(
+    slack_world: tuple[World, FakeSlack, Receiver, Background],
+) -> None:
+    world, fake, receiver, background = slack_world
+    hank, carol = world.person("hank", ("ml",)), world.person("carol", ("security",))
+    grant = world.grant(hank, f"s3://{BUCKET}/reviewed/hank/", "read", ttl=None)
+
+    # The holder is told by DM; the reviewers get a card with Confirm / Revoke in the resource's channel.
+    [told, *_] = eventually(
+        lambda: [m for m in messages_to(fake, "DUHANK") if "periodic review" in m["text"]]
+    )
+    assert f"s3://{BUCKET}/reviewed/hank/" in told["text"]
+    [card, *_] = eventually(lambda: messages_to(fake, "CREVIEWED"))
+    assert "hank" in card["text"] and "Confirm or revoke by" in card["text"]
+    [buttons] = [b["elements"] for b in card["blocks"] if b["type"] == "actions"]
+    assert [(e["action_id"], e["text"]["text"]) for e in buttons] == [
+        (blocks.REVIEW_CONFIRM, "Confirm"),
+        (blocks.REVIEW_REVOKE, "Revoke"),
+    ]
+    review_id = buttons[0]["value"]
+
+    async def click(user: str) -> list[dict[str, Any]]:
+        before = len(fake.replies)
+        payload = button_payload(
+            user, blocks.REVIEW_CONFIRM, review_id, "CREVIEWED", "1700000000.000011", fake.response_url(user)
+        )
+        async with aiohttp.ClientSession() as session:
+            await send_signed(session, f"{world.http.control_url}/slack/interactions", payload)
+        return await fake.wait_reply(before + 1)
+
+    # The holder's own click is refused; a reviewer's confirms.
+    assert "Not confirmed: nobody reviews their own access" in background.run(click("UHANK"))[-1]["text"]
+    replies = background.run(click("UCAROL"))
+    assert replies[-1]["text"] == f"hank's access to s3://{BUCKET}/reviewed/hank/ is confirmed."
+    [sent] = eventually(lambda: [d for d in receiver.documents if d["event"] == "review_decided"])
+    assert sent["review"]["review_id"] == review_id and sent["review"]["review_status"] == "confirmed"
+    assert sent["actor"] == carol.name and sent["grant"] is None
+    assert sent["resource"] == {"name": "reviewed", "uri": f"s3://{BUCKET}/reviewed/hank/"}
+    assert grant.id == sent["review"]["grant_id"]
