@@ -43,7 +43,7 @@ async def described(workflow: Workflow, review: AccessReview, viewer: Principal)
     return {
         **review_to_json(review),
         "reviewers": list(reviews.reviewer_groups(review)),
-        "usage": await reviews.usage(review),
+        "usage": (await reviews.usage(review)).as_dict(),
         "can_decide": reviews.may_decide(review, viewer),
     }
 

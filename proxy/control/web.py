@@ -21,7 +21,7 @@ from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
 from proxy.access.requests import RequestStatus
 from proxy.access.terms import terms_sha256
-from proxy.control import signin, web_extend
+from proxy.control import signin, web_extend, web_reviews
 from proxy.control.approver_context import APPROVER_CONTEXT
 from proxy.control.web_settings import WebSettings
 from proxy.control.webcore import (
@@ -450,6 +450,7 @@ def install(
     app.router.add_get("/grants", active_grants)
     app.router.add_post("/grants/{id}/revoke", revoke_grant)
     web_extend.install(app)
+    web_reviews.install(app)
     app.router.add_static("/static", STATIC)
     signin.install(app)
     return ctx

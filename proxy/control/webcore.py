@@ -24,6 +24,7 @@ from markupsafe import Markup, escape
 from multidict import MultiDictProxy
 
 from proxy.access.budgets import describe
+from proxy.access.context import size_text
 from proxy.control import csrf, humanize
 from proxy.control.oidc import OidcClient
 from proxy.control.web_settings import TrustedHeaderSettings, WebSettings
@@ -114,6 +115,7 @@ def template_environment() -> jinja2.Environment:
     env.filters["ts"] = humanize.timestamp
     env.filters["path"] = breakable_path
     env.filters["budget"] = describe
+    env.filters["bytes"] = size_text
     return env
 
 

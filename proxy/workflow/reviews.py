@@ -27,6 +27,29 @@ class ReviewSweep:
     missed: tuple[AccessReview, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ReviewUse:
+    """A holder's use of the access under review: totals over the grant and the grants it extends (the
+    audit keeps them per grant), and whether it was used at all since the period began."""
+
+    totals: Usage
+    used_in_period: bool
+    grants: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        t = self.totals
+        return {
+            "requests": t.requests,
+            "objects_read": t.objects_read,
+            "bytes_read": t.bytes_read,
+            "bytes_written": t.bytes_written,
+            "first_used_at": iso(t.first_used_at),
+            "last_used_at": iso(t.last_used_at),
+            "used_in_period": self.used_in_period,
+            "grants": list(self.grants),
+        }
+
+
 @dataclass(slots=True)
 class Reviews:
     ctx: WorkflowContext
@@ -150,9 +173,8 @@ class Reviews:
         await self._announce([closed], current.name, text if chosen is Decision.CONFIRM else reason)
         return closed.review
 
-    async def usage(self, review: AccessReview) -> dict[str, Any]:
-        """What the holder did with this access: the totals of its grant and the grants it extends, and
-        whether it was used at all in the period under review."""
+    async def usage(self, review: AccessReview) -> ReviewUse:
+        """What the holder did with this access: the totals of its grant and the grants it extends."""
         grant = await self.ctx.store.get_grant(review.grant_id)
         chain = await self.ctx.chain(grant) if grant is not None else []
         total = Usage(review.grant_id, review.principal)
@@ -160,13 +182,5 @@ class Reviews:
             found = await self.audit.usage(part.id)
             if found is not None:
                 total.add(found)
-        return {
-            "requests": total.requests,
-            "objects_read": total.objects_read,
-            "bytes_read": total.bytes_read,
-            "bytes_written": total.bytes_written,
-            "first_used_at": iso(total.first_used_at),
-            "last_used_at": iso(total.last_used_at),
-            "used_in_period": total.last_used_at is not None and total.last_used_at >= review.period_start,
-            "grants": [g.id for g in chain],
-        }
+        used = total.last_used_at is not None and total.last_used_at >= review.period_start
+        return ReviewUse(total, used, tuple(g.id for g in chain))

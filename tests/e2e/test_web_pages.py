@@ -41,6 +41,13 @@ dev_login = true
 principal = "inference-server"
 resource = "models"
 actions = ["read"]
+
+[policy.resources.checkpoints]
+description = "Fine-tuned checkpoints, reviewed every period (2s here, 90d in production)"
+paths = ["s3://{BUCKET}/checkpoints/"]
+review_every = "2s"
+review_grace = "7d"
+reviewers = ["security"]
 """
 
 
@@ -322,6 +329,7 @@ def test_screenshots_are_referenced_from_the_readme() -> None:
         "my-access-granted",
         "active-grants",
         "my-access-budget",
+        "reviews",
     ):
         assert f"docs/screenshots/{name}.png" in readme
         assert (SCREENSHOTS / f"{name}.png").is_file()
@@ -489,3 +497,56 @@ def test_a_budgeted_grant_shows_its_use_as_a_bar_on_my_access_and_active_grants(
     sign_in(approver, carol.name)
     assert bars(approver) == [(str(3 * MiB), str(4 * MiB)), ("1", "2")]
     assert "3 MiB of 4 MiB, 1 of 2 objects" in approver.locator(f"tr#{grant.id}").inner_text()
+
+
+def test_a_reviewer_sees_the_holders_use_and_confirms_then_revokes_in_the_browser(
+    world: World, browser: Any, people: dict[str, Identity]
+) -> None:
+    alice = people["alice"]
+    key = "checkpoints/sft-run-7/step-12000.safetensors"
+    world.upstream().put_object(Bucket=BUCKET, Key=key, Body=b"c" * 3 * MiB)
+    grant = world.grant(alice, f"s3://{BUCKET}/checkpoints/sft-run-7/", "read", ttl=None)
+    assert len(read(world, alice, key)) == 3 * MiB
+
+    page = new_page(browser)
+    page.goto(world.http.control_url + "/reviews")
+    sign_in(page, "carol")
+
+    def card(use: str = "3.0 MiB read in 1 object") -> Any:
+        page.goto(world.http.control_url + "/reviews")
+        found = page.locator("article.request", has_text=grant.id)
+        return found if found.count() and use in found.inner_text() else None
+
+    review = eventually(card, what="the review with alice's use")
+    text = review.inner_text()
+    assert "alice holds checkpoints" in text and "last used" in text
+    assert "security" in text
+    shoot(page, "reviews")
+    review.get_by_role("button", name="Confirm").click()
+    page.wait_for_load_state()
+    assert "confirmed until the next review" in page.locator(".flash-success").inner_text()
+    assert len(read(world, alice, key)) == 3 * MiB
+
+    # The holder sees the next review of her access, without buttons.
+    mine = new_page(browser)
+    mine.goto(world.http.control_url + "/reviews")
+    sign_in(mine, "alice")
+
+    def own_card() -> Any:
+        mine.goto(world.http.control_url + "/reviews")
+        found = mine.locator("article.request", has_text=grant.id)
+        return found if found.count() else None
+
+    own = eventually(own_card, what="the next review, on alice's page")
+    assert "a reviewer (security) decides" in own.inner_text()
+    assert own.get_by_role("button", name="Confirm").count() == 0
+
+    # carol revokes it: alice's next read is refused.
+    nxt = eventually(lambda: card("6.0 MiB read in 2 objects"), what="the next review, with the read since")
+    nxt.get_by_role("button", name="Revoke").click()
+    page.wait_for_load_state()
+    assert "revoked" in page.locator(".flash-success").inner_text()
+    with pytest.raises(ClientError):
+        read(world, alice, key)
+    history = page.locator("section.card", has_text="Recently decided").inner_text().lower()
+    assert "confirmed" in history and "revoked" in history
