@@ -49,6 +49,12 @@ def reviewed_resource(policy: Policy, grant: Grant) -> Resource | None:
     return matched[0]
 
 
+def ended(grant: Grant, now: datetime) -> bool:
+    """Over for good (revoked or expired), unlike a grant merely suspended or not yet started."""
+    revoked = grant.revoked_at is not None and grant.revoked_at <= now
+    return revoked or (grant.expires_at is not None and grant.expires_at <= now)
+
+
 def remind_at(due_at: datetime, grace: timedelta) -> datetime:
     return due_at + grace - min(FINAL_NOTICE, grace / 2)
 

@@ -123,11 +123,11 @@ class ReviewStore:
         async with self._writer.begin() as conn:
             return await _close(conn, review_id, status, actor=actor, comment=comment, now=now, reason=reason)
 
-    async def claim_missed(self, now: datetime, active: Iterable[str], *, reason: str) -> list[Closed]:
-        """Close open reviews past their deadline: `missed` (grant revoked) when the grant is in `active`
-        (ids of grants in force), else `lapsed`. Each review is closed by exactly one caller."""
+    async def claim_missed(self, now: datetime, ended: Iterable[str], *, reason: str) -> list[Closed]:
+        """Close open reviews past their deadline: `missed` (grant revoked), or `lapsed` when the grant is
+        in `ended` (ids of grants that ended by themselves). Each review is closed by exactly one caller."""
         require_aware(now)
-        in_force = set(active)
+        gone = set(ended)
         closed: list[Closed] = []
         async with self._writer.begin() as conn:
             rows = list(
@@ -138,7 +138,7 @@ class ReviewStore:
                 )
             )
             for row in rows:
-                missed = row.grant_id in in_force
+                missed = row.grant_id not in gone
                 status = ReviewStatus.MISSED if missed else ReviewStatus.LAPSED
                 done = await _close(
                     conn, row.id, status, actor=SYSTEM, comment="", now=now, reason=reason if missed else ""

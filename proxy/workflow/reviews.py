@@ -5,6 +5,7 @@ each transition is claimed in the store (proxy/store/reviews.py), so any number 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from proxy.access import review_rules as rules
@@ -79,15 +80,21 @@ class Reviews:
         reminded = await self.store.claim_reminders(now)
         for review in reminded:
             ctx.emit(self._due(review, final=True))
-        in_force = {g.id for g in active}
-        closed = await self.store.claim_missed(now, in_force, reason=MISSED_REASON)
+        # Reviews of grants that ended (expired, revoked, extended into a new grant) wait for nothing;
+        # a suspended grant is still reviewed, and revoked if its review is missed.
+        waiting_reviews = await self.store.find(status=ReviewStatus.OPEN)
+        ended = {r.grant_id for r in waiting_reviews if await self._ended(r.grant_id, now)}
+        closed = await self.store.claim_missed(now, ended, reason=MISSED_REASON)
         await self._announce(closed, SYSTEM, MISSED_REASON)
-        # Reviews of grants that ended early (expired, revoked, extended into a new grant) wait for nothing.
-        stale = [r.id for r in await self.store.find(status=ReviewStatus.OPEN) if r.grant_id not in in_force]
+        stale = [r.id for r in waiting_reviews if r.grant_id in ended and r.deadline > now]
         if stale:
             await self.store.close_lapsed(stale, now=now)
         missed = tuple(c.review for c in closed if c.review.status is ReviewStatus.MISSED)
         return ReviewSweep(tuple(opened), tuple(reminded), missed)
+
+    async def _ended(self, grant_id: str, now: datetime) -> bool:
+        grant = await self.ctx.store.get_grant(grant_id)
+        return grant is None or rules.ended(grant, now)
 
     async def _open_if_due(self, grant: Grant) -> AccessReview | None:
         chain = await self.ctx.chain(grant)
