@@ -4,7 +4,6 @@ which grants come up, reminders, confirm / revoke, missed reviews, and two gatew
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 from proxy.access.events import GrantRevoked, ReviewDecided, ReviewDue
 from proxy.access.grants import Action, Grant
 from proxy.access.policy import Policy, Resource, ResourcePath, ReviewSchedule, Rule
-from proxy.access.review_rules import reviewer_groups
 from proxy.access.reviews import MISSED_REASON, ReviewStatus
 from proxy.identity.principals import Principal
 from proxy.observe.events import EventBus
@@ -235,10 +233,3 @@ async def test_two_gateways_sweeping_at_once_open_remind_and_revoke_each_review_
     assert len([e for e in of(events, ReviewDue) if e.final]) == 8
     assert len(of(events, GrantRevoked)) == 8 and len(of(events, ReviewDecided)) == 8
     assert len({e.grant.id for e in of(events, GrantRevoked)}) == 8
-
-
-def test_reviewers_default_to_the_resources_approvers() -> None:
-    models = POLICY.resource("models")
-    assert models is not None and reviewer_groups(POLICY, models) == frozenset({"security"})
-    named = replace(models, review=ReviewSchedule(EVERY, GRACE, frozenset({"ml-leads"})))
-    assert reviewer_groups(POLICY, named) == frozenset({"ml-leads"})
