@@ -68,7 +68,8 @@ class Reviews:
         missed. Each step is claimed in the store: with several gateways sweeping, each happens once."""
         ctx = self.ctx
         now = ctx.now()
-        active = await ctx.store.list_grants(active_at=now)
+        reviewing = any(r.review is not None for r in ctx.policy.resources)
+        active = await ctx.store.list_grants(active_at=now) if reviewing else []
         reviewed = [g for g in active if rules.reviewed_resource(ctx.policy, g) is not None]
         opened: list[AccessReview] = []
         if reviewed:
@@ -80,10 +81,11 @@ class Reviews:
         reminded = await self.store.claim_reminders(now)
         for review in reminded:
             ctx.emit(self._due(review, final=True))
-        # Reviews of grants that ended (expired, revoked, extended into a new grant) wait for nothing;
-        # a suspended grant is still reviewed, and revoked if its review is missed.
+        # Reviews of grants that ended (expired, revoked, extended into a new grant), or of resources the
+        # policy no longer reviews, wait for nothing; a suspended grant is still reviewed, and revoked if
+        # its review is missed.
         waiting_reviews = await self.store.find(status=ReviewStatus.OPEN)
-        ended = {r.grant_id for r in waiting_reviews if await self._ended(r.grant_id, now)}
+        ended = {r.grant_id for r in waiting_reviews if await self._moot(r, now)}
         closed = await self.store.claim_missed(now, ended, reason=MISSED_REASON)
         await self._announce(closed, SYSTEM, MISSED_REASON)
         stale = [r.id for r in waiting_reviews if r.grant_id in ended and r.deadline > now]
@@ -92,8 +94,11 @@ class Reviews:
         missed = tuple(c.review for c in closed if c.review.status is ReviewStatus.MISSED)
         return ReviewSweep(tuple(opened), tuple(reminded), missed)
 
-    async def _ended(self, grant_id: str, now: datetime) -> bool:
-        grant = await self.ctx.store.get_grant(grant_id)
+    async def _moot(self, review: AccessReview, now: datetime) -> bool:
+        resource = self.ctx.policy.resource(review.resource_name)
+        if resource is None or resource.review is None:
+            return True
+        grant = await self.ctx.store.get_grant(review.grant_id)
         return grant is None or rules.ended(grant, now)
 
     async def _open_if_due(self, grant: Grant) -> AccessReview | None:

@@ -4,6 +4,7 @@ which grants come up, reminders, confirm / revoke, missed reviews, and two gatew
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -233,3 +234,20 @@ async def test_two_gateways_sweeping_at_once_open_remind_and_revoke_each_review_
     assert len([e for e in of(events, ReviewDue) if e.final]) == 8
     assert len(of(events, GrantRevoked)) == 8 and len(of(events, ReviewDecided)) == 8
     assert len({e.grant.id for e in of(events, GrantRevoked)}) == 8
+
+
+async def test_reviews_of_a_resource_no_longer_reviewed_lapse_instead_of_revoking(
+    flow: Workflow, store: SqlStore, people: dict[str, Principal], clock: Clock, events: list[Any]
+) -> None:
+    grant = await standing(store, "alice")
+    clock.advance(days=90)
+    [review] = (await flow.reviews.sweep()).opened
+    models = POLICY.resource("models")
+    assert models is not None
+    flow.policy = replace(POLICY, resources=(replace(models, review=None), *POLICY.resources[1:]))
+    clock.advance(days=8)
+    assert (await flow.reviews.sweep()).missed == ()
+    kept = await store.get_grant(grant.id)
+    assert kept is not None and kept.revoked_at is None
+    [lapsed] = await flow.reviews.list_reviews(people["carol"], status=ReviewStatus.LAPSED)
+    assert lapsed.id == review.id and not of(events, GrantRevoked)
