@@ -55,12 +55,19 @@ def ended(grant: Grant, now: datetime) -> bool:
     return revoked or (grant.expires_at is not None and grant.expires_at <= now)
 
 
-def remind_at(due_at: datetime, grace: timedelta) -> datetime:
-    return due_at + grace - min(FINAL_NOTICE, grace / 2)
+def remind_at(deadline: datetime, grace: timedelta) -> datetime:
+    return deadline - min(FINAL_NOTICE, grace / 2)
 
 
-def due(policy: Policy, grant: Grant, anchor: datetime, now: datetime) -> DueReview | None:
-    """The review `grant` needs now, if access held since `anchor` reached its resource's period."""
+def due(
+    policy: Policy, grant: Grant, anchor: datetime, now: datetime, carried: datetime | None = None
+) -> DueReview | None:
+    """The review `grant` needs now, if access held since `anchor` reached its resource's period.
+
+    The holder always gets the whole grace period from the moment the review opens (a review opened
+    late, say when reviews are first turned on for old standing access, is announced before anything is
+    revoked), except that access carried on by an extension keeps the deadline its earlier grant's review
+    had (`carried`): renewing does not buy time."""
     resource = reviewed_resource(policy, grant)
     if resource is None or resource.review is None or not grant.is_active(now):
         return None
@@ -68,8 +75,8 @@ def due(policy: Policy, grant: Grant, anchor: datetime, now: datetime) -> DueRev
     due_at = anchor + schedule.every
     if due_at > now:
         return None
-    deadline = due_at + schedule.grace
-    return DueReview(grant, resource, anchor, due_at, deadline, remind_at(due_at, schedule.grace))
+    deadline = carried if carried is not None else max(due_at, now) + schedule.grace
+    return DueReview(grant, resource, anchor, due_at, deadline, remind_at(deadline, schedule.grace))
 
 
 def period_anchor(began: datetime, confirmations: list[datetime]) -> datetime:

@@ -17,21 +17,25 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.access.grants import Grant
+from proxy.access.requests import RequestStatus
 from proxy.access.review_rules import DueReview
 from proxy.access.reviews import AccessReview, ReviewStatus
 from proxy.store.engine import insert_ignoring_conflict, require_aware, write_engine
+from proxy.store.schema import access_requests
 from proxy.store.schema import access_reviews as reviews
 from proxy.store.sql import SqlStore, revoke_in
 
 SYSTEM = "system"
+_MAX_EXTENSIONS = 100
 
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """A review that left `open`, and its grant if that was revoked by this very change."""
+    """A review that left `open`, and the grants this very change revoked: its grant, and the extensions
+    already approved to carry it on (revoking access in a review ends it, not just its current grant)."""
 
     review: AccessReview
-    revoked: Grant | None = None
+    revoked: tuple[Grant, ...] = ()
 
 
 def new_review_id() -> str:
@@ -176,10 +180,30 @@ async def _close(
     if row is None:
         return None
     review = _review(row)
-    if status in (ReviewStatus.REVOKED, ReviewStatus.MISSED):
-        revoked, grant = await revoke_in(conn, review.grant_id, now=now, actor=actor, reason=reason)
-        return Closed(review, grant if revoked else None)
-    return Closed(review)
+    if status not in (ReviewStatus.REVOKED, ReviewStatus.MISSED):
+        return Closed(review)
+    revoked: list[Grant] = []
+    for grant_id in [review.grant_id, *await _extensions(conn, review.grant_id)]:
+        changed_now, grant = await revoke_in(conn, grant_id, now=now, actor=actor, reason=reason)
+        if changed_now and grant is not None:
+            revoked.append(grant)
+    return Closed(review, tuple(revoked))
+
+
+async def _extensions(conn: AsyncConnection, grant_id: str) -> list[str]:
+    """The grants of approved extensions of `grant_id`, and of theirs, and so on (bounded)."""
+    found: list[str] = []
+    frontier = [grant_id]
+    while frontier and len(found) < _MAX_EXTENSIONS:
+        rows = await conn.execute(
+            select(access_requests.c.grant_id, access_requests.c.grant_ids).where(
+                access_requests.c.extends_grant.in_(frontier),
+                access_requests.c.status == RequestStatus.APPROVED.value,
+            )
+        )
+        frontier = [g for row in rows for g in (row.grant_ids or [row.grant_id]) if g and g not in found]
+        found.extend(frontier)
+    return found
 
 
 def _values(review: AccessReview) -> dict[str, Any]:

@@ -104,14 +104,15 @@ class Reviews:
     async def _open_if_due(self, grant: Grant) -> AccessReview | None:
         chain = await self.ctx.chain(grant)
         first = chain[-1]
+        earlier = await self.store.of_grants(g.id for g in chain)
         confirmed = [
-            r.decided_at
-            for r in await self.store.of_grants(g.id for g in chain)
-            if r.status is ReviewStatus.CONFIRMED and r.decided_at is not None
+            r.decided_at for r in earlier if r.status is ReviewStatus.CONFIRMED and r.decided_at is not None
         ]
         now = self.ctx.now()
         anchor = rules.period_anchor(first.starts_at or first.created_at, confirmed)
-        due = rules.due(self.ctx.policy, grant, anchor, now)
+        # The same period's review of a grant this one extends: its deadline carries over.
+        carried = [r.deadline for r in earlier if r.period_start == anchor and r.grant_id != grant.id]
+        due = rules.due(self.ctx.policy, grant, anchor, now, min(carried, default=None))
         if due is None:
             return None
         review = await self.store.open(due, now=now)
@@ -129,14 +130,14 @@ class Reviews:
         return tuple(sorted(rules.reviewer_groups(self.ctx.policy, resource))) if resource else ()
 
     async def _announce(self, closed: list[Closed], actor: str, reason: str) -> None:
-        if any(c.revoked is not None for c in closed):
+        if any(c.revoked for c in closed):
             await self.ctx.settled()
         now = self.ctx.now()
         for done in closed:
             if done.review.status is ReviewStatus.LAPSED:
                 continue
-            if done.revoked is not None:
-                self.ctx.emit(GrantRevoked(now, actor, reason, done.revoked))
+            for grant in done.revoked:
+                self.ctx.emit(GrantRevoked(now, actor, reason, grant))
             self.ctx.emit(ReviewDecided(now, actor, reason, done.review))
 
     # --- reviewers -----------------------------------------------------------------------------------

@@ -57,11 +57,17 @@ def test_a_grant_is_due_once_held_for_the_period_from_its_anchor() -> None:
     assert rules.due(POLICY, grant(revoked_at=T0 + EVERY), T0, T0 + 2 * EVERY) is None
     assert rules.period_anchor(T0, [T0 + timedelta(days=3), T0 + timedelta(days=1)]) == T0 + timedelta(days=3)
     assert rules.period_anchor(T0, []) == T0
+    # Opened late: the whole grace period from now; carried on by an extension: the earlier deadline.
+    late = rules.due(POLICY, grant(), T0, T0 + 2 * EVERY)
+    assert late is not None and late.deadline == T0 + 2 * EVERY + GRACE
+    carried = rules.due(POLICY, grant(), T0, T0 + 2 * EVERY, T0 + EVERY + GRACE)
+    assert carried is not None and carried.deadline == T0 + EVERY + GRACE
 
 
 def test_the_last_reminder_is_a_day_before_the_end_or_half_way_through_a_short_grace() -> None:
-    assert rules.remind_at(T0, timedelta(days=7)) == T0 + timedelta(days=6)
-    assert rules.remind_at(T0, timedelta(hours=10)) == T0 + timedelta(hours=5)
+    deadline = T0 + timedelta(days=7)
+    assert rules.remind_at(deadline, timedelta(days=7)) == deadline - timedelta(days=1)
+    assert rules.remind_at(deadline, timedelta(hours=10)) == deadline - timedelta(hours=5)
 
 
 def test_only_revoked_or_expired_grants_have_ended() -> None:

@@ -251,3 +251,31 @@ async def test_reviews_of_a_resource_no_longer_reviewed_lapse_instead_of_revokin
     assert kept is not None and kept.revoked_at is None
     [lapsed] = await flow.reviews.list_reviews(people["carol"], status=ReviewStatus.LAPSED)
     assert lapsed.id == review.id and not of(events, GrantRevoked)
+
+
+async def test_a_review_opened_late_still_gives_the_whole_grace_period(
+    flow: Workflow, store: SqlStore, people: dict[str, Principal], clock: Clock
+) -> None:
+    await standing(store, "alice")
+    clock.advance(days=365)  # e.g. reviews turned on for access held long before
+    [review] = (await flow.reviews.sweep()).opened
+    assert review.due_at == T0 + EVERY and review.deadline == clock.now + GRACE
+    clock.advance(days=6, hours=23)
+    assert (await flow.reviews.sweep()).missed == ()
+
+
+async def test_revoking_in_a_review_also_ends_the_extensions_already_approved(
+    flow: Workflow, store: SqlStore, people: dict[str, Principal], clock: Clock, events: list[Any]
+) -> None:
+    first = await flow.request_access(people["bob"], f"s3://{BUCKET}/models/", ["read"], "100d", "")
+    assert first.grant is not None
+    clock.advance(days=90)
+    [review] = (await flow.reviews.sweep()).opened
+    extended = await extend_grant(flow, first.grant.id, people["bob"], "50d")
+    assert extended.grant is not None and extended.grant.starts_at == first.grant.expires_at
+
+    await flow.reviews.decide(review.id, people["carol"], "revoke", "project over")
+    for grant_id in (first.grant.id, extended.grant.id):
+        ended = await store.get_grant(grant_id)
+        assert ended is not None and ended.revoked_at == clock.now, grant_id
+    assert {e.grant.id for e in of(events, GrantRevoked)} == {first.grant.id, extended.grant.id}
