@@ -33,10 +33,12 @@ MiB = 1024 * 1024
 WHY = "Evaluate the new Q4_K_M quantisation against last week's baseline"
 
 # The demo's policy (alice asks, carol approves, bob is instant), and a standing grant.
+# Swept often, so a review period of seconds is noticed within the test's patience.
+SWEPT_OFTEN = DEMO_POLICY.replace("[policy]\n", "[policy]\nsweep_interval_seconds = 0.2\n", 1)
 POLICY = f"""
 [web]
 dev_login = true
-{DEMO_POLICY}
+{SWEPT_OFTEN}
 [[policy.standing]]
 principal = "inference-server"
 resource = "models"
