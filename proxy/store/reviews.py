@@ -86,8 +86,29 @@ class ReviewStore:
         )
         async with self._writer.begin() as conn:
             stmt = insert_ignoring_conflict(conn, reviews, "grant_id", "due_at").values(**_values(review))
-            opened = (await conn.execute(stmt)).rowcount == 1
-        return review if opened else None
+            if (await conn.execute(stmt)).rowcount == 1:
+                return review
+            # This period's review lapsed while the resource was not reviewed: it opens again, once.
+            again = await conn.execute(
+                update(reviews)
+                .where(
+                    reviews.c.grant_id == review.grant_id,
+                    reviews.c.due_at == review.due_at,
+                    reviews.c.status == ReviewStatus.LAPSED.value,
+                )
+                .values(
+                    status=ReviewStatus.OPEN.value,
+                    deadline=review.deadline,
+                    remind_at=review.remind_at,
+                    reminded_at=None,
+                    decided_by="",
+                    decided_at=None,
+                    comment="",
+                )
+                .returning(reviews)
+            )
+            row = again.first()
+        return None if row is None else _review(row)
 
     async def claim_reminders(self, now: datetime) -> list[AccessReview]:
         """Open reviews whose last reminder is due and not sent yet; each is claimed by one caller."""

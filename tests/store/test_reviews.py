@@ -279,3 +279,21 @@ async def test_revoking_in_a_review_also_ends_the_extensions_already_approved(
         ended = await store.get_grant(grant_id)
         assert ended is not None and ended.revoked_at == clock.now, grant_id
     assert {e.grant.id for e in of(events, GrantRevoked)} == {first.grant.id, extended.grant.id}
+
+
+async def test_a_review_that_lapsed_opens_again_when_the_resource_is_reviewed_again(
+    flow: Workflow, store: SqlStore, people: dict[str, Principal], clock: Clock
+) -> None:
+    await standing(store, "alice")
+    clock.advance(days=90)
+    [review] = (await flow.reviews.sweep()).opened
+    models = POLICY.resource("models")
+    assert models is not None
+    flow.policy = replace(POLICY, resources=(replace(models, review=None), *POLICY.resources[1:]))
+    await flow.reviews.sweep()
+    flow.policy = POLICY
+    clock.advance(days=1)
+    [again] = (await flow.reviews.sweep()).opened
+    assert again.id == review.id and again.status is ReviewStatus.OPEN
+    assert again.deadline == clock.now + GRACE
+    assert (await flow.reviews.sweep()).opened == ()
