@@ -46,6 +46,8 @@ class ReviewSchedule:
     every: timedelta
     grace: timedelta
     reviewer_groups: frozenset[str] = frozenset()  # empty: the approvers of the resource's rules
+    # Access that resumes within this long of ending counts as held on (daily re-requests add up).
+    gap: timedelta = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)

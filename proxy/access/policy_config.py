@@ -57,6 +57,8 @@ class ResourceSettings(_Section):
     # revoked. `reviewers` (groups) default to the approvers of the resource's rules.
     review_every: str = ""
     review_grace: str = "7d"
+    # Access that resumes within this long of ending counts as held on: daily re-requests add up.
+    review_gap: str = "1d"
     reviewers: list[str] = Field(default_factory=list)
 
     @field_validator("review_every")
@@ -64,7 +66,7 @@ class ResourceSettings(_Section):
     def _valid_every(cls, value: str) -> str:
         return _duration(value) if value else value
 
-    @field_validator("review_grace")
+    @field_validator("review_grace", "review_gap")
     @classmethod
     def _valid_grace(cls, value: str) -> str:
         return _duration(value)
@@ -78,7 +80,10 @@ class ResourceSettings(_Section):
         if not self.review_every:
             return None
         return ReviewSchedule(
-            parse_duration(self.review_every), parse_duration(self.review_grace), frozenset(self.reviewers)
+            parse_duration(self.review_every),
+            parse_duration(self.review_grace),
+            frozenset(self.reviewers),
+            parse_duration(self.review_gap),
         )
 
     @field_validator("paths")

@@ -1,15 +1,17 @@
 """Periodic access reviews (pure): which long-held grants are due for review, who may decide one, and
 when a review left undecided is reminded about and then missed.
 
-The rule for "held for long": a grant of a resource with `review_every` is due once access has been held
-continuously for that long since it began or since its last confirmed review. Access began when the first
-grant of its chain of extensions began (a standing grant, or one with no expiry, began at its creation), so
-a one-hour grant never comes up, but standing access or access kept alive by extensions does, every period.
-No clock reads: callers pass `now` and the moment access began or was last confirmed (`anchor`).
+The rule for "held for long": a grant of a resource with `review_every` is due once its holder has held
+access to that resource for that long since it began or since its last review decision. Access is held on
+through a run of the holder's grants on the resource, each resuming within `review_gap` (default a day) of
+the one before ending: standing access, extensions (which resume exactly where a grant ends) and daily
+re-requests all add up; a one-hour grant now and then never comes up.
+No clock reads: callers pass `now` and the grants and decisions to weigh.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -79,9 +81,36 @@ def due(
     return DueReview(grant, resource, anchor, due_at, deadline, remind_at(deadline, schedule.grace))
 
 
-def period_anchor(began: datetime, confirmations: list[datetime]) -> datetime:
-    """Where the current period starts: the last confirmation, or when access began."""
-    return max([began, *confirmations])
+def _start(grant: Grant) -> datetime:
+    return grant.starts_at or grant.created_at
+
+
+def _end(grant: Grant) -> datetime | None:
+    ends = [t for t in (grant.expires_at, grant.revoked_at) if t is not None]
+    return min(ends) if ends else None
+
+
+def held_run(grant: Grant, others: Iterable[Grant], gap: timedelta) -> list[Grant]:
+    """`grant` and the holder's earlier grants (`others`: theirs on the same resource) that access was held
+    on through: each ended (or was revoked) no more than `gap` before the run resumed. Newest first."""
+    run = [grant]
+    began = _start(grant)
+    earlier = sorted((g for g in others if g.id != grant.id and _start(g) <= began), key=_start, reverse=True)
+    for candidate in earlier:
+        end = _end(candidate)
+        if end is None or end + gap >= began:
+            run.append(candidate)
+            began = min(began, _start(candidate))
+    return run
+
+
+def run_start(run: Sequence[Grant]) -> datetime:
+    return min(_start(g) for g in run)
+
+
+def period_anchor(began: datetime, decisions: list[datetime]) -> datetime:
+    """Where the current period starts: the last review decision, or when access began."""
+    return max([began, *decisions])
 
 
 def may_see(policy: Policy, review: AccessReview, viewer: Principal) -> bool:

@@ -30,7 +30,7 @@ class ReviewSweep:
 
 @dataclass(frozen=True, slots=True)
 class ReviewUse:
-    """A holder's use of the access under review: totals over the grant and the grants it extends (the
+    """A holder's use of the access under review: totals over the run of grants it was held through (the
     audit keeps them per grant), and whether it was used at all since the period began."""
 
     totals: Usage
@@ -101,16 +101,31 @@ class Reviews:
         grant = await self.ctx.store.get_grant(review.grant_id)
         return grant is None or rules.ended(grant, now)
 
+    async def _run(self, grant: Grant) -> list[Grant]:
+        """The run of the holder's grants on the resource that access to `grant` was held on through."""
+        resource = rules.reviewed_resource(self.ctx.policy, grant)
+        if resource is None or resource.review is None:
+            return [grant]
+        theirs = [
+            g
+            for g in await self.ctx.store.list_grants(principal=grant.principal)
+            if (matched := self.ctx.policy.match(g.bucket, g.prefix)) and matched[0].name == resource.name
+        ]
+        return rules.held_run(grant, theirs, resource.review.gap)
+
     async def _open_if_due(self, grant: Grant) -> AccessReview | None:
-        chain = await self.ctx.chain(grant)
-        first = chain[-1]
-        earlier = await self.store.of_grants(g.id for g in chain)
-        confirmed = [
-            r.decided_at for r in earlier if r.status is ReviewStatus.CONFIRMED and r.decided_at is not None
+        run = await self._run(grant)
+        earlier = await self.store.of_grants(g.id for g in run)
+        # Any decision starts a new period: a confirmation, or a revocation the holder asked back from.
+        decided = [
+            r.decided_at
+            for r in earlier
+            if r.decided_at is not None
+            and r.status in (ReviewStatus.CONFIRMED, ReviewStatus.REVOKED, ReviewStatus.MISSED)
         ]
         now = self.ctx.now()
-        anchor = rules.period_anchor(first.starts_at or first.created_at, confirmed)
-        # The same period's review of a grant this one extends: its deadline carries over.
+        anchor = rules.period_anchor(rules.run_start(run), decided)
+        # The same period's review of an earlier grant of the run (an extension's): its deadline carries over.
         carried = [r.deadline for r in earlier if r.period_start == anchor and r.grant_id != grant.id]
         due = rules.due(self.ctx.policy, grant, anchor, now, min(carried, default=None))
         if due is None:
@@ -187,13 +202,13 @@ class Reviews:
         return closed.review
 
     async def usage(self, review: AccessReview) -> ReviewUse:
-        """What the holder did with this access: the totals of its grant and the grants it extends."""
+        """What the holder did with this access: the totals over the run of grants it was held through."""
         grant = await self.ctx.store.get_grant(review.grant_id)
-        chain = await self.ctx.chain(grant) if grant is not None else []
+        run = await self._run(grant) if grant is not None else []
         total = Usage(review.grant_id, review.principal)
-        for part in chain:
+        for part in run:
             found = await self.audit.usage(part.id)
             if found is not None:
                 total.add(found)
         used = total.last_used_at is not None and total.last_used_at >= review.period_start
-        return ReviewUse(total, used, tuple(g.id for g in chain))
+        return ReviewUse(total, used, tuple(g.id for g in run))

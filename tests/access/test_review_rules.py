@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +18,7 @@ from proxy.identity.principals import Principal
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 EVERY, GRACE = timedelta(days=90), timedelta(days=7)
+_IDS = itertools.count()
 MODELS = Resource("models", (ResourcePath("b", "models/"),), review=ReviewSchedule(EVERY, GRACE))
 POLICY = Policy(
     resources=(MODELS, Resource("scratch", (ResourcePath("b", "scratch/"),))),
@@ -26,7 +28,8 @@ POLICY = Policy(
 
 
 def grant(prefix: str = "models/x/", **fields: object) -> Grant:
-    return Grant("g_1", "alice", "b", prefix, frozenset({Action.READ}), T0, **fields)  # type: ignore[arg-type]
+    values: dict[str, object] = {"id": f"g_{next(_IDS)}", "created_at": T0, **fields}
+    return Grant(principal="alice", bucket="b", prefix=prefix, actions=frozenset({Action.READ}), **values)  # type: ignore[arg-type]
 
 
 def review(**fields: object) -> AccessReview:
@@ -62,6 +65,23 @@ def test_a_grant_is_due_once_held_for_the_period_from_its_anchor() -> None:
     assert late is not None and late.deadline == T0 + 2 * EVERY + GRACE
     carried = rules.due(POLICY, grant(), T0, T0 + 2 * EVERY, T0 + EVERY + GRACE)
     assert carried is not None and carried.deadline == T0 + EVERY + GRACE
+
+
+def test_access_is_held_on_through_grants_resuming_within_the_gap() -> None:
+    day = timedelta(days=1)
+    current = grant(created_at=T0 + 10 * day, expires_at=T0 + 11 * day)
+    run = rules.held_run(
+        current,
+        [
+            grant(created_at=T0 + 9 * day, expires_at=T0 + 9 * day + timedelta(hours=8)),  # 16 h before
+            grant(created_at=T0 + 8 * day, expires_at=T0 + 9 * day + timedelta(hours=1)),  # overlaps
+            grant(created_at=T0 + 2 * day, expires_at=T0 + 3 * day),  # five days before: a break
+            grant(created_at=T0 + 20 * day, expires_at=None),  # later: not part of it
+        ],
+        day,
+    )
+    assert [g.created_at for g in run] == [T0 + 10 * day, T0 + 9 * day, T0 + 8 * day]
+    assert rules.run_start(run) == T0 + 8 * day
 
 
 def test_the_last_reminder_is_a_day_before_the_end_or_half_way_through_a_short_grace() -> None:

@@ -297,3 +297,43 @@ async def test_a_review_that_lapsed_opens_again_when_the_resource_is_reviewed_ag
     assert again.id == review.id and again.status is ReviewStatus.OPEN
     assert again.deadline == clock.now + GRACE
     assert (await flow.reviews.sweep()).opened == ()
+
+
+async def test_daily_re_requests_add_up_to_long_held_access_but_a_longer_break_starts_over(
+    flow: Workflow, store: SqlStore, people: dict[str, Principal], clock: Clock
+) -> None:
+    def day(n: int) -> datetime:
+        return T0 + timedelta(days=n)
+
+    async def eight_hours(start: datetime) -> Grant:
+        return await store.add_grant(
+            "alice",
+            BUCKET,
+            "models/",
+            frozenset({Action.READ}),
+            now=start,
+            expires_at=start + timedelta(hours=8),
+        )
+
+    for n in range(90):
+        await eight_hours(day(n))  # every working day, a fresh grant: 16 hours apart
+    latest = await eight_hours(day(90))
+    clock.now = day(90) + timedelta(hours=1)
+    [review] = (await flow.reviews.sweep()).opened
+    assert (review.grant_id, review.period_start) == (latest.id, T0)
+    use = await flow.reviews.usage(review)
+    assert len(use.grants) == 91
+
+    # Someone else with the same habit, back after a two-day break: only the access since then counts.
+    for n in range(88):
+        await store.add_grant(
+            "bob",
+            BUCKET,
+            "models/",
+            frozenset({Action.READ}),
+            now=day(n),
+            expires_at=day(n) + timedelta(hours=8),
+        )
+    await store.add_grant("bob", BUCKET, "models/", frozenset({Action.READ}), now=day(90), expires_at=None)
+    clock.now = day(92)
+    assert (await flow.reviews.sweep()).opened == ()
