@@ -310,7 +310,7 @@ def _schemas() -> dict[str, Any]:
                 "can_decide": {"type": "boolean"},
                 "usage": {
                     "type": "object",
-                    "description": "Use of the grant and the grants it extends.",
+                    "description": "Use over the run of grants the access was held through.",
                     "properties": {
                         "requests": {"type": "integer"},
                         "objects_read": {"type": "integer"},
