@@ -47,7 +47,9 @@ def _read_until_blank_line(sock: socket.socket) -> bytes:
     return data
 
 
-def test_an_allowed_upload_is_told_to_continue_then_stored(world: World, uploader: Identity, unique: str) -> None:
+def test_an_allowed_upload_is_told_to_continue_then_stored(
+    world: World, uploader: Identity, unique: str
+) -> None:
     key = f"expect/{unique}/ok.bin"
     with _connect(world) as sock:
         sock.sendall(_head_of_put(world, uploader, key))
