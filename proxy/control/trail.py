@@ -5,7 +5,7 @@ and which part of the trail a viewer may read."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -15,7 +15,7 @@ from proxy.access.grants import Grant, parse_resource
 from proxy.access.policy import Policy, may_view_grant
 from proxy.audit.keyuse import KeyUse, top_keys
 from proxy.audit.records import Usage, parse_moment
-from proxy.audit.store import AuditQuery, AuditStore
+from proxy.audit.store import AuditQuery, AuditStore, StoredEvent
 from proxy.identity.principals import Principal
 from proxy.store.history import grants_in_range
 from proxy.workflow.service import Workflow
@@ -23,6 +23,8 @@ from proxy.workflow.service import Workflow
 # A grant's page folds at most its newest this many requests into per-key totals (and says so).
 KEYS_SCANNED = 2000
 TOP_KEYS = 10
+# A trail page whose filters no index serves searches at most this many events back, then offers to go on.
+SCAN_WINDOW = 100_000
 # Who-had-access answers with at most this many grants of the bucket (and says when there were more).
 HISTORY_GRANTS = 500
 HISTORY_DEFAULT = timedelta(days=7)
@@ -34,6 +36,41 @@ class GrantUse:
     keys: list[KeyUse]
     scanned: int  # requests folded into `keys`
     partial: bool  # the grant made more requests than were folded
+
+
+@dataclass(frozen=True, slots=True)
+class TrailPage:
+    events: list[StoredEvent]  # newest first
+    older: int | None  # `before` for the next page; None: nothing older matches
+    searched_from: int | None  # the oldest seq this page searched, when a window bounded it
+
+
+def indexed(q: AuditQuery) -> bool:
+    """Whether an index narrows the query to its matches, so a page reads only about as many rows as
+    it shows: principal, grant and resource names are indexed with seq; an action, outcome, s3://
+    prefix or time range alone is checked row by row."""
+    named = q.resource is not None and not q.resource.startswith("s3://")
+    return bool(q.principal or q.grant_id or named or q.resources is not None)
+
+
+def window(q: AuditQuery, head: int) -> AuditQuery:
+    """The query confined to the SCAN_WINDOW events below its cursor, unless an index serves it."""
+    if indexed(q):
+        return q
+    top = head + 1 if q.before_seq is None else q.before_seq
+    return replace(q, after_seq=max(q.after_seq, top - 1 - SCAN_WINDOW))
+
+
+async def trail_page(audit: AuditStore, q: AuditQuery, size: int) -> TrailPage:
+    """One page of the trail, newest first, never reading more than a window of unindexed rows."""
+    bounded = window(q, (await audit.head())[0])
+    events = await audit.newest(bounded, size)
+    if len(events) == size:
+        return TrailPage(events, events[-1].seq, None)
+    floor = bounded.after_seq
+    if floor > q.after_seq:  # the window ended the search, not the trail
+        return TrailPage(events, floor + 1, floor + 1)
+    return TrailPage(events, None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +122,9 @@ class Trail:
         if policy.is_admin(viewer) or not self.reader_groups.isdisjoint(viewer.groups):
             return None
         return tuple(r.name for r in policy.resources if policy.is_approver_of(viewer, r.name))
+
+    async def page(self, q: AuditQuery, size: int) -> TrailPage:
+        return await trail_page(self.audit, q, size)
 
     async def usages(self, grants: Iterable[Grant]) -> dict[str, Usage]:
         """Every grant's use so far (never used: zeros)."""

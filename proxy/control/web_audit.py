@@ -107,18 +107,17 @@ async def audit_trail(request: web.Request, visit: Visit) -> web.StreamResponse:
         query = trail_query(request.query, visit.now, scope)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    events = await trail.audit.newest(query, PAGE_SIZE)
+    found = await trail.page(query, PAGE_SIZE)
     filters = {k: request.query[k] for k in TRAIL_FILTERS if request.query.get(k)}
-    older = None
-    if len(events) == PAGE_SIZE:
-        older = "/audit?" + urlencode({**filters, "before": events[-1].seq})
+    older = None if found.older is None else "/audit?" + urlencode({**filters, "before": found.older})
     return render(
         request.app[WEB],
         visit,
         "audit.html",
         title="Audit trail",
         nav="audit",
-        rows=[trail_row(e) for e in events],
+        rows=[trail_row(e) for e in found.events],
+        searched_from=found.searched_from,
         filters=filters,
         actions=[a.value for a in Action],
         paged="before" in request.query,
