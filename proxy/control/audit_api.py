@@ -22,7 +22,7 @@ from proxy.access.policy import Policy, resource_of_grant
 from proxy.audit.records import Usage, iso, parse_moment
 from proxy.audit.store import AuditQuery
 from proxy.control.api import WORKFLOW, Problem, caller
-from proxy.control.trail import TRAIL, area_of, history_range
+from proxy.control.trail import TRAIL, History, area_of, history_range
 from proxy.identity.principals import Principal
 from proxy.observe.observers import Observability
 from proxy.store.suspensions import Suspension
@@ -153,15 +153,17 @@ async def access_history(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise Problem(400, "invalid_query", str(exc)) from None
     found = await trail.history_of(who, area, since, until)
-    return web.json_response(
-        {
-            "resource": asked,
-            "since": iso(since),
-            "until": iso(until),
-            "truncated": found.truncated,
-            "grants": [span_json(s, found.usage[s.grant.id]) for s in found.spans],
-        }
-    )
+    return web.json_response(history_json(asked, since, until, found))
+
+
+def history_json(asked: str, since: datetime, until: datetime, found: History) -> dict[str, Any]:
+    return {
+        "resource": asked,
+        "since": iso(since),
+        "until": iso(until),
+        "truncated": found.truncated,
+        "grants": [span_json(s, found.usage[s.grant.id]) for s in found.spans],
+    }
 
 
 def span_json(span: Span, usage: Usage) -> dict[str, Any]:

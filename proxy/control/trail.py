@@ -4,7 +4,7 @@ and which part of the trail a viewer may read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -18,6 +18,7 @@ from proxy.audit.records import Usage, parse_moment
 from proxy.audit.store import AuditQuery, AuditStore, StoredEvent
 from proxy.identity.principals import Principal
 from proxy.store.history import grants_in_range
+from proxy.store.sql import SqlStore
 from proxy.workflow.service import Workflow
 
 # A grant's page folds at most its newest this many requests into per-key totals (and says so).
@@ -138,32 +139,43 @@ class Trail:
         keys = top_keys((e.body for e in recent), TOP_KEYS)
         return GrantUse(usage, keys, len(recent), usage.requests > len(recent))
 
-    async def history(
-        self, viewer: Principal, bucket: str, prefix: str, since: datetime, until: datetime
-    ) -> History:
-        """Who had access to s3://bucket/prefix in [since, until), among the grants `viewer` may see."""
-        found = await grants_in_range(self.workflow.store, bucket, since, until, limit=HISTORY_GRANTS + 1)
-        # Trail readers see every grant (as they see every event); approvers those on what they approve.
+    async def history_of(self, viewer: Principal, area: Area, since: datetime, until: datetime) -> History:
+        """Who had access to the area in [since, until), among the grants `viewer` may see: trail
+        readers every grant (as they see every event), approvers those on what they approve."""
         everything = self.scope(viewer) is None
         policy = self.workflow.policy
-        visible = [g for g in found[:HISTORY_GRANTS] if everything or may_view_grant(policy, g, viewer)]
-        spans = coverage.coverage(visible, bucket, prefix, since, until)
-        usage = await self.usages(s.grant for s in spans)
-        return History(spans, usage, len(found) > HISTORY_GRANTS)
+        return await history(
+            self.workflow.store,
+            self.audit,
+            area,
+            since,
+            until,
+            lambda g: everything or may_view_grant(policy, g, viewer),
+        )
 
-    async def history_of(self, viewer: Principal, area: Area, since: datetime, until: datetime) -> History:
-        """`history` over each of the area's paths, a grant counted once (at its earliest span)."""
-        spans: list[coverage.Span] = []
-        usage: dict[str, Usage] = {}
-        truncated = False
-        for bucket, prefix in area.paths:
-            found = await self.history(viewer, bucket, prefix, since, until)
-            seen = {s.grant.id for s in spans}
-            spans.extend(s for s in found.spans if s.grant.id not in seen)
-            usage.update(found.usage)
-            truncated = truncated or found.truncated
-        spans.sort(key=lambda s: (s.start, s.principal, s.grant.id))
-        return History(spans, usage, truncated)
+
+async def history(
+    store: SqlStore,
+    audit: AuditStore,
+    area: Area,
+    since: datetime,
+    until: datetime,
+    visible: Callable[[Grant], bool],
+) -> History:
+    """Each `visible` grant over each of the area's paths in [since, until), counted once (at its
+    earliest span), with what it moved."""
+    spans: list[coverage.Span] = []
+    truncated = False
+    for bucket, prefix in area.paths:
+        found = await grants_in_range(store, bucket, since, until, limit=HISTORY_GRANTS + 1)
+        truncated = truncated or len(found) > HISTORY_GRANTS
+        seen = {s.grant.id for s in spans}
+        shown = [g for g in found[:HISTORY_GRANTS] if g.id not in seen and visible(g)]
+        spans.extend(coverage.coverage(shown, bucket, prefix, since, until))
+    spans.sort(key=lambda s: (s.start, s.principal, s.grant.id))
+    found_usage = await audit.usages(s.grant.id for s in spans)
+    usage = {s.grant.id: found_usage.get(s.grant.id) or Usage(s.grant.id, None) for s in spans}
+    return History(spans, usage, truncated)
 
 
 TRAIL = web.AppKey("trail", Trail)

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from botocore.exceptions import ClientError
+from click.testing import CliRunner
 from support.access import api, read
 from support.browser import chromium
 from support.observed import eventually
 from support.world import BUCKET, ROOT, Identity, World, running_world
+
+from proxy.cli import main
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 MiB = 1024 * 1024
@@ -315,6 +319,21 @@ def test_who_had_access_when_lists_each_grant_with_its_span_approver_and_bytes(
     assert (status, problem["code"]) == (403, "forbidden")
     status, problem = api(world, token, "GET", "/access-history?resource=nowhere")
     assert (status, problem["code"]) == (400, "invalid_query")
+
+
+def test_the_cli_asks_the_gateway_who_had_access(
+    world: World, traffic: dict[str, Any], tmp_path: Path
+) -> None:
+    env = {
+        "GRANTGATE_API_URL": world.http.control_url,
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "GRANTGATE_CONFIG": "",
+        "GRANTGATE_TOKEN": world.api_token(world.person("owen")),
+    }
+    result = CliRunner().invoke(main, ["audit", "history", f"s3://{BUCKET}/{AREA}", "--since", "1h"], env=env)
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stdout.splitlines() if traffic["grant_id"] in line)
+    assert line.split()[0] == "alice" and "owen" in line and "6 MiB" in line
 
 
 def test_the_new_screenshots_are_referenced_from_the_readme() -> None:
