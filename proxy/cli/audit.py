@@ -256,6 +256,10 @@ def audit_usage(ctx: click.Context, grant_id: str, as_json: bool) -> None:
         f"  written: {data['objects_written']} objects, {data['bytes_written']} bytes\n"
         f"  first used {data['first_used_at']}, last used {data['last_used_at']}"
     )
+    # The API also names the objects it moved most (the database path has only the counters).
+    for key in data.get("top_keys") or []:
+        moved = format_size(key["bytes_read"] + key["bytes_written"])
+        click.echo(f"  {moved:>10}  {key['requests']:>5} requests  {key['target']}")
 
 
 @audit.command("history")

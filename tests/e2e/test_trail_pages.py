@@ -335,6 +335,15 @@ def test_the_cli_asks_the_gateway_who_had_access(
     line = next(line for line in result.stdout.splitlines() if traffic["grant_id"] in line)
     assert line.split()[0] == "alice" and "owen" in line and "6 MiB" in line
 
+    usage = CliRunner().invoke(main, ["audit", "usage", traffic["grant_id"]], env=env)
+    assert usage.exit_code == 0, usage.output
+    moved = [line.split() for line in usage.stdout.splitlines() if "requests  s3://" in line]
+    assert [(m[0] + " " + m[1], m[-1].rsplit("/", 1)[-1]) for m in moved] == [
+        ("3 MiB", "a.bin"),
+        ("2 MiB", "c.bin"),
+        ("1 MiB", "b.bin"),
+    ]
+
 
 def test_the_new_screenshots_are_referenced_from_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
