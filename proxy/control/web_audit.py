@@ -21,6 +21,7 @@ from proxy.control.trail import TRAIL, Trail, area_of, history_range
 from proxy.control.webcore import WEB, BadRequest, Visit, page, render
 from proxy.identity.principals import Principal
 from proxy.workflow.errors import WorkflowError
+from proxy.workflow.service import Workflow
 
 PAGE_SIZE = 50
 # The trail's filters, as the form names them (the audit API's parameter names, plus action and before).
@@ -152,14 +153,13 @@ async def grant_page(request: web.Request, visit: Visit) -> web.StreamResponse:
     )
 
 
-async def _request_of(workflow: Any, grant: Grant, viewer: Principal) -> AccessRequest | None:
+async def _request_of(workflow: Workflow, grant: Grant, viewer: Principal) -> AccessRequest | None:
     if grant.request_id is None:
         return None
     try:
-        found: AccessRequest = await workflow.get_request(grant.request_id, viewer)
+        return await workflow.get_request(grant.request_id, viewer)
     except WorkflowError:
-        return None  # made by an admin or from policy, or a request this viewer may not read
-    return found
+        return None  # a request this viewer may not read
 
 
 def grant_status(grant: Grant, now: datetime) -> str:
