@@ -123,6 +123,7 @@ grants = Table(
     Column("terms_accepted", JSON, nullable=True),
     Index("ix_grants_principal", "principal"),
     Index("ix_grants_changed_in", "changed_in"),
+    Index("ix_grants_bucket", "bucket"),  # migration 0016
 )
 
 # One row, "version", bumped in the transaction of every write: gateways poll it to know when to reload.
@@ -312,9 +313,10 @@ audit_events = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_events_at", "at"),
-    Index("ix_audit_events_principal", "principal"),
-    Index("ix_audit_events_grant_id", "grant_id"),
-    Index("ix_audit_events_resource", "resource"),
+    # Migration 0016: each ends in `seq`, so the newest matches come straight off the index.
+    Index("ix_audit_events_principal_seq", "principal", "seq"),
+    Index("ix_audit_events_grant_id_seq", "grant_id", "seq"),
+    Index("ix_audit_events_resource_seq", "resource", "seq"),
 )
 
 # One row, "head": the last link of the chain. Appending locks it, so every gateway replica writing to
