@@ -135,3 +135,29 @@ class Ranges:
 
     def __len__(self) -> int:
         return len(self.starts)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRead:
+    """Bytes [start, end) of one shard of `model` that `principal` read, under `grant_ids`: what each
+    gateway flushes to the store, so that a pull split over replicas is summed."""
+
+    principal: str
+    model: str  # Model.name
+    shard: str  # the object key
+    start: int
+    end: int
+    grant_ids: tuple[str, ...]
+
+
+def bytes_read(model: Model, reads: Iterable[ShardRead]) -> tuple[int, int]:
+    """Distinct bytes of `model` had in `reads` (each range counted once, however often or by however
+    many replicas it was read), and how many of its shards were touched."""
+    ranges: dict[str, Ranges] = {}
+    for r in reads:
+        size = model.shards.get(r.shard)
+        if r.model != model.name or size is None:
+            continue
+        start = min(r.start, size)
+        ranges.setdefault(r.shard, Ranges()).add(start, min(r.end, size))
+    return sum(r.total for r in ranges.values()), len(ranges)
