@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from proxy.audit.records import control_record, event_kind, subject_key
 from proxy.audit.resources import ResourceCatalog
 from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.models import KnownModels, Model, Ranges, ShardRead, bytes_read
+from proxy.observe.models import KnownModels, Model, Ranges, ShardRead, Tally
 from proxy.observe.settings import DAYS, AnomalySettings
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -46,7 +46,7 @@ class Detector(Protocol):
     def observe(self, event: Any, now: float) -> list[Finding]: ...
 
 
-class _Lru(OrderedDict[str, Any]):
+class Lru(OrderedDict[str, Any]):
     def touch(self, key: str, default: Any) -> Any:
         if key in self:
             self.move_to_end(key)
@@ -98,7 +98,7 @@ class Exfiltration:
 
     def __init__(self, window: float, threshold: int, catalog: ResourceCatalog) -> None:
         self.window, self.threshold, self.catalog = window, threshold, catalog
-        self._seen: _Lru = _Lru()  # principal -> [deque[(t, bytes)], total]
+        self._seen: Lru = Lru()  # principal -> [deque[(t, bytes)], total]
 
     def observe(self, event: Any, now: float) -> list[Finding]:
         if not _allowed(event) or event.bytes_out <= 0 or not event.principal:
@@ -265,7 +265,7 @@ class DenialBurst:
 
     def __init__(self, window: float, threshold: int) -> None:
         self.window, self.threshold = window, threshold
-        self._seen: _Lru = _Lru()
+        self._seen: Lru = Lru()
 
     def observe(self, event: Any, now: float) -> list[Finding]:
         if not isinstance(event, RequestEvent) or event.decision != "deny":
@@ -445,21 +445,21 @@ class WholeModel:
             for start, end in zip(ranges.starts, ranges.ends, strict=True)
         ]
 
-    def judge(self, principal: str, reads: list[ShardRead], flushed: set[str], now: float) -> list[Finding]:
-        """What `principal`'s reads within the window (`reads`, from every replica) deserve, for the
+    def judge(self, principal: str, tally: Tally, flushed: set[str], now: float) -> list[Finding]:
+        """What `principal`'s reads in the window (`tally`, summed over every replica) deserve, for the
         models in `flushed` (those just read). Each finding is to be claimed before it is raised."""
         found = []
         for name in sorted(flushed):
-            model = self._model(name, reads)
-            if model is None:
+            shard = next((s for m, s in tally.ranges if m == name), None)
+            model = self.models.catalog.model_of(_bucket_of(name), shard)
+            if model is None or not model.size:
                 continue
-            read, shards = bytes_read(model, reads)
-            share = read / model.size if model.size else 0.0
-            if share > self.share:
-                found.append(self._pulled(principal, model, read, shards, reads, now))
-        names = sorted({r.model for r in reads})
+            read, shards = tally.bytes_read(model)
+            if read / model.size > self.share:
+                found.append(self._pulled(principal, model, read, shards, list(tally.grants[name]), now))
+        names = tally.models()
         if self.distinct and len(names) >= self.distinct:
-            grants = _grants_of(r for r in reads)
+            grants = list(dict.fromkeys(g for n in names for g in tally.grants[n]))
             message = (
                 f"{principal} read from {len(names)} models within {self.window:g}s "
                 f"(threshold {self.distinct})"
@@ -468,16 +468,10 @@ class WholeModel:
             found.append(self._finding(f"{principal}|models", principal, message, grants, details, now))
         return found
 
-    def _model(self, name: str, reads: list[ShardRead]) -> Model | None:
-        shard = next((r.shard for r in reads if r.model == name), None)
-        bucket = name.removeprefix("s3://").partition("/")[0]
-        return self.models.catalog.model_of(bucket, shard)
-
     def _pulled(
-        self, principal: str, model: Model, read: int, shards: int, reads: list[ShardRead], now: float
+        self, principal: str, model: Model, read: int, shards: int, grants: list[str], now: float
     ) -> Finding:
         share = read / model.size
-        grants = _grants_of(r for r in reads if r.model == model.name)
         message = (
             f"{principal} read {share:.0%} of model {model.name} ({read} of {model.size} bytes, "
             f"{shards} of {len(model.shards)} shards) within {self.window:g}s"
@@ -520,9 +514,8 @@ class WholeModel:
         return Finding(subject, alert)
 
 
-def _grants_of(reads: Iterable[ShardRead]) -> list[str]:
-    """The grants used, in order of first use."""
-    return list(dict.fromkeys(g for r in reads for g in r.grant_ids))
+def _bucket_of(model_name: str) -> str:
+    return model_name.removeprefix("s3://").partition("/")[0]
 
 
 def with_justifications(alert: AnomalyAlert, justifications: Mapping[str, str]) -> AnomalyAlert:
@@ -552,7 +545,7 @@ class Detectors:
         worker 0's listing; without it that rule is off."""
         self.settings = settings
         self.cooldown = settings.cooldown_seconds
-        self._last: _Lru = _Lru()
+        self._last: Lru = Lru()
         self.new_readers: NewGroupReader | None = None
         self.whole_model: WholeModel | None = None
         rules: list[Detector] = []

@@ -148,16 +148,36 @@ class ShardRead:
     start: int
     end: int
     grant_ids: tuple[str, ...]
+    at: float = 0.0  # when it was flushed (unix time), once stored
 
 
-def bytes_read(model: Model, reads: Iterable[ShardRead]) -> tuple[int, int]:
-    """Distinct bytes of `model` had in `reads` (each range counted once, however often or by however
-    many replicas it was read), and how many of its shards were touched."""
-    ranges: dict[str, Ranges] = {}
-    for r in reads:
-        size = model.shards.get(r.shard)
-        if r.model != model.name or size is None:
-            continue
-        start = min(r.start, size)
-        ranges.setdefault(r.shard, Ranges()).add(start, min(r.end, size))
-    return sum(r.total for r in ranges.values()), len(ranges)
+class Tally:
+    """One principal's reads of models, summed from every replica's flushed rows: the distinct ranges of
+    each shard and the grants used per model. Adding the same rows again changes nothing, so a reader
+    may take overlapping slices of the rows (and must, to miss none committed late)."""
+
+    __slots__ = ("grants", "ranges", "seen_until", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.seen_until = started  # the newest row's time taken so far
+        self.ranges: dict[tuple[str, str], Ranges] = {}  # (model, shard) -> what was had
+        self.grants: dict[str, dict[str, None]] = {}  # model -> grants, in order of first use
+
+    def add(self, reads: Iterable[ShardRead]) -> None:
+        for r in reads:
+            self.ranges.setdefault((r.model, r.shard), Ranges()).add(r.start, r.end)
+            self.grants.setdefault(r.model, {}).update(dict.fromkeys(r.grant_ids))
+            self.seen_until = max(self.seen_until, r.at)
+
+    def models(self) -> list[str]:
+        return sorted(self.grants)
+
+    def bytes_read(self, model: Model) -> tuple[int, int]:
+        """Distinct bytes of `model` had (at most each shard's size), and how many shards were touched."""
+        had = [
+            min(ranges.total, size)
+            for shard, size in model.shards.items()
+            if (ranges := self.ranges.get((model.name, shard))) is not None
+        ]
+        return sum(had), len(had)

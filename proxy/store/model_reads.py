@@ -3,10 +3,10 @@ replica, and only one, raises an alert about them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 
 from proxy.observe.models import ShardRead
 from proxy.store.engine import insert_ignoring_conflict, require_aware, write_engine
@@ -40,13 +40,31 @@ class ModelReads:
         async with self._writer.begin() as conn:
             await conn.execute(insert(model_reads), rows)
 
-    async def read_since(self, principal: str, since: datetime) -> list[ShardRead]:
-        """Every range `principal` read of any model since `since`, from every replica."""
-        require_aware(since)
-        query = select(model_reads).where(model_reads.c.principal == principal, model_reads.c.read_at > since)
+    async def read_since(self, since: Mapping[str, datetime]) -> list[ShardRead]:
+        """Every range each principal read of any model flushed after its moment in `since`, by every
+        replica: one query for them all."""
+        require_aware(*since.values())
+        if not since:
+            return []
+        query = select(model_reads).where(
+            or_(
+                *(
+                    and_(model_reads.c.principal == principal, model_reads.c.read_at > moment)
+                    for principal, moment in since.items()
+                )
+            )
+        )
         async with self._engine.connect() as conn:
             return [
-                ShardRead(r.principal, r.model, r.shard, r.first_byte, r.end_byte, tuple(r.grant_ids))
+                ShardRead(
+                    r.principal,
+                    r.model,
+                    r.shard,
+                    r.first_byte,
+                    r.end_byte,
+                    tuple(r.grant_ids),
+                    r.read_at.timestamp(),
+                )
                 for r in await conn.execute(query)
             ]
 

@@ -381,7 +381,7 @@ decoys = Table(
 
 # --- whole-model pulls across replicas (migration 0016) ---
 
-# The byte ranges of model shards each principal read, as each gateway flushes them (~every 0.5 s, not
+# The byte ranges of model shards each principal read, as each gateway flushes them (every second, not
 # per request): the whole_model rule sums one principal's pull over every replica from these rows.
 # Rows older than the rule's window are pruned.
 model_reads = Table(

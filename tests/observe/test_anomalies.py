@@ -19,7 +19,7 @@ from proxy.observe.anomalies import (
     with_justifications,
 )
 from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.models import KnownModels, ModelCatalog, find_models
+from proxy.observe.models import KnownModels, ModelCatalog, ShardRead, Tally, find_models
 from proxy.observe.settings import AnomalySettings
 
 T0 = datetime(2025, 3, 5, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, 10:00 UTC
@@ -343,13 +343,12 @@ def judged(detectors: Detectors, events: list[RequestEvent], now: float = T0) ->
     for event in events:
         assert detectors.feed(event, now) == []
     reads = rule.take()
-    return [
-        detectors.responded(finding)
-        for principal in sorted({r.principal for r in reads})
-        for finding in rule.judge(
-            principal, [r for r in reads if r.principal == principal], {r.model for r in reads}, now
-        )
-    ]
+    found = []
+    for principal in sorted({r.principal for r in reads}):
+        tally = Tally(now)
+        tally.add(r for r in reads if r.principal == principal)
+        found += rule.judge(principal, tally, {r.model for r in reads if r.principal == principal}, now)
+    return [detectors.responded(finding) for finding in found]
 
 
 def test_reading_most_of_a_model_in_parallel_ranges_is_judged_a_pull_naming_model_share_and_grants() -> None:
@@ -417,3 +416,16 @@ def test_the_alert_names_the_justification_each_grant_was_granted_on() -> None:
         {"id": "g_2", "justification": ""},
     ]
     assert "g_1: eval run 12" in named.message and "g_2: (none given)" in named.message
+
+
+def test_a_tally_counts_each_byte_once_however_often_its_rows_are_added() -> None:
+    [model] = find_models("archive", [(k, SHARD) for k in SHARDS])
+    reads = [
+        ShardRead("alice", model.name, SHARDS[0], 0, 600, ("g_1",)),
+        ShardRead("alice", model.name, SHARDS[0], 400, 1200, ("g_2",)),
+    ]
+    tally = Tally(T0)
+    for _ in range(3):  # the overlapping slices a replica takes of the store's rows
+        tally.add(reads)
+    assert tally.bytes_read(model) == (SHARD, 1)  # clipped at the shard's size
+    assert list(tally.grants[model.name]) == ["g_1", "g_2"]

@@ -100,6 +100,23 @@ async def test_a_pull_split_over_two_replicas_fires_once_naming_the_justificatio
     assert await one.pulls.flush() == [] and await two.pulls.flush() == []
 
 
+async def test_a_replica_tops_its_tally_up_with_what_the_other_flushed_since(store: SqlStore) -> None:
+    clock = [datetime.now(UTC).timestamp()]
+    one, two = Replica(store, clock), Replica(store, clock)
+    one.read("frank", SHARDS[0], 0, SHARD, "g_1")  # 25 %
+    assert await one.pulls.flush() == []
+    clock[0] += 1
+    two.read("frank", SHARDS[1], 0, SHARD, "g_1")
+    two.read("frank", SHARDS[2], 0, SHARD // 2, "g_1")  # 62.5 %
+    assert await two.pulls.flush() == []
+    clock[0] += 1
+    one.read("frank", SHARDS[2], SHARD // 2, SHARD // 2, "g_1")  # 75 %, on a tally built before
+    assert await one.pulls.flush() == []
+    one.read("frank", SHARDS[3], 0, SHARD // 2, "g_1")  # 87.5 %
+    [alert] = await one.pulls.flush()
+    assert alert.details["bytes"] == 3.5 * SHARD
+
+
 async def test_replicas_that_both_saw_a_pull_and_flush_at_once_raise_one_alert(store: SqlStore) -> None:
     clock = [datetime.now(UTC).timestamp()]
     replicas = [Replica(store, clock) for _ in range(4)]
@@ -140,6 +157,6 @@ async def test_old_reads_are_pruned(store: SqlStore) -> None:
     replica.read("dave", SHARDS[0], 0, 10, "g_1")
     await replica.pulls.flush()
     now = datetime.fromtimestamp(clock[0], UTC)
-    assert len(await reads.read_since("dave", now - timedelta(hours=1))) == 1
+    assert len(await reads.read_since({"dave": now - timedelta(hours=1)})) == 1
     await reads.prune(now + timedelta(seconds=1))
-    assert await reads.read_since("dave", now - timedelta(hours=1)) == []
+    assert await reads.read_since({"dave": now - timedelta(hours=1)}) == []
