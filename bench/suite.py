@@ -487,6 +487,7 @@ def gateway_config(
     control_port: int,
     store: str = "grantgate.db",
     workers: int = 0,
+    sections: str = "",
 ) -> Path:
     return write_gateway_config(
         workdir / f"{name}.toml",
@@ -497,6 +498,7 @@ def gateway_config(
         upstream_secret="bench-upstream-secret",
         store_url=f"sqlite:///{workdir / store}",
         workers=workers,
+        sections=sections,
     )
 
 

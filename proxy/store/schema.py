@@ -380,3 +380,32 @@ decoys = Table(
     Column("planted_at", UtcDateTime, nullable=False),
     Column("planted_by", String(200), nullable=False),
 )
+
+# --- whole-model pulls across replicas (migration 0017) ---
+
+# The byte ranges of model shards each principal read, as each gateway flushes them (every second, not
+# per request): the whole_model rule sums one principal's pull over every replica from these rows.
+# Rows older than the rule's window are pruned.
+model_reads = Table(
+    "model_reads",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("principal", String(200), nullable=False),
+    Column("model", Text, nullable=False),  # s3://bucket/prefix/
+    Column("shard", Text, nullable=False),  # the object key
+    Column("first_byte", BigInteger, nullable=False),
+    Column("end_byte", BigInteger, nullable=False),  # exclusive
+    Column("grant_ids", JSON, nullable=False),
+    Column("read_at", UtcDateTime, nullable=False),
+    Index("ix_model_reads_principal", "principal", "read_at"),
+)
+
+# One row per (rule, subject) that fired: the replica whose insert (or take-over of a row older than the
+# rule's window) succeeds raises the alert, so a pull seen by several replicas fires once.
+anomaly_claims = Table(
+    "anomaly_claims",
+    metadata,
+    Column("kind", String(50), primary_key=True),
+    Column("subject", String(1024), primary_key=True),
+    Column("fired_at", UtcDateTime, nullable=False),
+)

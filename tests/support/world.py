@@ -369,9 +369,12 @@ def _config(
 
 
 @contextlib.contextmanager
-def running_world(directory: Path, extra_config: str = "", workers: int = 1) -> Iterator[World]:
+def running_world(
+    directory: Path, extra_config: str = "", workers: int = 1, store_url: str = ""
+) -> Iterator[World]:
     """`extra_config`: more TOML sections for both gateways' configuration files; `workers`: processes
-    per gateway (a world's sync() then only knows worker 0 has caught up)."""
+    per gateway (a world's sync() then only knows worker 0 has caught up); `store_url`: the store both
+    gateways share (a PostgreSQL database, to run them as replicas), by default a SQLite file."""
     from moto.server import ThreadedMotoServer
 
     moto_port = free_port()
@@ -382,7 +385,7 @@ def running_world(directory: Path, extra_config: str = "", workers: int = 1) -> 
         upstream_url = f"http://127.0.0.1:{moto_port}"
         server_key = secrets.token_urlsafe(48)
         (directory / "server.key").write_text(server_key)
-        store_url = f"sqlite:///{directory / 'grantgate.db'}"
+        store_url = store_url or f"sqlite:///{directory / 'grantgate.db'}"
         run_sync(_init_store(store_url))
         cert, key = self_signed_cert(directory)
         for name, tls in (("http", None), ("https", (cert, key))):
