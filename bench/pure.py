@@ -11,9 +11,10 @@ Both builds cannot share one process (the modules have the same names), so each 
 process per build, the builds alternating within the round (A B, B A, ...) so that the machine's other
 load hits both alike. Each process times every step over `--iterations` calls with its own CPU clock
 (`time.process_time_ns`) and reports the CPU per call. The table gives the median over the rounds and
-the min-max spread. The compiled build is the tree `make compile` builds in place, or `--compiled DIR`:
-a directory holding a `proxy/` package with the extension modules next to their sources
-(`python -m bench.pure build DIR` makes one from this tree without touching it).
+the min-max spread. Both builds are copies of this tree under build/ (whatever state it is in: `make
+compile` builds in place): build/pure without extension modules, build/mypyc compiled; or `--compiled
+DIR`, a directory holding a `proxy/` package with the extension modules next to their sources (`python
+-m bench.pure build DIR` makes one).
 """
 
 from __future__ import annotations
@@ -232,14 +233,20 @@ def worker(iterations: int, chunked_mib: int) -> dict[str, Any]:
     return {"timings": timings, "compiled": compiled_modules()}
 
 
-def build(target: Path) -> Path:
-    """A copy of this tree's `proxy` package with the mypyc extension modules built next to the sources."""
+def copy(target: Path) -> Path:
+    """This tree's `proxy` package and build files at `target`, without any extension module: the pure
+    build whatever state this tree is in (`make compile` builds in place)."""
     target.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(target / "proxy", ignore_errors=True)
     shutil.copytree(ROOT / "proxy", target / "proxy", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
-    shutil.copy(ROOT / "setup.py", target / "setup.py")
-    shutil.copy(ROOT / "pyproject.toml", target / "pyproject.toml")
-    shutil.copy(ROOT / "README.md", target / "README.md")
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, target / name)
+    return target
+
+
+def build(target: Path) -> Path:
+    """A copy of this tree with the mypyc extension modules built next to the sources."""
+    copy(target)
     subprocess.run(
         [sys.executable, "setup.py", "build_ext", "--inplace"],
         cwd=target,
@@ -269,7 +276,7 @@ def _fmt(values: list[float]) -> str:
 
 
 def compare(compiled: Path, rounds: int, iterations: int, chunked_mib: int) -> str:
-    builds = {"pure": ROOT, "compiled": compiled}
+    builds = {"pure": copy(ROOT / "build" / "pure"), "compiled": compiled}
     samples: dict[str, dict[str, list[float]]] = {b: {} for b in builds}
     for number in range(rounds):
         order = list(builds) if number % 2 == 0 else list(reversed(builds))
