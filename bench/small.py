@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.stream import BUCKET, free_port, provision, running
+from bench.stream import BUCKET, LIST_BUCKETS, free_port, provision, running
 from bench.suite import (
     _NGINX_ORIGIN,
     SMALL_KEY,
@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         store_url = f"sqlite:///{workdir / 'grantgate.db'}"
         creds = asyncio.run(provision(store_url, server_key.encode(), prefix="objects/"))
         origin_port = free_port()
-        origin = nginx_process(
-            nginx, workdir, "nginx-origin", _NGINX_ORIGIN.format(port=origin_port, root=workdir / "origin")
-        )
+        root = workdir / "origin"
+        origin_conf = _NGINX_ORIGIN.format(port=origin_port, root=root, list_buckets=LIST_BUCKETS)
+        origin = nginx_process(nginx, workdir, "nginx-origin", origin_conf)
         gateways: dict[str, tuple[Process, System]] = {}
         for name, path in trees.items():
             s3, control = free_port(), free_port()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from proxy import build
 from proxy.access.policy import Policy
 from proxy.audit.log import AuditLog
 from proxy.config import ConfigError, Settings, reason
@@ -181,6 +182,7 @@ async def serve(
                 s3=f"{server.s3_host}:{server.s3_port}",
                 control=f"{server.control_host}:{server.control_port}",
                 upstream=settings.upstream.endpoint_url or f"aws:{settings.upstream.region}",
+                build=build.describe(),
             )
             await warn_if_bucket_unusable(probe, settings)
             settle_heap()
