@@ -9,7 +9,8 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md setup.py ./
+COPY build_support ./build_support
 COPY proxy ./proxy
 # Binary wheels only: the runtime image needs no compiler, and neither does this stage.
 RUN python3 -m venv /opt/grantgate \

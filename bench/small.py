@@ -1,11 +1,15 @@
 """CPU per small request and latency at 1 connection, for one or more source trees of the gateway, in turn.
 
     python -m bench.small --tree new=. --tree old=/path/to/other/checkout [--rounds 5] [--seconds 3]
+    python -m bench.small --tree on=. --tree off=. --sections on=bench/detectors-on.toml \
+        --sections off=bench/detectors-off.toml
 
 Each tree's gateway (`[server] workers = 1`, every check and observer on) runs in front of the same nginx
 origin and store; wrk fetches a presigned 4 KiB GET at 1 and at 32 connections, the trees alternating
 within each round so that machine noise hits them alike. CPU is the gateway process's user + system
 time over the run (/proc), divided by the requests wrk completed. Medians and the spread (min-max).
+`--sections NAME=FILE` appends FILE's TOML sections to that tree's configuration (one tree run twice
+with and without a feature: bench/detectors-on.toml and -off.toml, the anomaly detectors).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.stream import BUCKET, free_port, provision, running
+from bench.stream import BUCKET, LIST_BUCKETS, free_port, provision, running
 from bench.suite import (
     _NGINX_ORIGIN,
     SMALL_KEY,
@@ -60,8 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--sections", action="append", default=[], help="NAME=FILE: TOML for that tree")
     args = parser.parse_args(argv)
     trees = dict(t.split("=", 1) for t in args.tree)
+    sections = {name: Path(path).read_text() for name, path in (s.split("=", 1) for s in args.sections)}
     nginx, wrk = ensure_nginx_and_wrk()
     with tempfile.TemporaryDirectory(prefix="grantgate-small-") as tmp:
         workdir = Path(tmp)
@@ -73,13 +79,15 @@ def main(argv: list[str] | None = None) -> None:
         store_url = f"sqlite:///{workdir / 'grantgate.db'}"
         creds = asyncio.run(provision(store_url, server_key.encode(), prefix="objects/"))
         origin_port = free_port()
-        origin = nginx_process(
-            nginx, workdir, "nginx-origin", _NGINX_ORIGIN.format(port=origin_port, root=workdir / "origin")
-        )
+        root = workdir / "origin"
+        origin_conf = _NGINX_ORIGIN.format(port=origin_port, root=root, list_buckets=LIST_BUCKETS)
+        origin = nginx_process(nginx, workdir, "nginx-origin", origin_conf)
         gateways: dict[str, tuple[Process, System]] = {}
         for name, path in trees.items():
             s3, control = free_port(), free_port()
-            config = gateway_config(workdir, name, origin_port, s3, control, workers=1)
+            config = gateway_config(
+                workdir, name, origin_port, s3, control, workers=1, sections=sections.get(name, "")
+            )
             process = _TreeProcess(name, Path(path).resolve(), config, workdir / f"{name}.log")
             gateways[name] = (process, System(name, s3, s3, creds))
         samples = {name: Samples() for name in trees}

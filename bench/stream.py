@@ -85,9 +85,14 @@ def run_origin(port: int, root: Path) -> None:
     async def ready(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def list_buckets(_request: web.Request) -> web.Response:
+        # The gateway's bucket probe (its /readyz) lists the buckets: an empty list is an answer.
+        return web.Response(text=LIST_BUCKETS, content_type="application/xml")
+
     # 1 MiB reads, not aiohttp's 64 KiB: the sink must not be what limits an upload.
     app = web.Application(handler_args={"read_bufsize": CHUNK})
     app.router.add_get("/_ready", ready)
+    app.router.add_get("/", list_buckets)
     app.router.add_get("/{bucket}/{key:.+}", get)
     app.router.add_put("/{bucket}/{key:.+}", put)
     app.router.add_post("/{bucket}/{key:.+}", post)
@@ -115,6 +120,9 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+LIST_BUCKETS = "<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>"
+
+
 @dataclass
 class Process:
     """A child process we started, with the /proc figures the table reports."""
@@ -123,6 +131,7 @@ class Process:
     args: list[str]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of this process's environment
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -131,6 +140,7 @@ class Process:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                env={**os.environ, **self.env},
             )
 
     def stop(self) -> None:
@@ -540,9 +550,12 @@ def table(rows: list[Row], blob: Blob, rounds: int, baseline: float) -> str:
 # ---------------------------------------------------------------- orchestration
 
 
-def gateway_process(config: Path, log: Path, name: str = "gateway") -> Process:
+def gateway_process(
+    config: Path, log: Path, name: str = "gateway", env: dict[str, str] | None = None
+) -> Process:
     """`grantgate serve` on `config`, logging (audit lines included) to `log`."""
-    return Process(name, [sys.executable, "-m", "proxy", "--config", str(config), "serve"], log)
+    command = [sys.executable, "-m", "proxy", "--config", str(config), "serve"]
+    return Process(name, command, log, env=env or {})
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import platform
 import re
 import secrets
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from bench.stream import (
     CHUNK,
+    LIST_BUCKETS,
     MIB,
     Blob,
     Credentials,
@@ -49,6 +51,7 @@ from bench.stream import (
     sigv4_headers,
     wait_http,
 )
+from tests.support.certs import self_signed_cert
 from tests.support.gateway_config import write_gateway_config
 
 if TYPE_CHECKING:
@@ -130,6 +133,8 @@ _NGINX_ORIGIN = """
         root {root};
         sendfile on;
         tcp_nopush on;
+        # The gateway's bucket probe (its /readyz) lists the buckets: an empty list is an answer.
+        location = / {{ default_type application/xml; return 200 "{list_buckets}"; }}
         location / {{ limit_except GET {{ deny all; }} }}
     }}
 """
@@ -159,6 +164,46 @@ _NGINX_PROXY = """
 """
 
 
+# The bucket on HTTPS, as AWS S3 is: the same files over TLS (no sendfile through TLS).
+_NGINX_ORIGIN_TLS = """
+    server {{
+        listen 127.0.0.1:{port} ssl reuseport;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        root {root};
+        # The gateway's bucket probe (its /readyz) lists the buckets: an empty list is an answer.
+        location = / {{ default_type application/xml; return 200 "{list_buckets}"; }}
+        location / {{ limit_except GET {{ deny all; }} }}
+    }}
+"""
+
+# nginx in front of the HTTPS bucket: proxy_pass https:// over kept-alive connections with TLS sessions
+# reused, the certificate verified (as GrantGate verifies it); clients on plaintext or on TLS.
+_NGINX_PROXY_TLS = """
+    upstream origin_tls {{ server 127.0.0.1:{origin}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        listen 127.0.0.1:{tls_port} ssl reuseport;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{
+            proxy_pass https://origin_tls;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ssl_session_reuse on;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {cert};
+            proxy_ssl_name localhost;
+            proxy_buffering on;
+            proxy_buffer_size 1m;
+            proxy_buffers 8 1m;
+            proxy_busy_buffers_size 2m;
+            proxy_max_temp_file_size 0;
+        }}
+    }}
+"""
+
+
 def nginx_process(nginx: str, workdir: Path, name: str, body: str) -> Process:
     home = workdir / name
     home.mkdir()
@@ -178,6 +223,12 @@ class System:
     get_port: int
     put_port: int
     creds: Credentials | None = None
+    tls: ssl.SSLContext | None = None  # the client speaks TLS to it, trusting this context's CA
+
+    def connect(self, port: int, timeout: float) -> http.client.HTTPConnection:
+        if self.tls is None:
+            return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=self.tls)
 
     def headers(self, method: str, port: int, path: str, query: list[tuple[str, str]]) -> dict[str, str]:
         from proxy.s3 import sigv4
@@ -245,7 +296,7 @@ def fetch(system: System, key: str, byte_range: tuple[int, int] | None = None, c
     if byte_range is not None:
         headers["range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
     own = conn is None
-    conn = conn or http.client.HTTPConnection("127.0.0.1", system.get_port, timeout=300)
+    conn = conn or system.connect(system.get_port, timeout=300)
     try:
         _request(conn, "GET", _path(key), [], headers)
         resp = conn.getresponse()
@@ -487,16 +538,21 @@ def gateway_config(
     control_port: int,
     store: str = "grantgate.db",
     workers: int = 0,
+    sections: str = "",
+    upstream_scheme: str = "http",
+    server: str = "",
 ) -> Path:
     return write_gateway_config(
         workdir / f"{name}.toml",
         s3_port=s3_port,
         control_port=control_port,
-        upstream_url=f"http://127.0.0.1:{upstream_port}",
+        upstream_url=f"{upstream_scheme}://127.0.0.1:{upstream_port}",
+        server=server,
         upstream_key="bench-upstream",
         upstream_secret="bench-upstream-secret",
         store_url=f"sqlite:///{workdir / store}",
         workers=workers,
+        sections=sections,
     )
 
 
@@ -615,12 +671,43 @@ def small_figures(conns: int) -> tuple[Figure, Figure, Figure]:
     )
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system time of these processes so far, from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICKS
+
+
+def https_figures(size: int) -> dict[str, Figure]:
+    """The whole-object GET from a bucket on HTTPS, by how the client reaches the proxy."""
+    obj = f"{size / 2**30:g} GiB" if size >= 2**30 else f"{size // MIB} MiB"
+    return {
+        leg: Figure(f"https_{leg}", f"GET {obj} from an HTTPS bucket, client on {leg}", "MB/s")
+        for leg in ("plaintext", "TLS")
+    }
+
+
 def measure(
-    systems: list[System], blob: Blob, rounds: int, wrk: str, small_seconds: int
+    systems: list[System],
+    blob: Blob,
+    rounds: int,
+    wrk: str,
+    small_seconds: int,
+    gateway: Process,
+    https: dict[str, list[System]],
 ) -> dict[str, Figure]:
-    """Every workload on every system, A B C A B C: machine noise hits all three alike."""
+    """Every workload on every system, A B C A B C: machine noise hits all three alike. `https`: per
+    client leg, the three systems in front of the HTTPS bucket (direct is the bucket over TLS)."""
     workloads = throughput_workloads(blob.size)
+    over_https = https_figures(blob.size)
     small = {conns: small_figures(conns) for conns in (1, 32)}
+    # The gateway's workers' CPU over the 32-connection wrk run, per request it completed.
+    cpu = Figure("cpu32", "gateway CPU per 4 KiB request, 32 conn (process CPU / requests)", "µs", False)
     urls = {s.name: s.small_url() for s in systems}
     for round_no in range(1, rounds + 1):
         for figure, workload, moved in workloads:
@@ -628,11 +715,20 @@ def measure(
                 mb_s = moved / workload(system, blob) / 1e6
                 figure.add(system.name, mb_s)
                 note(f"round {round_no}: {figure.workload}: {system.name}: {mb_s:,.0f} MB/s")
+        for leg, figure in over_https.items():
+            for system in https[leg]:
+                mb_s = blob.size / get_single(system, blob) / 1e6
+                figure.add(system.name, mb_s)
+                note(f"round {round_no}: {figure.workload}: {system.name}: {mb_s:,.0f} MB/s")
         for conns, (rps, p50, p99) in small.items():
             for system in systems:
+                workers = workers_of(gateway) if system.creds is not None else []
+                before = cpu_seconds(workers)
                 result = run_wrk(
                     wrk, urls[system.name], conns, small_seconds, via_gateway=system.creds is not None
                 )
+                if workers and conns == 32:
+                    cpu.add(system.name, (cpu_seconds(workers) - before) * 1e6 / result.requests)
                 rps.add(system.name, result.requests_per_s)
                 p50.add(system.name, result.p50_us)
                 p99.add(system.name, result.p99_us)
@@ -640,7 +736,8 @@ def measure(
                     f"round {round_no}: 4 KiB x{conns}: {system.name}: {result.requests_per_s:,.0f} req/s, "
                     f"p50 {result.p50_us:,.0f} µs, p99 {result.p99_us:,.0f} µs"
                 )
-    figures = [f for f, _, _ in workloads] + [f for trio in small.values() for f in trio]
+    figures = [f for f, _, _ in workloads] + list(over_https.values())
+    figures += [f for trio in small.values() for f in trio] + [cpu]
     return {f.key: f for f in figures}
 
 
@@ -776,6 +873,14 @@ def _fmt(value: float) -> str:
     return "—" if value != value else f"{value:,.0f}"  # NaN: not measured
 
 
+def _with_spread(fig: Figure, system: str) -> str:
+    """The median and, over several rounds, the min-max spread: a gap smaller than it is noise."""
+    values = fig.values.get(system)
+    if not values or len(values) < 2:
+        return _fmt(fig.median(system))
+    return f"{_fmt(fig.median(system))} ({_fmt(min(values))}-{_fmt(max(values))})"
+
+
 def table(figures: dict[str, Figure]) -> str:
     lines = [
         "| workload | unit | direct | nginx | GrantGate "
@@ -785,8 +890,9 @@ def table(figures: dict[str, Figure]) -> str:
     for fig in figures.values():
         d, n, g = (fig.median(s) for s in SYSTEMS)
         better = fig.higher_is_better
+        cells = " | ".join(_with_spread(fig, s) for s in SYSTEMS)
         lines.append(
-            f"| {fig.workload} | {fig.unit} | {_fmt(d)} | {_fmt(n)} | {_fmt(g)} | "
+            f"| {fig.workload} | {fig.unit} | {cells} | "
             f"{_ratio(g, n, better)} | {_ratio(g, d, better)} | {_ratio(n, d, better)} |"
         )
     return "\n".join(lines)
@@ -840,6 +946,9 @@ def targets(figures: dict[str, Figure], peak_rss_mb: float, grants: dict[int, di
         ("PUT: ≥ 0.9x nginx", vs_nginx("put"), 0.9),
         ("multipart upload: ≥ 0.9x nginx", vs_nginx("multipart"), 0.9),
         ("4 KiB GET, 32 conn: ≥ 0.35x nginx req/s", vs_nginx("rps32"), 0.35),
+        # Issue 17 measured 1.10x and 1.17x nginx `proxy_pass https://`: no regression.
+        ("GET from an HTTPS bucket, client on plaintext: ≥ 1.10x nginx", vs_nginx("https_plaintext"), 1.10),
+        ("GET from an HTTPS bucket, client on TLS: ≥ 1.17x nginx", vs_nginx("https_TLS"), 1.17),
     ]
     lines = ["| target | measured | met |", "|---|---:|:---:|"]
     lines += [f"| {label} | {value:.2f}x | {_yes(value >= want)} |" for label, value, want in at_least]
@@ -847,6 +956,7 @@ def targets(figures: dict[str, Figure], peak_rss_mb: float, grants: dict[int, di
         ("4 KiB GET, 1 conn: ≤ 0.5 ms added p50", added_ms("p50_1"), 0.5, "ms"),
         ("4 KiB GET, 1 conn: ≤ 2 ms added p99", added_ms("p99_1"), 2.0, "ms"),
         (f"peak RSS per worker, {RSS_STREAMS} x whole-object GETs: ≤ 150 MB", peak_rss_mb, 150, "MB"),
+        ("gateway CPU per 4 KiB request, 32 conn: ≤ 120 µs", figures["cpu32"].median("grantgate"), 120, "µs"),
         # The check's own cost: the end-to-end p50 moves by more than the whole check (about 3 µs of
         # 600) from round to round on a shared machine, so it is shown in the grants table, not judged.
         (
@@ -903,17 +1013,32 @@ def run(args: argparse.Namespace, workdir: Path) -> str:
     creds = asyncio.run(provision(store_url, server_key.encode()))
     asyncio.run(set_grant_count(store_url, args.grant_counts[0]))
 
-    ports = {
-        name: free_port() for name in ("origin", "sink", "nginx", "gw", "gw_ctl", "gw_put", "gw_put_ctl")
-    }
+    names = ("origin", "sink", "nginx", "gw", "gw_ctl", "gw_put", "gw_put_ctl")
+    names += ("origin_tls", "nginx_tls_plain", "nginx_tls_tls", "gw_tls_plain", "gw_tls_tls")
+    ports = {name: free_port() for name in (*names, "gw_tls_plain_ctl", "gw_tls_tls_ctl")}
+    cert, key = self_signed_cert(workdir)
+    tls = ssl.create_default_context(cafile=str(cert))
     origin = nginx_process(
-        nginx, workdir, "nginx-origin", _NGINX_ORIGIN.format(port=ports["origin"], root=workdir / "origin")
+        nginx,
+        workdir,
+        "nginx-origin",
+        _NGINX_ORIGIN.format(port=ports["origin"], root=workdir / "origin", list_buckets=LIST_BUCKETS)
+        + _NGINX_ORIGIN_TLS.format(
+            port=ports["origin_tls"], cert=cert, key=key, root=workdir / "origin", list_buckets=LIST_BUCKETS
+        ),
     )
     proxy = nginx_process(
         nginx,
         workdir,
         "nginx-proxy",
-        _NGINX_PROXY.format(port=ports["nginx"], origin=ports["origin"], sink=ports["sink"]),
+        _NGINX_PROXY.format(port=ports["nginx"], origin=ports["origin"], sink=ports["sink"])
+        + _NGINX_PROXY_TLS.format(
+            port=ports["nginx_tls_plain"],
+            tls_port=ports["nginx_tls_tls"],
+            origin=ports["origin_tls"],
+            cert=cert,
+            key=key,
+        ),
     )
     sink_args = [sys.executable, "-m", "bench.stream", "origin", "--port", str(ports["sink"])]
     # Two sink processes on one port (SO_REUSEPORT), so 8 parts in flight are not throttled by one core.
@@ -933,21 +1058,50 @@ def run(args: argparse.Namespace, workdir: Path) -> str:
         workdir / "gateway-put.log",
         "grantgate-put",
     )
+    # Two more in front of the HTTPS bucket, trusting its certificate as the system's CAs (verified, as
+    # nginx verifies it): one for clients on plaintext, one with a TLS listener of its own.
+    gw_https = [
+        gateway_process(
+            gateway_config(
+                workdir,
+                f"gw-tls-{leg}",
+                ports["origin_tls"],
+                ports[f"gw_tls_{leg}"],
+                ports[f"gw_tls_{leg}_ctl"],
+                upstream_scheme="https",
+                server=f'tls_cert = "{cert}"\ntls_key = "{key}"' if leg == "tls" else "",
+            ),
+            workdir / f"gateway-tls-{leg}.log",
+            f"grantgate-tls-{leg}",
+            env={"SSL_CERT_FILE": str(cert)},
+        )
+        for leg in ("plain", "tls")
+    ]
     systems = [
         System("direct", ports["origin"], ports["sink"]),
         System("nginx", ports["nginx"], ports["nginx"]),
         System("grantgate", ports["gw"], ports["gw_put"], creds),
     ]
-    with running([origin, *sinks, proxy, gw, gw_put]):
-        for process in (origin, *sinks, proxy, gw, gw_put):
+    https = {
+        leg: [
+            System("direct", ports["origin_tls"], 0, tls=tls),
+            System("nginx", ports[f"nginx_tls_{name}"], 0, tls=tls if name == "tls" else None),
+            System("grantgate", ports[f"gw_tls_{name}"], 0, creds, tls=tls if name == "tls" else None),
+        ]
+        for leg, name in (("plaintext", "plain"), ("TLS", "tls"))
+    }
+    with running([origin, *sinks, proxy, gw, gw_put, *gw_https]):
+        for process in (origin, *sinks, proxy, gw, gw_put, *gw_https):
             process.start()
         wait_port(ports["origin"])
         wait_http(f"http://127.0.0.1:{ports['sink']}/_ready")
         wait_port(ports["nginx"])
         wait_http(f"http://127.0.0.1:{ports['gw_ctl']}/readyz")
         wait_http(f"http://127.0.0.1:{ports['gw_put_ctl']}/readyz")
+        for leg in ("plain", "tls"):
+            wait_http(f"http://127.0.0.1:{ports[f'gw_tls_{leg}_ctl']}/readyz")
         time.sleep(1.0)  # every worker listening, not just worker 0
-        figures = measure(systems, blob, args.rounds, wrk, args.small_seconds)
+        figures = measure(systems, blob, args.rounds, wrk, args.small_seconds, gw, https)
         peak_rss = measure_peak_rss(systems[2], gw, blob)
         grants = measure_grant_counts(
             workdir, ports["origin"], creds, wrk, args.rounds, args.small_seconds, args.grant_counts
@@ -974,7 +1128,8 @@ def report(
             f"4 KiB tests {args.small_seconds:g} s each with wrk; {os.cpu_count()} CPUs, "
             "client, proxies and origin on the same machine; "
             f"GrantGate with {workers} workers; Python {platform.python_version()}; load average at the end "
-            f"{os.getloadavg()[0]:.1f}. Ratios of latencies are ratios of times (lower is better).",
+            f"{os.getloadavg()[0]:.1f}. Ratios of latencies are ratios of times (lower is better). "
+            "Each figure: median (min-max over the rounds).",
             "",
             table(figures),
             "",
@@ -985,7 +1140,7 @@ def report(
             "",
             grants_table(grants),
             "",
-            "Targets (issue 8):",
+            "Targets (issues 8 and 17):",
             "",
             targets(figures, peak_rss_mb, grants),
         ]

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from proxy import build
 from proxy.access.policy import Policy
 from proxy.audit.log import AuditLog
 from proxy.config import ConfigError, Settings, reason
@@ -24,8 +25,8 @@ from proxy.live_state import LiveState
 from proxy.notify.notifiers import notifying
 from proxy.observe.events import EventBus
 from proxy.observe.observers import Observability, metrics_listener, observing
-from proxy.s3 import listener
 from proxy.s3.bucketprobe import BucketProbe
+from proxy.s3.listener import S3Listener
 from proxy.s3.prefixsize import PrefixSizer
 from proxy.s3.upstream import Upstream, new_pool
 from proxy.store.sql import SqlStore
@@ -47,19 +48,17 @@ READ_BUFSIZE = 1024 * 1024
 S3_IDLE_TIMEOUT_SECONDS = 75.0
 
 
-def s3_app(gateway: Gateway) -> web.Application:
+def s3_server_runner(listener: S3Listener) -> web.ServerRunner:
     # client_max_size is irrelevant: bodies are streamed, never read whole by aiohttp.
-    app = web.Application(
-        handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_FIELD, "read_bufsize": READ_BUFSIZE}
+    server = web.Server(
+        listener,
+        access_log=None,
+        keepalive_timeout=S3_IDLE_TIMEOUT_SECONDS,
+        max_line_size=MAX_LINE,
+        max_field_size=MAX_FIELD,
+        read_bufsize=READ_BUFSIZE,
     )
-    listener.install(app, gateway)
-    return app
-
-
-def s3_app_runner(gateway: Gateway) -> web.AppRunner:
-    return web.AppRunner(
-        s3_app(gateway), access_log=None, handle_signals=False, keepalive_timeout=S3_IDLE_TIMEOUT_SECONDS
-    )
+    return web.ServerRunner(server, handle_signals=False)
 
 
 @contextlib.asynccontextmanager
@@ -154,7 +153,8 @@ async def serve(
             settings.policy.sweep_interval_seconds,
         ) as workflow,
     ):
-        s3_runner = s3_app_runner(gateway)
+        s3_listener = S3Listener(gateway)
+        s3_runner = s3_server_runner(s3_listener)
         probe = BucketProbe(gateway.upstream, probe_bucket(policy))
         control_runner = web.AppRunner(
             control_app(
@@ -182,6 +182,7 @@ async def serve(
                 s3=f"{server.s3_host}:{server.s3_port}",
                 control=f"{server.control_host}:{server.control_port}",
                 upstream=settings.upstream.endpoint_url or f"aws:{settings.upstream.region}",
+                build=build.describe(),
             )
             await warn_if_bucket_unusable(probe, settings)
             settle_heap()
@@ -190,6 +191,7 @@ async def serve(
             await stop.wait()
         finally:
             await s3_runner.cleanup()
+            await s3_listener.close()
             await control_runner.cleanup()
 
 

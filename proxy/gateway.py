@@ -50,14 +50,14 @@ class Gateway:
     def max_skew(self) -> timedelta:
         return timedelta(seconds=self.settings.server.max_clock_skew_seconds)
 
-    def signed_host(self, request: web.Request) -> str:
+    def signed_host(self, request: web.BaseRequest) -> str:
         """The Host the client signed: X-Forwarded-Host only from a configured, trusted proxy."""
         forwarded = request.headers.get("X-Forwarded-Host")
         if forwarded and request.remote in self.settings.server.trusted_proxies:
             return forwarded.split(",")[0].strip()
         return request.headers.get("Host", "")
 
-    def client_address(self, request: web.Request) -> str:
+    def client_address(self, request: web.BaseRequest) -> str:
         """The caller's address: behind a trusted proxy, the last X-Forwarded-For hop it added."""
         remote = request.remote or ""
         forwarded = request.headers.get("X-Forwarded-For")

@@ -30,7 +30,7 @@ from proxy.app import (
     observing_gateway,
     refuse_shared_s3_port,
     running_gateway,
-    s3_app_runner,
+    s3_server_runner,
     serve,
     settle_heap,
     tls_context,
@@ -39,6 +39,7 @@ from proxy.app import (
 from proxy.config import ConfigError, Settings
 from proxy.observe.logging import configure_logging
 from proxy.observe.multiprocess import shared_metrics, worker_exited
+from proxy.s3.listener import S3Listener
 from proxy.store.engine import StoreError
 from proxy.store.sql import upgrade_database
 from proxy.written import WrittenVersion
@@ -104,7 +105,8 @@ async def serve_s3(
         running_gateway(settings, policy, written, migrate=False) as gateway,
         observing_gateway(gateway, worker=index),
     ):
-        runner = s3_app_runner(gateway)
+        s3_listener = S3Listener(gateway)
+        runner = s3_server_runner(s3_listener)
         await runner.setup()
         try:
             server = settings.server
@@ -117,6 +119,7 @@ async def serve_s3(
             await stop.wait()
         finally:
             await runner.cleanup()
+            await s3_listener.close()
 
 
 def supervise(count: int, run_worker: Callable[[int], None]) -> int:

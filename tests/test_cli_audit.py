@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from support.cli import user_error
 from support.world import run_sync
 
 from proxy.access.grants import Action
@@ -143,6 +144,21 @@ def test_usage_shows_what_was_done_under_a_grant(config: Path) -> None:
     assert (usage["requests"], usage["objects_read"], usage["bytes_read"]) == (3, 3, 3_000_000)
     text = run(config, "audit", "usage", grant_id).output
     assert "3 objects, 3000000 bytes" in text
+
+
+def test_history_shows_who_had_access_from_the_database(config: Path) -> None:
+    grant_id = seed(config)
+    result = run(config, "audit", "history", "s3://archive/models/7.bin", "--since", "1h", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)["grants"]
+    assert [(g["grant_id"], g["principal"], g["bytes_read"]) for g in found] == [
+        (grant_id, "alice", 3_000_000)
+    ]
+    text = run(config, "audit", "history", "s3://archive/models/", "--since", "1h").output
+    assert text.splitlines()[0].split()[:3] == ["PRINCIPAL", "GRANT", "FROM"]
+    assert grant_id in text and "2.9 MiB" in text
+    assert "nobody held a grant" in run(config, "audit", "history", "s3://archive/data/").output
+    user_error(run(config, "audit", "history", "no-such-resource"), "no resource named 'no-such-resource'")
 
 
 def test_a_suspended_grant_is_listed_and_resumed(config: Path) -> None:

@@ -15,7 +15,7 @@ import functools
 import json
 import operator
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +71,9 @@ class AuditQuery:
     after_seq: int = 0
     limit: int | None = None
     latest: bool = False  # with `limit`: the most recent events (still returned oldest first)
+    before_seq: int | None = None  # only events before this one (paging newest first)
+    resources: tuple[str, ...] | None = None  # only events in one of these named resources
+    action: str | None = None  # only S3 requests of this action (read, list, write, delete)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,19 +209,33 @@ class AuditStore:
         return fold_receipts([event.body async for event in self.stream(query)])
 
     async def usage(self, grant_id: str) -> Usage | None:
+        return (await self.usages([grant_id])).get(grant_id)
+
+    async def usages(self, grant_ids: Iterable[str]) -> dict[str, Usage]:
+        """What was done under each of these grants; a grant never used has no entry."""
+        ids = sorted(set(grant_ids))
+        found: dict[str, Usage] = {}
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(audit_grant_usage).where(audit_grant_usage.c.grant_id == grant_id))
-            ).first()
-        if row is None:
-            return None
-        return Usage(
-            row.grant_id,
-            row.principal,
-            **{name: int(getattr(row, name)) for name in _USAGE_COUNTERS},
-            first_used_at=row.first_used_at,
-            last_used_at=row.last_used_at,
-        )
+            # In slices: a page of grants stays one query, a long list stays under the drivers' bind limits.
+            for start in range(0, len(ids), PAGE):
+                rows = await conn.execute(
+                    select(audit_grant_usage).where(
+                        audit_grant_usage.c.grant_id.in_(ids[start : start + PAGE])
+                    )
+                )
+                for row in rows:
+                    found[row.grant_id] = Usage(
+                        row.grant_id,
+                        row.principal,
+                        **{name: int(getattr(row, name)) for name in _USAGE_COUNTERS},
+                        first_used_at=row.first_used_at,
+                        last_used_at=row.last_used_at,
+                    )
+        return found
+
+    async def newest(self, q: AuditQuery, limit: int) -> list[StoredEvent]:
+        """The newest `limit` matches (before `q.before_seq`, if set), newest first: one page of the trail."""
+        return list(reversed(await self.query(replace(q, latest=True, limit=limit))))
 
     # --- memory of the new-group-reader rule ---
 
@@ -260,6 +277,14 @@ def _filters(q: AuditQuery) -> list[ColumnElement[bool]]:
         found.append(c.kind.startswith(q.kind, autoescape=True) if q.kind.endswith(".") else c.kind == q.kind)
     if q.plane:
         found.append(c.plane == q.plane)
+    if q.before_seq is not None:
+        found.append(c.seq < q.before_seq)
+    if q.resources is not None:
+        found.append(c.resource.in_(q.resources))
+    if q.action:
+        # The action is a field of the stored body only; its canonical JSON spells it exactly so.
+        found.append(c.kind == "s3_request")
+        found.append(c.body.contains('"action":' + json.dumps(q.action), autoescape=True))
     if q.since:
         require_aware(q.since)
         found.append(c.at >= q.since)

@@ -6,11 +6,13 @@ API client modules. Every user mistake ends in one readable line and exit code 2
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import click
 
+from proxy import build
 from proxy.cli import access
 from proxy.cli.audit import audit
 from proxy.cli.common import UserError
@@ -27,6 +29,12 @@ from proxy.sidecar.command import sidecar
 from proxy.store.engine import StoreError
 
 __all__ = ["UserError", "main"]
+
+
+def _show_version(ctx: click.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"grantgate {metadata.version('grantgate')} ({build.describe()})")
+        ctx.exit()
 
 
 class _Group(click.Group):
@@ -47,7 +55,14 @@ class _Group(click.Group):
     envvar="GRANTGATE_CONFIG",
     help="Configuration file (TOML). Default: built-in defaults. Env: GRANTGATE_CONFIG.",
 )
-@click.version_option(package_name="grantgate", prog_name="grantgate")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _show_version(ctx, value),
+    help="Show the version and which build runs (pure Python or compiled by mypyc), then exit.",
+)
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
     """GrantGate: an S3 gateway that admits only granted, time-bound, audited access."""

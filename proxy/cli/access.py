@@ -84,8 +84,10 @@ def _outcome_line(r: dict[str, Any]) -> str:
         until = f"until {when(grant['expires_at'])} UTC" if grant.get("expires_at") else "with no expiry"
         if grant.get("starts_at"):
             until = f"from {when(grant['starts_at'])} UTC {until}"
-        what = f"{','.join(grant['actions'])} on {grant['resource']}"
-        head = f"Granted: {grant['id']} gives {r['requester']} {what} {until}."
+        ids = r.get("grant_ids") or [grant["id"]]
+        on = " and ".join(r.get("resources") or []) if len(ids) > 1 else grant["resource"]
+        head = f"Granted: {', '.join(ids)} give{'s' if len(ids) == 1 else ''} {r['requester']} "
+        head += f"{','.join(grant['actions'])} on {on} {until}."
     elif r["status"] == "pending":
         need = r["approvals_required"] - len(r["approvals"])
         head = (
@@ -145,7 +147,7 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
 
 
 @click.command("request")
-@click.argument("resource")
+@click.argument("resources", nargs=-1, required=True, metavar="RESOURCE...")
 @click.option(
     "--actions", default="read", show_default=True, help="Comma-separated: read, list, write, delete."
 )
@@ -172,7 +174,7 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def request_access(
     ctx: click.Context,
-    resource: str,
+    resources: tuple[str, ...],
     actions: str,
     duration: str | None,
     justification: str,
@@ -184,9 +186,12 @@ def request_access(
 ) -> None:
     """Ask for access to RESOURCE (s3://bucket/prefix, or a resource name such as `models`).
 
+    Several resources (`grantgate request models evals`) are one bundle: each resource's rule must be
+    satisfied, approvers see one request, and the grants are made together or not at all.
     A resource with dataset terms shows them and asks whether you accept them (or give --accept-terms)."""
     body: dict[str, Any] = {
-        "resource": resource,
+        # One resource keeps the request's original shape; several are a bundle.
+        **({"resource": resources[0]} if len(resources) == 1 else {"resources": list(resources)}),
         "actions": [a.strip() for a in actions.split(",") if a.strip()],
         "justification": justification,
         "break_glass": break_glass,

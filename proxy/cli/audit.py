@@ -1,4 +1,5 @@
-"""`grantgate audit`: query and export the audit trail, verify its hash chain, show grant usage.
+"""`grantgate audit`: query and export the audit trail, verify its hash chain, show grant usage and
+who had access to a resource when.
 
 With `--config` (or GRANTGATE_CONFIG) it works on the store directly, like the other admin commands:
 whoever runs it holds the database. Without, it asks the JSON API (GRANTGATE_API_URL and
@@ -20,10 +21,14 @@ from urllib.parse import quote
 
 import click
 
+from proxy.access.budgets import format_size
 from proxy.audit.records import Anchor, iso, parse_moment
 from proxy.audit.store import AuditQuery, AuditStore, StoredEvent
-from proxy.cli.common import actor, json_option, settings, table, with_store
+from proxy.cli.common import UserError, actor, json_option, settings, table, with_store
 from proxy.client import ApiClient, ApiError, load_client_config
+from proxy.control.audit_api import history_json
+from proxy.control.trail import area_of, history, history_range
+from proxy.store.sql import SqlStore
 from proxy.store.suspensions import GrantSuspensions
 
 T = TypeVar("T")
@@ -251,6 +256,65 @@ def audit_usage(ctx: click.Context, grant_id: str, as_json: bool) -> None:
         f"  written: {data['objects_written']} objects, {data['bytes_written']} bytes\n"
         f"  first used {data['first_used_at']}, last used {data['last_used_at']}"
     )
+    # The API also names the objects it moved most (the database path has only the counters).
+    for key in data.get("top_keys") or []:
+        moved = format_size(key["bytes_read"] + key["bytes_written"])
+        click.echo(f"  {moved:>10}  {key['requests']:>5} requests  {key['target']}")
+
+
+@audit.command("history")
+@click.argument("resource")
+@click.option("--since", default=None, help="ISO 8601 time, or a duration back from now (default 7d).")
+@click.option("--until", default=None, help="ISO 8601 time, or a duration back from now (default now).")
+@json_option
+@click.pass_context
+def audit_history(
+    ctx: click.Context, resource: str, since: str | None, until: str | None, as_json: bool
+) -> None:
+    """Who had access to RESOURCE (s3://bucket/prefix, an object or a resource name) and when: each
+    grant that covered it in the range, its span, who approved it and what it moved."""
+    client = _api(ctx)
+    if client is not None:
+        data = _ask(client, "/access-history", resource=resource, since=since, until=until)
+    else:
+        data = _with_store_history(ctx, resource, since, until)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data["grants"]:
+        click.echo(f"nobody held a grant on {resource} from {data['since']} to {data['until']}")
+        return
+    rows = [
+        [
+            g["principal"],
+            g["grant_id"],
+            g["from"][:19].replace("T", " "),
+            g["until"][:19].replace("T", " "),
+            g["approved_by"] or g["source"],
+            format_size(g["bytes_read"] + g["bytes_written"]),
+            "" if g["covers"] == "whole" else "part",
+        ]
+        for g in data["grants"]
+    ]
+    click.echo(table(["PRINCIPAL", "GRANT", "FROM", "UNTIL", "APPROVED BY", "USED", ""], rows))
+    if data["truncated"]:
+        click.echo("(more grants on the bucket in this range than one answer holds: narrow the range)")
+
+
+def _with_store_history(ctx: click.Context, resource: str, since: str | None, until: str | None) -> Any:
+    """The API's answer, computed from the database (whoever holds it sees every grant)."""
+    config = settings(ctx)
+    try:
+        start, end = history_range({"since": since or "", "until": until or ""}, datetime.now(UTC))
+        area = area_of(config.policy.build(), resource)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+    async def run(store: SqlStore) -> Any:
+        found = await history(store, AuditStore(store), area, start, end, lambda _g: True)
+        return history_json(resource, start, end, found)
+
+    return with_store(config, run)
 
 
 _RECEIPT_FIELDS = (

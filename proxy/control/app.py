@@ -11,6 +11,7 @@ from proxy.control import audit_api, reviews_api
 from proxy.control import web as web_pages
 from proxy.control.api import WORKFLOW, api_app
 from proxy.control.approver_context import APPROVER_CONTEXT, ApproverContext
+from proxy.control.trail import TRAIL, Trail
 from proxy.live_state import LiveState
 from proxy.notify.notifiers import Notifiers, install_slack
 from proxy.observe.observers import Observability, install_metrics
@@ -87,6 +88,10 @@ def control_app(
         api = api_app(workflow, context)
         reviews_api.install(api)
         if observability is not None:
+            # A grant's use, bytes per grant and who had access when: for the pages and the API alike.
+            trail = Trail(workflow, observability.audit, observability.settings.audit.reader_groups)
+            app[TRAIL] = trail
+            api[TRAIL] = trail
             audit_api.install(api, observability)
         app.add_subapp("/api/v1", api)
     if observability is not None:

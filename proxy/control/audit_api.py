@@ -1,4 +1,5 @@
-"""The audit API under /api/v1/audit: query and export the trail, verify it, grant usage, suspensions.
+"""The audit API under /api/v1/audit: query and export the trail, verify it, grant usage, suspensions;
+and beside it `/grants/{id}/usage` and `/access-history` (who had access to a resource when).
 
 Mounted into the /api/v1 sub-application, so its bearer-token authentication and problem+json errors
 apply. Reading the trail takes an admin group or one of `[audit] reader_groups`; a grant's usage is
@@ -15,11 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.access.coverage import Span
 from proxy.access.grants import Grant
 from proxy.access.policy import Policy, resource_of_grant
-from proxy.audit.records import iso, parse_moment
+from proxy.audit.records import Usage, iso, parse_moment
 from proxy.audit.store import AuditQuery
 from proxy.control.api import WORKFLOW, Problem, caller
+from proxy.control.trail import TRAIL, History, area_of, history_range
 from proxy.identity.principals import Principal
 from proxy.observe.observers import Observability
 from proxy.store.suspensions import Suspension
@@ -126,7 +129,60 @@ async def grant_usage(request: web.Request) -> web.Response:
         body[field] = len(
             {(r["bucket"], r["key"], r["version_id"]) for r in receipts if r["direction"] == direction}
         )
+    trail = request.app.get(TRAIL)
+    if trail is not None:
+        use = await trail.grant_use(grant)
+        body["top_keys"] = [k.as_dict() for k in use.keys]
+        body["top_keys_partial"] = use.partial  # folded from the newest requests only
     return web.json_response(body)
+
+
+async def access_history(request: web.Request) -> web.Response:
+    """Who had access to `?resource=` (s3://bucket/prefix, an object or a resource name) between `since`
+    and `until` (default: the last week): each covering grant's span, approver and use."""
+    trail = request.app[TRAIL]
+    who = caller(request)
+    if trail.scope(who) == ():
+        raise Problem(403, "forbidden", f"{who.name} may not see who had access: approvers and admins may")
+    asked = request.query.get("resource", "")
+    if not asked.strip():
+        raise Problem(400, "invalid_query", "resource is required: s3://bucket/prefix or a resource name")
+    try:
+        since, until = history_range(request.query, datetime.now(UTC))
+        area = area_of(trail.workflow.policy, asked)
+    except ValueError as exc:
+        raise Problem(400, "invalid_query", str(exc)) from None
+    found = await trail.history_of(who, area, since, until)
+    return web.json_response(history_json(asked, since, until, found))
+
+
+def history_json(asked: str, since: datetime, until: datetime, found: History) -> dict[str, Any]:
+    return {
+        "resource": asked,
+        "since": iso(since),
+        "until": iso(until),
+        "truncated": found.truncated,
+        "grants": [span_json(s, found.usage[s.grant.id]) for s in found.spans],
+    }
+
+
+def span_json(span: Span, usage: Usage) -> dict[str, Any]:
+    grant = span.grant
+    return {
+        "grant_id": grant.id,
+        "principal": grant.principal,
+        "resource": grant.resource,
+        "actions": sorted(a.value for a in grant.actions),
+        "from": iso(span.start),
+        "until": iso(span.end),
+        "covers": "whole" if span.whole else "part",
+        "source": grant.source,
+        "approved_by": grant.extra.get("created_by") or None,
+        "requests": usage.requests,
+        "bytes_read": usage.bytes_read,
+        "bytes_written": usage.bytes_written,
+        "last_used_at": iso(usage.last_used_at) if usage.last_used_at else None,
+    }
 
 
 async def list_receipts(request: web.Request) -> web.Response:
@@ -193,6 +249,8 @@ ROUTES = (
     ("GET", "/audit", list_events),
     ("GET", "/audit/verify", verify),
     ("GET", "/audit/usage/{grant_id}", grant_usage),
+    ("GET", "/grants/{grant_id}/usage", grant_usage),
+    ("GET", "/access-history", access_history),
     ("GET", "/audit/receipts", list_receipts),
     ("GET", "/audit/suspensions", list_suspensions),
     ("POST", "/audit/suspensions/{grant_id}/lift", lift_suspension),

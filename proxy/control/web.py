@@ -21,8 +21,10 @@ from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
 from proxy.access.requests import RequestStatus
 from proxy.access.terms import terms_sha256
-from proxy.control import signin, web_extend, web_reviews
+from proxy.audit.records import Usage as AuditUsage
+from proxy.control import signin, web_audit, web_extend, web_reviews
 from proxy.control.approver_context import APPROVER_CONTEXT
+from proxy.control.trail import TRAIL
 from proxy.control.web_settings import WebSettings
 from proxy.control.webcore import (
     STATIC,
@@ -282,6 +284,7 @@ async def my_access(request: web.Request, visit: Visit) -> web.StreamResponse:
         ended=ended,
         resource_names=_grant_resources(workflow, grants),
         usage=await _usage(workflow, active),
+        used=await _used(request, active),
     )
 
 
@@ -297,6 +300,13 @@ async def _usage(workflow: Workflow, grants: list[Grant]) -> dict[str, Usage]:
     """What each budgeted grant has moved so far (unspent budgets read as nothing used yet)."""
     found = await usage_of(workflow.store, grants)
     return {g.id: found.get(g.id, Usage()) for g in grants if g.budget is not None}
+
+
+async def _used(request: web.Request, grants: list[Grant]) -> dict[str, AuditUsage] | None:
+    """What every grant has moved so far, budgeted or not, from the audit trail's usage counters (None
+    when this gateway keeps no audit store)."""
+    trail = request.app.get(TRAIL)
+    return None if trail is None else await trail.usages(grants)
 
 
 def _step(
@@ -412,6 +422,7 @@ async def active_grants(request: web.Request, visit: Visit) -> web.StreamRespons
         grants=grants,
         resource_names=_grant_resources(ctx.workflow, grants),
         usage=await _usage(ctx.workflow, grants),
+        used=await _used(request, grants),
     )
 
 
@@ -450,6 +461,7 @@ def install(
     app.router.add_get("/grants", active_grants)
     app.router.add_post("/grants/{id}/revoke", revoke_grant)
     web_extend.install(app)
+    web_audit.install(app)
     web_reviews.install(app)
     app.router.add_static("/static", STATIC)
     signin.install(app)

@@ -23,7 +23,7 @@ from aiohttp import web
 from markupsafe import Markup, escape
 from multidict import MultiDictProxy
 
-from proxy.access.budgets import describe
+from proxy.access.budgets import describe, format_size
 from proxy.access.context import size_text
 from proxy.control import csrf, humanize
 from proxy.control.oidc import OidcClient
@@ -116,6 +116,7 @@ def template_environment() -> jinja2.Environment:
     env.filters["path"] = breakable_path
     env.filters["budget"] = describe
     env.filters["bytes"] = size_text
+    env.filters["size"] = format_size
     return env
 
 

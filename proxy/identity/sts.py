@@ -10,7 +10,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,9 +103,8 @@ class StsService:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         return self._session
 
-    async def context(self, _app: web.Application) -> AsyncIterator[None]:
-        """aiohttp cleanup_ctx: the JWKS HTTP client lives as long as the listener."""
-        yield
+    async def close(self) -> None:
+        """The JWKS HTTP client lives as long as the listener."""
         if self._session is not None:
             await self._session.close()
 
@@ -152,17 +151,8 @@ class StsService:
         return datetime.fromtimestamp(math.ceil(cutoff.timestamp()), UTC)
 
 
-STS = web.AppKey("sts", StsService)
-
-
-def install(app: web.Application, service: StsService) -> None:
-    """Keep `service` on the S3 listener's app (proxy/s3/listener.py routes STS's calls to it)."""
-    app[STS] = service
-    app.cleanup_ctx.append(service.context)
-
-
-def is_sts_call(request: web.Request) -> bool:
-    """An STS query-API call: a form POST to `/` with no query (the route is `POST /`).
+def is_sts_call(request: web.BaseRequest) -> bool:
+    """An STS query-API call: a form POST to `/` with no query (proxy/s3/listener.py checks the method).
 
     No S3 operation has that shape (POST Object is multipart/form-data to a bucket), so taking these
     requests away from the S3 pipeline cannot hide an S3 request from authorization.
@@ -170,7 +160,7 @@ def is_sts_call(request: web.Request) -> bool:
     return request.raw_path == "/" and request.content_type == FORM_TYPE
 
 
-async def expect_continue(request: web.Request) -> None:
+async def expect_continue(request: web.BaseRequest) -> None:
     # Checked once the form is read; there is nothing to authenticate before the body.
     await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
 
@@ -185,8 +175,7 @@ class _Ending:
     outcome: Outcome = Outcome.OK
 
 
-async def handle(request: web.Request) -> web.Response:
-    service = request.app[STS]
+async def handle(service: StsService, request: web.BaseRequest) -> web.Response:
     request_id = secrets.token_hex(8).upper()
     started_at, started = time.time(), time.perf_counter()
     assumed: Assumed | None = None
@@ -239,7 +228,7 @@ async def handle(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- the form
 
 
-async def read_form(request: web.Request) -> dict[str, str]:
+async def read_form(request: web.BaseRequest) -> dict[str, str]:
     data = bytearray()
     async for chunk in request.content.iter_any():
         data += chunk

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from proxy.audit.records import control_record, event_kind, subject_key
 from proxy.audit.resources import ResourceCatalog
 from proxy.observe.events import AnomalyAlert, RequestEvent
-from proxy.observe.models import KnownModels, Model, Ranges
+from proxy.observe.models import KnownModels, Model, Ranges, ShardRead, Tally
 from proxy.observe.settings import DAYS, AnomalySettings
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -46,7 +46,7 @@ class Detector(Protocol):
     def observe(self, event: Any, now: float) -> list[Finding]: ...
 
 
-class _Lru(OrderedDict[str, Any]):
+class Lru(OrderedDict[str, Any]):
     def touch(self, key: str, default: Any) -> Any:
         if key in self:
             self.move_to_end(key)
@@ -98,7 +98,7 @@ class Exfiltration:
 
     def __init__(self, window: float, threshold: int, catalog: ResourceCatalog) -> None:
         self.window, self.threshold, self.catalog = window, threshold, catalog
-        self._seen: _Lru = _Lru()  # principal -> [deque[(t, bytes)], total]
+        self._seen: Lru = Lru()  # principal -> [deque[(t, bytes)], total]
 
     def observe(self, event: Any, now: float) -> list[Finding]:
         if not _allowed(event) or event.bytes_out <= 0 or not event.principal:
@@ -265,7 +265,7 @@ class DenialBurst:
 
     def __init__(self, window: float, threshold: int) -> None:
         self.window, self.threshold = window, threshold
-        self._seen: _Lru = _Lru()
+        self._seen: Lru = Lru()
 
     def observe(self, event: Any, now: float) -> list[Finding]:
         if not isinstance(event, RequestEvent) or event.decision != "deny":
@@ -396,23 +396,14 @@ class DecoyTouched:
         return [Finding(f"{event.principal}|{event.decoy}", alert, suspends="principal")]
 
 
-@dataclass(slots=True)
-class _Pull:
-    """What one principal has read of one model since `started`: distinct byte ranges per shard."""
-
-    started: float
-    ranges: dict[str, Ranges] = field(default_factory=dict)
-    read: int = 0
-    grants: dict[str, None] = field(default_factory=dict)  # in order of first use
-    fired: bool = False
-
-
 class WholeModel:
     """One principal reading more than `share` of one model's bytes within `window` seconds (or parts of
     `distinct` models): a model being copied out, however it is split.
 
-    Bytes are counted as distinct ranges of each shard, so parallel ranged readers, retries and several
-    sessions or workers (all of whose events reach worker 0) neither double count nor hide a pull.
+    Per event this only notes the range read (`observe` never fires): the ranges are flushed to the
+    store (proxy/observe/model_pulls.py) and `judge` sums one principal's reads from every replica and
+    worker, each distinct byte once, so parallel ranged readers, retries, sessions and replicas neither
+    double count nor hide a pull.
     """
 
     kind = "whole_model"
@@ -422,8 +413,8 @@ class WholeModel:
     ) -> None:
         self.models, self.share, self.window, self.distinct = models, share, window, distinct
         self.catalog = catalog
-        self._pulls: _Lru = _Lru()  # "principal|model" -> _Pull
-        self._touched: _Lru = _Lru()  # principal -> {model name: last read}
+        # (principal, model, shard) -> (distinct ranges read since the last flush, grants used)
+        self._pending: dict[tuple[str, str, str], tuple[Ranges, dict[str, None]]] = {}
 
     def observe(self, event: Any, now: float) -> list[Finding]:
         if (
@@ -437,71 +428,105 @@ class WholeModel:
         model = self.models.catalog.model_of(event.bucket, event.key)
         if model is None:
             return []
-        found = self._pulled(event, model, now)
-        return found + self._many(event, model, now)
-
-    def _pulled(self, event: RequestEvent, model: Model, now: float) -> list[Finding]:
-        subject = f"{event.principal}|{model.name}"
-        pull: _Pull | None = self._pulls.get(subject)
-        if pull is None or now - pull.started > self.window:
-            pull = _Pull(now)
-        self._pulls.touch(subject, pull)
-        self._pulls[subject] = pull
-        assert event.key is not None and event.range_start is not None
+        assert event.key is not None
         size = model.shards[event.key]
         start = min(event.range_start, size)
-        end = min(start + event.bytes_out, size)
-        pull.read += pull.ranges.setdefault(event.key, Ranges()).add(start, end)
-        pull.grants.update(dict.fromkeys(event.grant_ids))
-        share = pull.read / model.size
-        if pull.fired or share <= self.share:
-            return []
-        pull.fired = True
-        grants = list(pull.grants)
-        found = _granted_use(
-            self.kind,
-            "critical",
-            f"{event.principal} read {share:.0%} of model {model.name} ({pull.read} of {model.size} "
-            f"bytes, {len(pull.ranges)} of {len(model.shards)} shards) within {self.window:g}s",
-            event,
-            self.catalog,
-            now,
-            {
-                "model": model.name,
-                "share": round(share, 4),
-                "bytes": pull.read,
-                "model_bytes": model.size,
-                "shards_read": len(pull.ranges),
-                "shards": len(model.shards),
-                "grant_ids": grants,
-                "window_seconds": self.window,
-            },
-        )
-        return [Finding(subject, replace(found.alert, grant_id=grants[0]))]
+        ranges, grants = self._pending.setdefault((event.principal, model.name, event.key), (Ranges(), {}))
+        ranges.add(start, min(start + event.bytes_out, size))
+        grants.update(dict.fromkeys(event.grant_ids))
+        return []
 
-    def _many(self, event: RequestEvent, model: Model, now: float) -> list[Finding]:
-        if not self.distinct:
-            return []
-        assert event.principal is not None
-        touched: dict[str, float] = self._touched.touch(event.principal, {})
-        before = len(touched)
-        touched[model.name] = now
-        for name in [n for n, t in touched.items() if t <= now - self.window]:
-            del touched[name]
-        if not before < self.distinct <= len(touched):
-            return []
-        names = sorted(touched)
-        found = _granted_use(
+    def take(self) -> list[ShardRead]:
+        """The ranges read since the last call, merged per shard, to flush to the store."""
+        pending, self._pending = self._pending, {}
+        return [
+            ShardRead(principal, model, shard, start, end, tuple(grants))
+            for (principal, model, shard), (ranges, grants) in pending.items()
+            for start, end in zip(ranges.starts, ranges.ends, strict=True)
+        ]
+
+    def judge(self, principal: str, tally: Tally, flushed: set[str], now: float) -> list[Finding]:
+        """What `principal`'s reads in the window (`tally`, summed over every replica) deserve, for the
+        models in `flushed` (those just read). Each finding is to be claimed before it is raised."""
+        found = []
+        for name in sorted(flushed):
+            shard = next((s for m, s in tally.ranges if m == name), None)
+            model = self.models.catalog.model_of(_bucket_of(name), shard)
+            if model is None or not model.size:
+                continue
+            read, shards = tally.bytes_read(model)
+            if read / model.size > self.share:
+                found.append(self._pulled(principal, model, read, shards, list(tally.grants[name]), now))
+        names = tally.models()
+        if self.distinct and len(names) >= self.distinct:
+            grants = list(dict.fromkeys(g for n in names for g in tally.grants[n]))
+            message = (
+                f"{principal} read from {len(names)} models within {self.window:g}s "
+                f"(threshold {self.distinct})"
+            )
+            details = {"models": names, "window_seconds": self.window, "threshold_models": self.distinct}
+            found.append(self._finding(f"{principal}|models", principal, message, grants, details, now))
+        return found
+
+    def _pulled(
+        self, principal: str, model: Model, read: int, shards: int, grants: list[str], now: float
+    ) -> Finding:
+        share = read / model.size
+        message = (
+            f"{principal} read {share:.0%} of model {model.name} ({read} of {model.size} bytes, "
+            f"{shards} of {len(model.shards)} shards) within {self.window:g}s"
+        )
+        details = {
+            "model": model.name,
+            "share": round(share, 4),
+            "bytes": read,
+            "model_bytes": model.size,
+            "shards_read": shards,
+            "shards": len(model.shards),
+            "window_seconds": self.window,
+        }
+        return self._finding(
+            f"{principal}|{model.name}", principal, message, grants, details, now, model.bucket, model.prefix
+        )
+
+    def _finding(
+        self,
+        subject: str,
+        principal: str,
+        message: str,
+        grants: list[str],
+        details: dict[str, Any],
+        now: float,
+        bucket: str = "",
+        prefix: str = "",
+    ) -> Finding:
+        resource = (self.catalog.name_for(bucket, prefix) or f"s3://{bucket}") if bucket else None
+        alert = AnomalyAlert(
             self.kind,
             "critical",
-            f"{event.principal} read from {len(names)} models within {self.window:g}s "
-            f"(threshold {self.distinct})",
-            event,
-            self.catalog,
+            message,
             now,
-            {"models": names, "window_seconds": self.window, "threshold_models": self.distinct},
+            principal=principal,
+            resource=resource,
+            grant_id=grants[0] if grants else None,
+            details={**details, "grant_ids": grants},
         )
-        return [replace(found, subject=f"{event.principal}|models")]
+        return Finding(subject, alert)
+
+
+def _bucket_of(model_name: str) -> str:
+    return model_name.removeprefix("s3://").partition("/")[0]
+
+
+def with_justifications(alert: AnomalyAlert, justifications: Mapping[str, str]) -> AnomalyAlert:
+    """The alert naming the justification each grant it used was granted on."""
+    grants = [{"id": g, "justification": justifications.get(g, "")} for g in alert.details["grant_ids"]]
+    said = "; ".join(f"{g['id']}: {g['justification'] or '(none given)'}" for g in grants)
+    return replace(
+        alert,
+        message=f"{alert.message}, under {said}" if grants else alert.message,
+        details={**alert.details, "grants": grants},
+    )
 
 
 class Detectors:
@@ -520,8 +545,9 @@ class Detectors:
         worker 0's listing; without it that rule is off."""
         self.settings = settings
         self.cooldown = settings.cooldown_seconds
-        self._last: _Lru = _Lru()
+        self._last: Lru = Lru()
         self.new_readers: NewGroupReader | None = None
+        self.whole_model: WholeModel | None = None
         rules: list[Detector] = []
         s = settings
         if s.exfiltration.enabled:
@@ -543,8 +569,11 @@ class Detectors:
             rules.append(DecoyTouched(catalog))
         w = s.whole_model
         if w.enabled and models is not None:
-            rules.append(WholeModel(models, w.share, w.window_seconds, w.models, catalog))
-        self.rules = rules if settings.enabled else []
+            self.whole_model = WholeModel(models, w.share, w.window_seconds, w.models, catalog)
+            rules.append(self.whole_model)
+        if not settings.enabled:
+            rules, self.whole_model = [], None
+        self.rules = rules
 
     def feed(self, event: Any, now: float) -> list[AnomalyAlert]:
         if isinstance(event, AnomalyAlert):
@@ -558,10 +587,10 @@ class Detectors:
                     continue
                 self._last.touch(key, now)
                 self._last[key] = now
-                alerts.append(self._responded(finding))
+                alerts.append(self.responded(finding))
         return alerts
 
-    def _responded(self, finding: Finding) -> AnomalyAlert:
+    def responded(self, finding: Finding) -> AnomalyAlert:
         """The alert with what its rule's settings say to do about it."""
         alert = finding.alert
         configured = getattr(getattr(self.settings, alert.kind, None), "response", "alert")

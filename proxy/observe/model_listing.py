@@ -14,48 +14,12 @@ import structlog
 
 from proxy.observe.models import KnownModels, ModelCatalog, find_models
 from proxy.observe.settings import WholeModelRule
-from proxy.s3 import sigv4
-from proxy.s3.bucketprobe import read_bounded
-from proxy.s3.upstream import Upstream, UpstreamRequest
-from proxy.s3.xmlbodies import MAX_LISTED_KEYS, MAX_LISTING_BODY, listed_objects
+from proxy.s3.listing import list_prefix
+from proxy.s3.upstream import Upstream
 
 log = structlog.get_logger("grantgate.models")
 
 TIMEOUT_SECONDS = 30.0
-
-
-async def list_prefix(
-    upstream: Upstream,
-    bucket: str,
-    prefix: str,
-    *,
-    max_pages: int,
-    max_keys: int,
-    page_size: int = MAX_LISTED_KEYS,
-) -> list[tuple[str, int]]:
-    """(key, size) of the objects under s3://bucket/prefix, at most `max_pages` pages and `max_keys`."""
-    found: list[tuple[str, int]] = []
-    token: str | None = None
-    for _ in range(max_pages):
-        query = [("list-type", "2"), ("max-keys", str(min(page_size, max_keys - len(found))))]
-        if prefix:
-            query.append(("prefix", prefix))
-        if token:
-            query.append(("continuation-token", token))
-        response = await upstream.send(
-            UpstreamRequest("GET", bucket, None, sorted(query), {}, None, sigv4.EMPTY_SHA256)
-        )
-        try:
-            body = await read_bounded(response.content, MAX_LISTING_BODY + 1)
-        finally:
-            response.release()
-        if response.status != 200:
-            raise RuntimeError(f"listing s3://{bucket}/{prefix} answered {response.status}")
-        objects, token = listed_objects(body)
-        found.extend(objects)
-        if token is None or len(found) >= max_keys:
-            break
-    return found[:max_keys]
 
 
 async def catalogue(
@@ -68,8 +32,8 @@ async def catalogue(
         if budget <= 0:
             break
         listing = await list_prefix(upstream, bucket, prefix, max_pages=rule.max_pages, max_keys=budget)
-        budget -= len(listing)
-        by_bucket.setdefault(bucket, {}).update(listing)
+        budget -= len(listing.objects)
+        by_bucket.setdefault(bucket, {}).update(listing.objects)
     return ModelCatalog.of(m for bucket, keys in by_bucket.items() for m in find_models(bucket, keys.items()))
 
 

@@ -135,3 +135,49 @@ class Ranges:
 
     def __len__(self) -> int:
         return len(self.starts)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRead:
+    """Bytes [start, end) of one shard of `model` that `principal` read, under `grant_ids`: what each
+    gateway flushes to the store, so that a pull split over replicas is summed."""
+
+    principal: str
+    model: str  # Model.name
+    shard: str  # the object key
+    start: int
+    end: int
+    grant_ids: tuple[str, ...]
+    at: float = 0.0  # when it was flushed (unix time), once stored
+
+
+class Tally:
+    """One principal's reads of models, summed from every replica's flushed rows: the distinct ranges of
+    each shard and the grants used per model. Adding the same rows again changes nothing, so a reader
+    may take overlapping slices of the rows (and must, to miss none committed late)."""
+
+    __slots__ = ("grants", "ranges", "seen_until", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.seen_until = started  # the newest row's time taken so far
+        self.ranges: dict[tuple[str, str], Ranges] = {}  # (model, shard) -> what was had
+        self.grants: dict[str, dict[str, None]] = {}  # model -> grants, in order of first use
+
+    def add(self, reads: Iterable[ShardRead]) -> None:
+        for r in reads:
+            self.ranges.setdefault((r.model, r.shard), Ranges()).add(r.start, r.end)
+            self.grants.setdefault(r.model, {}).update(dict.fromkeys(r.grant_ids))
+            self.seen_until = max(self.seen_until, r.at)
+
+    def models(self) -> list[str]:
+        return sorted(self.grants)
+
+    def bytes_read(self, model: Model) -> tuple[int, int]:
+        """Distinct bytes of `model` had (at most each shard's size), and how many shards were touched."""
+        had = [
+            min(ranges.total, size)
+            for shard, size in model.shards.items()
+            if (ranges := self.ranges.get((model.name, shard))) is not None
+        ]
+        return sum(had), len(had)

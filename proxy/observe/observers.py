@@ -27,15 +27,17 @@ from proxy.audit.store import AuditStore
 from proxy.audit.writer import AuditWriter
 from proxy.errors import S3Error
 from proxy.live_state import LiveState
-from proxy.observe.anomalies import SUSPEND, SUSPEND_PRINCIPAL, Detectors
+from proxy.observe.anomalies import SUSPEND, SUSPEND_PRINCIPAL, Detectors, Finding
 from proxy.observe.events import AnomalyAlert, EventBus
 from proxy.observe.feed import Forwarder, receiving, socket_path
 from proxy.observe.metrics import GatewayMetrics, metrics_handler
 from proxy.observe.model_listing import keep_current
+from proxy.observe.model_pulls import ModelPulls
 from proxy.observe.models import KnownModels
 from proxy.observe.multiprocess import shared_directory
 from proxy.observe.settings import AnomalySettings, MetricsSettings, ObserveSettings
 from proxy.s3.upstream import Upstream
+from proxy.store.model_reads import ModelReads
 from proxy.store.sql import SqlStore
 from proxy.store.suspensions import GrantSuspensions
 from proxy.store.workflow import WorkflowStore
@@ -89,13 +91,22 @@ class AnomalyWatch:
         if self.writer is not None and self.detectors.new_readers is not None:
             self.writer.remember_readers(self.detectors.new_readers.take_learned())
         for alert in alerts:
-            self.bus.emit(alert)
-            if (alert.response == SUSPEND and alert.grant_id) or (
-                alert.response == SUSPEND_PRINCIPAL and alert.principal
-            ):
-                task = asyncio.get_running_loop().create_task(self._suspend(alert))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+            self._raise(alert)
+
+    def raise_(self, finding: Finding) -> AnomalyAlert:
+        """Raise a finding judged outside the event stream (the whole_model rule's, from the store)."""
+        alert = self.detectors.responded(finding)
+        self._raise(alert)
+        return alert
+
+    def _raise(self, alert: AnomalyAlert) -> None:
+        self.bus.emit(alert)
+        if (alert.response == SUSPEND and alert.grant_id) or (
+            alert.response == SUSPEND_PRINCIPAL and alert.principal
+        ):
+            task = asyncio.get_running_loop().create_task(self._suspend(alert))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _suspend(self, alert: AnomalyAlert) -> None:
         reason, now = f"anomaly {alert.kind}: {alert.message}", datetime.now(UTC)
@@ -216,6 +227,9 @@ async def observing(
             detectors, bus, obs.suspensions, obs.writer, obs.metrics, settle=state.settle_own_write
         )
         bus.subscribe(obs.watch)
+        if detectors.whole_model is not None:
+            pulls = ModelPulls(detectors.whole_model, ModelReads(store), obs.watch.raise_)
+            tasks.append(asyncio.create_task(pulls.run(), name="model-pulls"))
     try:
         async with contextlib.AsyncExitStack() as stack:
             if obs.watch is not None and shared is not None:

@@ -190,7 +190,8 @@ class WholeModelRule(_Section):
     """One principal reading most of one model's bytes (`share` of them) within `window_seconds`, or
     parts of `models` different models. Models are learned from a periodic, bounded listing of the
     policy's resources (worker 0, every `refresh_seconds`); byte ranges are counted once, whatever the
-    retries, parallel ranged readers, sessions or workers.
+    retries, parallel ranged readers, sessions, workers or replicas (summed in the store,
+    proxy/observe/model_pulls.py).
     """
 
     enabled: bool = True

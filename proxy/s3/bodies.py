@@ -26,7 +26,7 @@ EMPTY_CHUNKED_LIMIT = 64 * 1024
 
 
 async def key_list(
-    request: web.Request, signed: sigv4.SignedRequest, moved: Callable[[int], None]
+    request: web.BaseRequest, signed: sigv4.SignedRequest, moved: Callable[[int], None]
 ) -> tuple[bytes, tuple[str, ...]]:
     """A DeleteObjects body (small, read whole, its hash checked) and the keys it names."""
     too_large = S3Error.malformed_xml(f"request body larger than {MAX_DELETE_BODY} bytes")
@@ -38,7 +38,7 @@ async def key_list(
 
 
 async def upstream_body(
-    request: web.Request,
+    request: web.BaseRequest,
     head: RequestHead,
     signed: sigv4.SignedRequest,
     signing_key: bytes,
@@ -85,7 +85,7 @@ async def upstream_body(
 
 
 def decoded(
-    request: web.Request, spec: ChunkedSpec, moved: Callable[[int], None]
+    request: web.BaseRequest, spec: ChunkedSpec, moved: Callable[[int], None]
 ) -> tuple[AsyncIterable[Piece], forwarding.Framing]:
     """An aws-chunked body decoded (signatures checked); re-framed when a checksum trailer must go on."""
     decoder = ChunkedDecoder(spec)
@@ -100,7 +100,7 @@ def decoded(
 
 
 async def decode(
-    request: web.Request, decoder: ChunkedDecoder, moved: Callable[[int], None]
+    request: web.BaseRequest, decoder: ChunkedDecoder, moved: Callable[[int], None]
 ) -> AsyncIterator[bytes]:
     async for data in request.content.iter_any():
         moved(len(data))
@@ -110,7 +110,7 @@ async def decode(
         yield piece
 
 
-async def counted(request: web.Request, moved: Callable[[int], None]) -> AsyncIterator[bytes]:
+async def counted(request: web.BaseRequest, moved: Callable[[int], None]) -> AsyncIterator[bytes]:
     async for data in request.content.iter_any():
         moved(len(data))
         yield data
@@ -163,7 +163,7 @@ def failure(body: Body) -> BaseException | None:
     return body.failure() if isinstance(body, BodyStream | passthrough.Upload) else None
 
 
-async def read_bounded(request: web.Request, limit: int, too_large: S3Error) -> bytes:
+async def read_bounded(request: web.BaseRequest, limit: int, too_large: S3Error) -> bytes:
     buf = bytearray()
     async for data in request.content.iter_any():
         buf += data

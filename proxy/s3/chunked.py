@@ -140,8 +140,8 @@ class ChunkedDecoder:
         self._spec = spec
         self._max_chunk_size = max_chunk_size
         self._max_line = max_line
-        self._signed = spec.mode != STREAMING_UNSIGNED_TRAILER
-        if self._signed and (
+        self._verifies_chunks = spec.mode != STREAMING_UNSIGNED_TRAILER
+        if self._verifies_chunks and (
             spec.signing_key is None or spec.seed_signature is None or spec.amz_date is None or not spec.scope
         ):
             raise ValueError("signed aws-chunked modes need signing_key, seed_signature, amz_date and scope")
@@ -150,7 +150,7 @@ class ChunkedDecoder:
         self._scope = spec.scope or ""
         self._previous = spec.seed_signature or ""
         self._has_trailer = spec.mode != STREAMING_SIGNED
-        self._signed_trailer = self._signed and self._has_trailer
+        self._signed_trailer = self._verifies_chunks and self._has_trailer
         self._checksum: Checksum | None = None
         if spec.trailer_names:
             algorithm = algorithm_for_header(spec.trailer_names[0])
@@ -270,7 +270,7 @@ class ChunkedDecoder:
         if not size_text or len(size_text) > _MAX_SIZE_DIGITS or size_text.strip(_HEX_DIGITS):
             raise _malformed("invalid chunk size")
         size = int(size_text, 16)
-        if self._signed:
+        if self._verifies_chunks:
             self._chunk_signature = self._parse_chunk_signature(extension)
             if size > self._max_chunk_size:
                 # Signed chunks are held whole until verified: their size bounds our memory.
@@ -288,7 +288,7 @@ class ChunkedDecoder:
             return
         if self.decoded_bytes != self._spec.decoded_length:
             raise S3Error.incomplete_body()
-        if self._signed:
+        if self._verifies_chunks:
             self._verify_chunk(EMPTY_SHA256)
         self._state = _TRAILER if self._has_trailer else _FINAL_END
 
@@ -309,7 +309,7 @@ class ChunkedDecoder:
         self.decoded_bytes += size
         if self._checksum is not None:
             self._checksum.update(piece)
-        if not self._signed:
+        if not self._verifies_chunks:
             self._release(piece, out)
         else:
             self._chunk_hash.update(piece)

@@ -27,7 +27,7 @@ CLOSE_AFTER = "grantgate.close_after"
 
 
 async def download(
-    request: web.Request,
+    request: web.BaseRequest,
     response: web.StreamResponse,
     upstream: UpstreamResponse,
     on_moved: Callable[[int], None],
@@ -63,7 +63,7 @@ class Upload:
 
     def __init__(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         length: int,
         fallback: AsyncIterable[Piece],
         on_moved: Callable[[int], None],
@@ -111,7 +111,7 @@ class Upload:
                 _hand_back(request, complete)
 
 
-def _hand_back(request: web.Request, complete: bool) -> None:
+def _hand_back(request: web.BaseRequest, complete: bool) -> None:
     """Return the client's connection to aiohttp once a spliced upload ends. A complete body is the end
     of its input: aiohttp must not wait (it lingers up to 10 s) for bytes that went past it. A body cut
     short (a revoked grant) is read again, so aiohttp discards what the client is still sending and the

@@ -48,7 +48,6 @@ from proxy.s3.watch import TransferCut, TransferWatch
 
 log = structlog.get_logger("grantgate.s3")
 
-GATEWAY = web.AppKey("gateway", Gateway)
 REQUEST_URL_HEADER = "x-grantgate-request-url"
 DENY_REASON_HEADER = "x-grantgate-deny-reason"
 # Set by the Expect handler, so the handler that follows it continues the same request.
@@ -69,9 +68,8 @@ class Admission:
     now: datetime
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+async def handle(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse:
     """One S3 request: admit (authenticate, classify, authorize), forward, and record its one event."""
-    gateway = request.app[GATEWAY]
     trace = _trace_of(request, gateway)
     try:
         if gateway.state.behind:  # read-your-writes: see proxy/written.py
@@ -93,9 +91,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         record(gateway, trace)
 
 
-async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+async def expect_continue(gateway: Gateway, request: web.BaseRequest) -> web.StreamResponse | None:
     """Admit the request before `100 Continue`, so a refused upload never sends its body."""
-    gateway = request.app[GATEWAY]
     trace = _trace_of(request, gateway)
     handed_on = False  # to `handle`, which records the event
     try:
@@ -121,7 +118,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     return response
 
 
-def admit(gateway: Gateway, request: web.Request, trace: Trace) -> Admission:
+def admit(gateway: Gateway, request: web.BaseRequest, trace: Trace) -> Admission:
     now = datetime.now(UTC)
     view = gateway.state.view(now)  # the one read of grants and keys for this request
     head = RequestHead.build(request.method, request.raw_path, request.headers)
@@ -239,7 +236,7 @@ def request_access_url(public_url: str, target: Target) -> str:
 
 
 async def forward(
-    gateway: Gateway, request: web.Request, admission: Admission, trace: Trace
+    gateway: Gateway, request: web.BaseRequest, admission: Admission, trace: Trace
 ) -> web.StreamResponse:
     """Re-sign and stream the request to the bucket, then relay its answer."""
     head, op = admission.head, admission.operation
@@ -318,7 +315,9 @@ async def overwrite_guard(gateway: Gateway, op: Operation, decision: Decision | 
     return {"if-none-match": "*"}
 
 
-def list_buckets(gateway: Gateway, request: web.Request, admission: Admission, trace: Trace) -> web.Response:
+def list_buckets(
+    gateway: Gateway, request: web.BaseRequest, admission: Admission, trace: Trace
+) -> web.Response:
     """ListBuckets: the buckets the caller holds an active grant on, usable from where it calls (see
     proxy/s3/bucketlist.py for why the gateway answers it itself)."""
     caller, source = admission.caller, trace.source_ip
@@ -338,7 +337,7 @@ def list_buckets(gateway: Gateway, request: web.Request, admission: Admission, t
 
 
 async def authorized_key_list(
-    gateway: Gateway, request: web.Request, admission: Admission, trace: Trace
+    gateway: Gateway, request: web.BaseRequest, admission: Admission, trace: Trace
 ) -> tuple[bytes, forwarding.Framing]:
     """DeleteObjects: its body, once every key in it is authorized (delete, and admin when bypassing
     governance retention, on each)."""
@@ -383,14 +382,14 @@ def record(gateway: Gateway, trace: Trace) -> None:
     gateway.bus.emit_later(event_of(trace, trace.since_start_ms()))
 
 
-def _refused(request: web.Request, trace: Trace, err: S3Error) -> web.Response:
+def _refused(request: web.BaseRequest, trace: Trace, err: S3Error) -> web.Response:
     if isinstance(err, TransferCut):  # an upload cut by a revocation
         trace.end(err.outcome)
     trace.error = err
     return relay.error_response(request, err, trace.request_id)
 
 
-def _trace_of(request: web.Request, gateway: Gateway) -> Trace:
+def _trace_of(request: web.BaseRequest, gateway: Gateway) -> Trace:
     trace: Trace | None = request.get(_TRACE)
     if trace is None:
         trace = request[_TRACE] = Trace(

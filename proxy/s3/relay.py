@@ -27,7 +27,7 @@ class _Relayed(web.StreamResponse):
 
 
 async def relay(
-    request: web.Request, upstream: UpstreamResponse, trace: Trace, budget: BudgetedRead | None = None
+    request: web.BaseRequest, upstream: UpstreamResponse, trace: Trace, budget: BudgetedRead | None = None
 ) -> web.StreamResponse:
     """Stream the bucket's answer back unchanged: status, headers, body (206/304/412/416 included).
 
@@ -98,7 +98,7 @@ async def _budgeted_copy(
             raise budget.cut()
 
 
-def error_response(request: web.Request, err: S3Error, request_id: str) -> web.Response:
+def error_response(request: web.BaseRequest, err: S3Error, request_id: str) -> web.Response:
     """S3's XML error (no body for HEAD), on a connection closed after it if an upload was spliced."""
     headers = {"x-amz-request-id": request_id, "x-grantgate-request-id": request_id, **err.headers}
     body = b"" if request.method == "HEAD" else err.to_xml(request_id)
@@ -107,12 +107,12 @@ def error_response(request: web.Request, err: S3Error, request_id: str) -> web.R
     return response
 
 
-def closing_if_spliced(request: web.Request, response: web.StreamResponse) -> None:
+def closing_if_spliced(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """A connection whose upload was spliced past aiohttp's parser cannot carry another request."""
     if request.get(passthrough.CLOSE_AFTER):
         response.force_close()
 
 
-def _abort(request: web.Request) -> None:
+def _abort(request: web.BaseRequest) -> None:
     if request.transport is not None:
         request.transport.abort()

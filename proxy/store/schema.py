@@ -124,6 +124,7 @@ grants = Table(
     Column("terms_accepted", JSON, nullable=True),
     Index("ix_grants_principal", "principal"),
     Index("ix_grants_changed_in", "changed_in"),
+    Index("ix_grants_bucket", "bucket"),  # migration 0016
 )
 
 # One row, "version", bumped in the transaction of every write: gateways poll it to know when to reload.
@@ -209,7 +210,7 @@ grant_notices = Table(
     Column("sent_at", UtcDateTime, nullable=False),
 )
 
-# --- access reviews (migration 0016) ---
+# --- access reviews (migration 0018) ---
 
 # One periodic review of one long-held grant (proxy/access/reviews.py). (grant_id, due_at) is unique and
 # due_at follows from the stored history alone, so two gateways opening the same review open one row.
@@ -340,9 +341,10 @@ audit_events = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_events_at", "at"),
-    Index("ix_audit_events_principal", "principal"),
-    Index("ix_audit_events_grant_id", "grant_id"),
-    Index("ix_audit_events_resource", "resource"),
+    # Migration 0016: each ends in `seq`, so the newest matches come straight off the index.
+    Index("ix_audit_events_principal_seq", "principal", "seq"),
+    Index("ix_audit_events_grant_id_seq", "grant_id", "seq"),
+    Index("ix_audit_events_resource_seq", "resource", "seq"),
 )
 
 # One row, "head": the last link of the chain. Appending locks it, so every gateway replica writing to
@@ -405,4 +407,33 @@ decoys = Table(
     Column("sha256", String(64), nullable=False),
     Column("planted_at", UtcDateTime, nullable=False),
     Column("planted_by", String(200), nullable=False),
+)
+
+# --- whole-model pulls across replicas (migration 0017) ---
+
+# The byte ranges of model shards each principal read, as each gateway flushes them (every second, not
+# per request): the whole_model rule sums one principal's pull over every replica from these rows.
+# Rows older than the rule's window are pruned.
+model_reads = Table(
+    "model_reads",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("principal", String(200), nullable=False),
+    Column("model", Text, nullable=False),  # s3://bucket/prefix/
+    Column("shard", Text, nullable=False),  # the object key
+    Column("first_byte", BigInteger, nullable=False),
+    Column("end_byte", BigInteger, nullable=False),  # exclusive
+    Column("grant_ids", JSON, nullable=False),
+    Column("read_at", UtcDateTime, nullable=False),
+    Index("ix_model_reads_principal", "principal", "read_at"),
+)
+
+# One row per (rule, subject) that fired: the replica whose insert (or take-over of a row older than the
+# rule's window) succeeds raises the alert, so a pull seen by several replicas fires once.
+anomaly_claims = Table(
+    "anomaly_claims",
+    metadata,
+    Column("kind", String(50), primary_key=True),
+    Column("subject", String(1024), primary_key=True),
+    Column("fired_at", UtcDateTime, nullable=False),
 )

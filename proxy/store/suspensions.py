@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from proxy.audit.records import AuditRecord
@@ -64,6 +64,18 @@ class GrantSuspensions:
             await bump_version(conn, [grant_id])
             await append_in(conn, [_record("grant_reconfirmed", grant_id, actor, "", now)])
         return True
+
+    async def held_since(self, principal: str) -> datetime | None:
+        """When `principal`'s oldest suspension still in force began (None: not held). A hold outlives
+        the grant it was put on (expired or revoked since): only re-confirming the suspension ends it."""
+        query = (
+            select(func.min(grant_suspensions.c.suspended_at))
+            .select_from(grant_suspensions.join(grants, grants.c.id == grant_suspensions.c.grant_id))
+            .where(grants.c.principal == principal, grant_suspensions.c.lifted_at.is_(None))
+        )
+        async with self._engine.connect() as conn:
+            found: datetime | None = (await conn.execute(query)).scalar()
+        return found
 
     async def list(self, *, active_only: bool = True) -> list[Suspension]:
         query = select(grant_suspensions).order_by(grant_suspensions.c.suspended_at)

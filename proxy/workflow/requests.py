@@ -16,9 +16,10 @@ from proxy.access.policy import Ask, Instant, NeedsApproval, Policy, Rejected, R
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.access.terms import TermsAcceptance, accepted, terms_sha256
 from proxy.identity.principals import Principal
+from proxy.store.suspensions import GrantSuspensions
 from proxy.store.workflow import NewGrant, new_request_id
 from proxy.workflow.context import POLICY, Outcome, WorkflowContext
-from proxy.workflow.errors import Invalid, NotFound, refusal, terms_refusal
+from proxy.workflow.errors import Forbidden, Invalid, NotFound, refusal, terms_refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class Requests:
         }[instant.why]
         source = "break-glass" if instant.why == "break_glass" else "request"
         now = request.created_at
+        await self.refuse_if_held(request.requester)
         approved = replace(
             request, status=RequestStatus.APPROVED, decided_by=POLICY, decided_at=now, decision_comment=why
         )
@@ -133,6 +135,20 @@ class Requests:
         if stored.break_glass:
             self.ctx.emit(BreakGlassUsed(now, stored.requester, stored.justification, stored, grant))
         return Outcome(stored, grant, covered, _with_cover_note(why, covered, now))
+
+    async def refuse_if_held(self, requester: str) -> None:
+        """Nothing is granted at once (instant group, on call, no approval, break-glass, an extension)
+        to someone an anomaly rule suspended until an approver who is not them re-confirms the
+        suspension: otherwise a suspended thief re-requests and is back in. Requests that wait for
+        approvers still go to them. The reason is not said: it may name a decoy."""
+        since = await GrantSuspensions(self.ctx.store).held_since(requester)
+        if since is not None:
+            raise Forbidden(
+                "on_hold",
+                f"{requester}'s access is on hold since {since.isoformat(timespec='seconds')} pending a "
+                "security review: nothing is granted at once until an approver re-confirms the suspended "
+                "grants; requests that need approval still go to the approvers",
+            )
 
     async def get_request(self, request_id: str, viewer: Principal) -> AccessRequest:
         request = await self.ctx.request(request_id)

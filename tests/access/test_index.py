@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from proxy import build
 from proxy.access.decide import Allow, Deny
 from proxy.access.grants import Action, Grant, Scope, Target
 from proxy.access.index import GrantIndex
@@ -31,6 +32,10 @@ def grant(prefix: str, *, principal: str = "trainer", hours: int | None = 8, rev
 @pytest.fixture
 def looked_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Grant]]:
     """Every grant whose activity the decision checks."""
+    if "proxy.access.grants" in build.compiled_modules():
+        # Compiled code calls the method directly: the patched attribute is never looked up there.
+        # The index's algorithm is the same source in both builds, so the pure build's run covers it.
+        pytest.skip("counts calls by patching Grant.is_active, which compiled code does not see")
     seen: list[Grant] = []
     is_active = Grant.is_active
 

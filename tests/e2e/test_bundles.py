@@ -3,11 +3,17 @@ resource's own rule satisfied, one request for approvers, the grants made togeth
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from support.access import api, read
-from support.world import BUCKET, World, running_world
+from support.world import BUCKET, Identity, World, running_world
+
+from proxy.cli import main
 
 POLICY = f"""
 [policy]
@@ -145,3 +151,45 @@ def test_instant_bundle_is_granted_at_once(world: World, unique: str) -> None:
     assert created["duration"] == "1h"  # no duration asked: the shortest default of the rules (3h, 1h)
     world.sync()
     assert read(world, bob, f"evals/{unique}/y") == b"y"
+
+
+def cli(world: World, who: Identity, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    env = {
+        "GRANTGATE_API_URL": world.http.control_url,
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "GRANTGATE_CONFIG": "",
+        "GRANTGATE_TOKEN": world.api_token(who),
+    }
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_the_cli_requests_a_bundle_and_prints_every_grant(world: World, unique: str, tmp_path: Path) -> None:
+    bob = world.person(f"b-cli-{unique}", ("infra",))
+    for area in ("models", "evals"):
+        world.upstream().put_object(Bucket=BUCKET, Key=f"{area}/{unique}/z", Body=area.encode())
+    resources = bundle(unique, "models", "evals")
+
+    code, out, err = cli(world, bob, tmp_path, "request", *resources, "-j", "eval run")
+    assert code == 0, err
+    ids = re.search(r"Granted: (g_\S+), (g_\S+) give ", out)
+    assert ids is not None and " and ".join(resources) in out, out
+    held = {g["id"]: g["resource"] for g in api(world, world.api_token(bob), "GET", "/grants")[1]["grants"]}
+    assert {held[ids.group(1)], held[ids.group(2)]} == set(resources)
+    world.sync()
+    assert [read(world, bob, f"{area}/{unique}/z") for area in ("models", "evals")] == [b"models", b"evals"]
+
+    # --json answers with the API's shape, grant_ids included; one resource keeps the old form.
+    code, out, err = cli(world, bob, tmp_path, "request", resources[0], "--json")
+    assert code == 0, err
+    single = json.loads(out)
+    assert single["status"] == "approved" and len(single["grant_ids"]) == 1 and "resources" in single
+
+
+def test_the_cli_refuses_a_bundle_a_rule_refuses_in_one_line(
+    world: World, unique: str, tmp_path: Path
+) -> None:
+    bob = world.person(f"b-cli2-{unique}", ("infra",))
+    code, out, err = cli(world, bob, tmp_path, "request", *bundle(unique, "models", "secrets"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "secrets" in err, (out, err)
+    assert api(world, world.api_token(bob), "GET", f"/requests?requester={bob.name}")[1]["requests"] == []

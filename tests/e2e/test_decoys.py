@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from support.access import api
 from support.observed import eventually, sample, scrape
 from support.world import BUCKET, Identity, World, running_world
 
@@ -30,6 +31,14 @@ decoys = ["s3://{BUCKET}/{DECOY_DIR}"]
 
 [policy.resources.scratch]
 paths = ["s3://{BUCKET}/scratch/"]
+
+[[policy.rules]]
+resource = "models"
+requester_groups = ["ml"]
+actions = ["read", "list"]
+instant_groups = ["ml"]
+justification_required = false
+approver_groups = ["security"]
 """
 
 
@@ -143,3 +152,29 @@ def test_a_decoy_answers_exactly_as_a_real_object_does(baited: World, reader: Id
     # Refused or not, a decoy read is an alert: here about someone who held no grant to suspend.
     [alert] = eventually(lambda: decoy_alerts(baited, outsider), what="the outsider's decoy alert")
     assert alert["details"]["allowed"] is False
+
+
+def test_a_suspended_reader_in_an_instant_group_gets_no_fresh_grant_until_an_approver_reconfirms(
+    baited: World,
+) -> None:
+    """Regression: the suspension held only the grants in force, so a re-request was granted at once."""
+    bob = baited.person(f"bob-held-{secrets.token_hex(4)}", ("ml",))
+    security = baited.person(f"sec-{secrets.token_hex(4)}", ("security",))
+    mine, theirs = baited.api_token(bob), baited.api_token(security)
+    ask = {"resource": f"s3://{BUCKET}/models/", "actions": ["read", "list"], "duration": "1h"}
+    status, first = api(baited, mine, "POST", "/requests", ask)
+    assert status == 201 and first["status"] == "approved", first
+    baited.client(bob).get_object(Bucket=BUCKET, Key=DECOY, Range="bytes=0-7")["Body"].read()
+    assert_fired(baited, bob, "instant grant")
+
+    status, again = api(baited, mine, "POST", "/requests", ask)
+    assert status == 403 and again["code"] == "on_hold", again
+    assert "decoy" not in again["detail"]  # the refusal never tells a decoy was the cause
+    refused_within_a_second(baited, bob)  # nothing was granted
+    status, _ = api(baited, mine, "POST", f"/audit/suspensions/{first['grant_id']}/lift")
+    assert status == 403  # the person suspended cannot lift their own hold
+
+    status, lifted = api(baited, theirs, "POST", f"/audit/suspensions/{first['grant_id']}/lift")
+    assert status == 200, lifted
+    status, after = api(baited, mine, "POST", "/requests", ask)
+    assert status == 201 and after["status"] == "approved", after

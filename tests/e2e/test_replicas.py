@@ -41,6 +41,19 @@ REFRESH_SECONDS = 2.0
 GRACE_SECONDS = 3.0
 MIB = 1024 * 1024
 DECOY = "bait/llama-3-70b-instruct/model-00001-of-00030.safetensors"
+# Scheduled access: infra is granted at once, for a window that may start later.
+WINDOWS_POLICY = f"""
+[policy.resources.windows]
+paths = ["s3://{BUCKET}/windows/"]
+
+[[policy.rules]]
+resource = "windows"
+requester_groups = ["infra"]
+actions = ["read"]
+instant_groups = ["infra"]
+approver_groups = ["security"]
+justification_required = false
+"""
 
 
 @dataclass
@@ -63,9 +76,9 @@ class Replicas:
 
         return run_sync(run())
 
-    def person(self, name: str) -> Identity:
+    def person(self, name: str, groups: tuple[str, ...] = ()) -> Identity:
         async def create(store: SqlStore) -> Identity:
-            await store.ensure_principal(name)
+            await store.ensure_principal(name, groups)
             key, secret = await store.create_access_key(name, self.server_key, now=datetime.now(UTC))
             return Identity(name, key.access_key_id, secret)
 
@@ -138,7 +151,8 @@ def _config(directory: Path, name: str, store_url: str, upstream_url: str) -> tu
         server=f"state_grace_seconds = {GRACE_SECONDS}",
         sections=(
             f'[audit]\nflush_interval_seconds = 0.2\nspool_dir = "spool-{name}"\n\n'
-            f'[policy.resources.bait]\npaths = ["s3://{BUCKET}/bait/"]\ndecoys = ["s3://{BUCKET}/{DECOY}"]'
+            f'[policy.resources.bait]\npaths = ["s3://{BUCKET}/bait/"]\ndecoys = ["s3://{BUCKET}/{DECOY}"]\n\n'
+            + WINDOWS_POLICY
         ),
     )
     return path, s3_port, control_port
@@ -462,3 +476,41 @@ def test_without_the_database_replicas_serve_within_grace_then_fail_closed_and_s
     assert sorted(stored) == sorted(logged)
     assert len(set(stored)) == len(stored)
     assert set(outage) <= set(stored)
+
+
+def test_a_scheduled_window_opens_and_closes_on_both_replicas_within_a_second(replicas: Replicas) -> None:
+    """Approved ahead on replica A; each replica opens the window at its start and closes it at its end
+    on its own clock, with no change in the store at either moment to wake it."""
+    erin = replicas.person("erin", ("infra",))
+
+    async def api_token(store: SqlStore) -> str:
+        return (await WorkflowStore(store).create_token("erin", now=datetime.now(UTC)))[1]
+
+    token = replicas.store(api_token)
+    starts = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
+    body = {"resource": f"s3://{BUCKET}/windows/", "duration": "3s", "starts_at": starts.isoformat()}
+    request = urllib.request.Request(
+        replicas.a.control_url + "/api/v1/requests",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        created = json.load(resp)
+    assert created["status"] == "approved" and created["grant"]["active"] is False, created
+    replicas.sync()
+    for gateway in (replicas.a, replicas.b):
+        assert get(gateway, erin, "windows/x")[:2] == (403, "AccessDenied")
+
+    def lateness(moment: datetime, wanted: int) -> list[float]:
+        """Seconds past `moment` until each replica answered `wanted`."""
+        late = []
+        for gateway in (replicas.b, replicas.a):
+            wait_for(lambda gateway=gateway: get(gateway, erin, "windows/x")[0] == wanted, 6.0, f"{wanted}")
+            late.append((datetime.now(UTC) - moment).total_seconds())
+        return late
+
+    opened = lateness(starts, 200)
+    assert all(0.0 <= late < 1.0 for late in opened), f"the window opened early or late: {opened}"
+    closed = lateness(starts + timedelta(seconds=3), 403)
+    assert all(0.0 <= late < 1.0 for late in closed), f"the window closed early or late: {closed}"

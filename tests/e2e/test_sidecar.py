@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from support.observed import eventually
 from support.rawclient import RawClient
 from support.workload import (
     Issuer,
@@ -30,6 +32,12 @@ from proxy.s3 import sigv4
 
 WORKLOAD = "system:serviceaccount:ml:trainer-sidecar"
 PRINCIPAL = "wl:" + WORKLOAD  # what the trust rules make of it
+DECOY = "sidecar-models/llama-3-70b-instruct/model-00001-of-00030.safetensors"
+DECOYS = f"""
+[policy.resources.sidecar-models]
+paths = ["s3://{BUCKET}/sidecar-models/"]
+decoys = ["s3://{BUCKET}/{DECOY}"]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +53,7 @@ def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gateway(world: World, issuer: Issuer, directory: Path) -> Iterator[GatewayProcess]:
-    with sts_gateway(world, issuer, directory) as running:
+    with sts_gateway(world, issuer, directory, sections=DECOYS) as running:
         yield running
 
 
@@ -240,3 +248,40 @@ def test_health_endpoints_do_not_reach_the_gateway(sidecar: SidecarProcess) -> N
 
     with urllib.request.urlopen(sidecar.url + "/_grantgate/readyz", timeout=5) as resp:
         assert json.load(resp) == {"status": "ready"}
+
+
+def test_a_decoy_read_through_the_sidecar_fires_and_suspends_the_workload(
+    world: World, gateway: GatewayProcess, issuer: Issuer, directory: Path, unique: str
+) -> None:
+    """A workload of its own (its own sidecar): the suspension takes every grant of its principal."""
+    workload = f"system:serviceaccount:ml:thief-{unique}"
+    token_file = directory / f"token-{unique}"
+    token_file.write_text(issuer.token(workload))
+    world.upstream().put_object(Bucket=BUCKET, Key=DECOY, Body=secrets.token_bytes(64 * 1024))
+    real = f"sidecar-models/{unique}/model.safetensors"
+    world.upstream().put_object(Bucket=BUCKET, Key=real, Body=b"weights")
+    world.grant(Identity("wl:" + workload, "", ""), f"s3://{BUCKET}/sidecar-models/", "read,list")
+    sync_gateway(world, gateway)
+    with running_sidecar(gateway, token_file, directory) as thief:
+        s3 = job_client(thief)
+        assert s3.get_object(Bucket=BUCKET, Key=real)["Body"].read() == b"weights"
+        assert len(s3.get_object(Bucket=BUCKET, Key=DECOY, Range="bytes=0-7")["Body"].read()) == 8
+
+        def refused() -> bool:
+            try:
+                s3.head_object(Bucket=BUCKET, Key=real)
+            except ClientError as err:
+                return err.response["Error"]["Code"] == "403"
+            return False
+
+        eventually(refused, timeout=1.0, what="the workload's grants suspended")
+
+    def alerts() -> list[dict[str, Any]]:
+        records = [json.loads(line) for line in gateway.log_path.read_text().splitlines() if line[:1] == "{"]
+        return [
+            r for r in records if r.get("event") == "anomaly_alert" and r.get("principal") == "wl:" + workload
+        ]
+
+    [alert] = eventually(alerts, timeout=5)
+    assert alert["kind"] == "decoy_touched" and alert["response"] == "suspend_principal"
+    assert alert["details"]["decoy"] == f"s3://{BUCKET}/{DECOY}"

@@ -11,9 +11,15 @@ from proxy.access.events import BreakGlassUsed, GrantCreated
 from proxy.access.grants import Action, Grant
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.audit.resources import ResourceCatalog
-from proxy.observe.anomalies import SUSPEND, SUSPEND_PRINCIPAL, Detectors, OutsideHours
-from proxy.observe.events import RequestEvent
-from proxy.observe.models import KnownModels, ModelCatalog, find_models
+from proxy.observe.anomalies import (
+    SUSPEND,
+    SUSPEND_PRINCIPAL,
+    Detectors,
+    OutsideHours,
+    with_justifications,
+)
+from proxy.observe.events import AnomalyAlert, RequestEvent
+from proxy.observe.models import KnownModels, ModelCatalog, ShardRead, Tally, find_models
 from proxy.observe.settings import AnomalySettings
 
 T0 = datetime(2025, 3, 5, 10, 0, tzinfo=UTC).timestamp()  # a Wednesday, 10:00 UTC
@@ -329,8 +335,23 @@ def ranged(principal: str, key: str, start: int, length: int, grant: str = "g_1"
     return read(principal, key=key, nbytes=length, range_start=start, grant_ids=(grant,))
 
 
-def test_reading_most_of_a_model_in_parallel_ranges_alerts_once_naming_model_share_and_grants() -> None:
-    detectors = model_rules()
+def judged(detectors: Detectors, events: list[RequestEvent], now: float = T0) -> list[AnomalyAlert]:
+    """Feed `events` (no alert comes of a read itself), take the ranges as a flush does and judge each
+    reader on them, as if they were every replica's rows of the window."""
+    rule = detectors.whole_model
+    assert rule is not None
+    for event in events:
+        assert detectors.feed(event, now) == []
+    reads = rule.take()
+    found = []
+    for principal in sorted({r.principal for r in reads}):
+        tally = Tally(now)
+        tally.add(r for r in reads if r.principal == principal)
+        found += rule.judge(principal, tally, {r.model for r in reads if r.principal == principal}, now)
+    return [detectors.responded(finding) for finding in found]
+
+
+def test_reading_most_of_a_model_in_parallel_ranges_is_judged_a_pull_naming_model_share_and_grants() -> None:
     # Four readers, 250-byte ranges over every shard, each range asked twice (a retry), two grants.
     events = [
         ranged("alice", key, start, 250, grant=f"g_{start % 500}")
@@ -338,45 +359,73 @@ def test_reading_most_of_a_model_in_parallel_ranges_alerts_once_naming_model_sha
         for key in SHARDS
         for _ in range(2)
     ]
-    alerts = [a for i, e in enumerate(events) for a in detectors.feed(e, T0 + i)]
-    [alert] = alerts
+    [alert] = judged(model_rules(), events)
     assert alert.kind == "whole_model" and alert.severity == "critical"
     assert alert.details["model"] == "s3://archive/models/llama/"
-    assert alert.details["bytes"] > 0.8 * 4 * SHARD and alert.details["share"] > 0.8
+    assert alert.details["bytes"] == 4 * SHARD and alert.details["share"] == 1.0
     assert alert.details["grant_ids"] == ["g_0", "g_250"] and alert.grant_id == "g_0"
     assert alert.response is None
 
 
 def test_rereading_the_same_bytes_never_adds_up_to_a_whole_model() -> None:
+    # 50 x 40% of the bytes, the same 40%
+    events = [ranged("alice", key, 0, SHARD - 200 * (i % 2)) for i in range(50) for key in SHARDS[:2]]
     detectors = model_rules()
-    for i in range(50):  # 50 x 40% of the bytes, the same 40%
-        for key in SHARDS[:2]:
-            assert detectors.feed(ranged("alice", key, 0, SHARD - 200 * (i % 2)), T0 + i) == []
+    assert judged(detectors, events) == []
+    rule = detectors.whole_model
+    assert rule is not None and rule.take() == []  # what was flushed is not sent again
+
+
+def test_the_ranges_taken_are_merged_per_shard() -> None:
+    detectors = model_rules()
+    rule = detectors.whole_model
+    assert rule is not None
+    for start in (0, 250, 100, 600):
+        detectors.feed(ranged("alice", SHARDS[0], start, 250), T0)
+    assert [(r.start, r.end) for r in rule.take()] == [(0, 500), (600, 850)]
 
 
 def test_a_40_percent_read_stays_quiet_and_objects_outside_models_do_not_count() -> None:
-    detectors = model_rules()
-    assert detectors.feed(ranged("alice", SHARDS[0], 0, SHARD), T0) == []
-    assert detectors.feed(ranged("alice", SHARDS[1], 0, 600), T0) == []
-    assert detectors.feed(ranged("alice", "models/llama/config.json", 0, 500), T0) == []
-    assert detectors.feed(ranged("bob", SHARDS[2], 0, SHARD), T0) == []  # someone else's share
+    events = [
+        ranged("alice", SHARDS[0], 0, SHARD),
+        ranged("alice", SHARDS[1], 0, 600),
+        ranged("alice", "models/llama/config.json", 0, 500),
+        ranged("bob", SHARDS[2], 0, SHARD),  # someone else's share
+    ]
+    assert judged(model_rules(), events) == []
 
 
-def test_a_pull_spread_past_the_window_starts_counting_again() -> None:
-    detectors = model_rules(window_seconds=60)
-    for i, key in enumerate(SHARDS):
-        assert detectors.feed(ranged("alice", key, 0, SHARD), T0 + 61 * i) == []
-
-
-def test_reading_parts_of_n_models_alerts_when_configured() -> None:
-    detectors = model_rules(models=2, share=1.0)
-    assert detectors.feed(ranged("alice", SHARDS[0], 0, 10), T0) == []
-    [alert] = detectors.feed(ranged("alice", "models/small/s.gguf", 0, 10), T0 + 1)
+def test_reading_parts_of_n_models_is_judged_when_configured() -> None:
+    events = [ranged("alice", SHARDS[0], 0, 10), ranged("alice", "models/small/s.gguf", 0, 10)]
+    [alert] = judged(model_rules(models=2, share=1.0), events)
     assert alert.details["models"] == ["s3://archive/models/llama/", "s3://archive/models/small/"]
 
 
 def test_a_whole_model_pull_may_suspend_the_grant() -> None:
-    detectors = model_rules(response="suspend")
-    alerts = [a for key in SHARDS for a in detectors.feed(ranged("alice", key, 0, SHARD), T0)]
-    [alert] = alerts
+    [alert] = judged(model_rules(response="suspend"), [ranged("alice", key, 0, SHARD) for key in SHARDS])
     assert alert.response == SUSPEND and alert.grant_id == "g_1"
+
+
+def test_the_alert_names_the_justification_each_grant_was_granted_on() -> None:
+    [alert] = judged(
+        model_rules(), [ranged("alice", key, 0, SHARD, f"g_{i % 2 + 1}") for i, key in enumerate(SHARDS)]
+    )
+    named = with_justifications(alert, {"g_1": "eval run 12", "g_2": ""})
+    assert named.details["grants"] == [
+        {"id": "g_1", "justification": "eval run 12"},
+        {"id": "g_2", "justification": ""},
+    ]
+    assert "g_1: eval run 12" in named.message and "g_2: (none given)" in named.message
+
+
+def test_a_tally_counts_each_byte_once_however_often_its_rows_are_added() -> None:
+    [model] = find_models("archive", [(k, SHARD) for k in SHARDS])
+    reads = [
+        ShardRead("alice", model.name, SHARDS[0], 0, 600, ("g_1",)),
+        ShardRead("alice", model.name, SHARDS[0], 400, 1200, ("g_2",)),
+    ]
+    tally = Tally(T0)
+    for _ in range(3):  # the overlapping slices a replica takes of the store's rows
+        tally.add(reads)
+    assert tally.bytes_read(model) == (SHARD, 1)  # clipped at the shard's size
+    assert list(tally.grants[model.name]) == ["g_1", "g_2"]

@@ -9,8 +9,9 @@ import pytest
 from support.world import free_port
 
 from proxy.config import UpstreamSettings
-from proxy.observe.model_listing import catalogue, list_prefix
+from proxy.observe.model_listing import catalogue
 from proxy.observe.settings import WholeModelRule
+from proxy.s3.listing import list_prefix
 from proxy.s3.upstream import Upstream, new_pool
 
 BUCKET = "weights"
@@ -50,11 +51,12 @@ async def upstream(endpoint: str) -> AsyncIterator[Upstream]:
 
 async def test_the_listing_follows_pages_up_to_its_bounds(upstream: Upstream) -> None:
     every = await list_prefix(upstream, BUCKET, "models/", max_pages=10, max_keys=1000, page_size=10)
-    assert sorted(k for k, _ in every) == KEYS and {s for _, s in every} == {7}
+    assert sorted(k for k, _ in every.objects) == KEYS and {s for _, s in every.objects} == {7}
+    assert every.complete and every.size == 7 * len(KEYS)
     two_pages = await list_prefix(upstream, BUCKET, "models/", max_pages=2, max_keys=1000, page_size=10)
-    assert len(two_pages) == 20
+    assert len(two_pages.objects) == 20 and two_pages.pages == 2 and not two_pages.complete
     few_keys = await list_prefix(upstream, BUCKET, "models/", max_pages=10, max_keys=15, page_size=10)
-    assert len(few_keys) == 15
+    assert len(few_keys.objects) == 15 and not few_keys.complete
 
 
 async def test_the_catalogue_of_the_resources_holds_their_models(upstream: Upstream) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from support.world import self_signed_cert
+from support.certs import self_signed_cert
 
 from proxy.s3.httpclient import (
     HIGH_WATER,

@@ -213,6 +213,37 @@ async def test_usage_accumulates_per_grant(store: SqlStore) -> None:
     assert await audit.usage("g_unknown") is None
 
 
+async def test_usages_of_several_grants_come_in_one_call(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.append([], [Usage("g_1", "alice", 1, 1, 10), Usage("g_2", "bob", 2, 0, 0, 1, 20)])
+    found = await audit.usages(["g_1", "g_2", "g_unused"])
+    assert {gid: (u.requests, u.bytes_read, u.bytes_written) for gid, u in found.items()} == {
+        "g_1": (1, 10, 0),
+        "g_2": (2, 0, 20),
+    }
+
+
+async def test_the_newest_page_comes_first_and_pages_back_by_sequence(store: SqlStore) -> None:
+    audit = AuditStore(store)
+    await audit.append(
+        [
+            rec(0, event={"action": "read"}),
+            rec(1, event={"action": "write"}, resource="training-data"),
+            rec(2, event={"action": "read"}),
+            rec(3, kind="grant_created", plane="control", event={"action": "read"}),  # not an S3 request
+            rec(4, event={"action": "read"}),
+            rec(5, event={"action": "readwrite"}),  # the action is matched whole, not as a prefix
+        ]
+    )
+    first = await audit.newest(AuditQuery(action="read"), 2)
+    assert [e.seq for e in first] == [5, 3]
+    older = await audit.newest(AuditQuery(action="read", before_seq=first[-1].seq), 2)
+    assert [e.seq for e in older] == [1]
+    assert [e.seq for e in await audit.newest(AuditQuery(resources=("training-data",)), 10)] == [2]
+    assert [e.seq for e in await audit.newest(AuditQuery(resources=()), 10)] == []
+    assert [e.seq for e in await audit.newest(AuditQuery(action="write"), 10)] == [2]
+
+
 async def test_readers_are_remembered_once(store: SqlStore) -> None:
     audit = AuditStore(store)
     await audit.remember_readers([("models", "ml", "ann", NOW), ("models", "ml", "bob", NOW)])

@@ -29,6 +29,7 @@ from proxy.identity.principals import Principal
 from proxy.observe.events import EventBus
 from proxy.store.schema import api_tokens
 from proxy.store.sql import SqlStore
+from proxy.store.suspensions import GrantSuspensions
 from proxy.workflow.service import Conflict, Forbidden, Invalid, NotFound, Workflow
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -617,3 +618,29 @@ async def test_budgeted_resources_are_never_bundled_and_extensions_get_the_rules
     assert granted.grant is not None and granted.grant.budget == budget
     extended = await extend_grant(flow, granted.grant.id, people["bob"], "1h", WHY)
     assert extended.grant is not None and extended.grant.budget == budget
+
+
+# --- the hold on a suspended principal ---
+
+
+async def test_a_suspended_principal_is_granted_nothing_at_once_until_an_approver_reconfirms(
+    flow: Workflow, people: dict[str, Principal], store: SqlStore, clock: Clock
+) -> None:
+    """Regression: bob (instant for models) was suspended by an anomaly rule, asked again and was back in."""
+    models = f"s3://{BUCKET}/models/"
+    first = await flow.request_access(people["bob"], models, ["read"], "1h", WHY)
+    assert first.grant is not None
+    suspensions = GrantSuspensions(store)
+    clock.advance(minutes=1)
+    await suspensions.suspend_principal("bob", reason="anomaly decoy_touched: bait", now=clock())
+    with pytest.raises(Forbidden) as refused:
+        await flow.request_access(people["bob"], models, ["read"], "1h", WHY)
+    assert refused.value.code == "on_hold" and "bait" not in refused.value.message
+    assert [g.id for g in await store.list_grants(principal="bob", active_at=clock())] == []
+    # Nobody else is held: alice's request goes to the approvers as ever.
+    pending = await flow.request_access(people["alice"], models, ["read"], "1h", WHY)
+    assert pending.request.status is RequestStatus.PENDING
+
+    assert await suspensions.lift_suspension(first.grant.id, actor="carol", now=clock())
+    again = await flow.request_access(people["bob"], models, ["read"], "1h", WHY)
+    assert again.request.status is RequestStatus.APPROVED and again.grant is not None

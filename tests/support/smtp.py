@@ -15,7 +15,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from support.world import free_port, self_signed_cert
+from support.certs import self_signed_cert
+from support.world import free_port
 
 USERNAME, PASSWORD = "grantgate", "smtp-e2e-secret"
 

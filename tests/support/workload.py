@@ -117,8 +117,11 @@ def running_issuer() -> Iterator[Issuer]:
         server.server_close()
 
 
-def sts_config(world: World, issuer: Issuer, directory: Path, *, max_session_seconds: int = 3600) -> Path:
-    """A gateway config on the world's store and bucket, with [sts] trusting `issuer`."""
+def sts_config(
+    world: World, issuer: Issuer, directory: Path, *, max_session_seconds: int = 3600, sections: str = ""
+) -> Path:
+    """A gateway config on the world's store and bucket, with [sts] trusting `issuer`; `sections`: more
+    whole TOML sections (a `[policy]`...)."""
     s3_port, control_port = free_port(), free_port()
     return write_gateway_config(
         directory / f"sts-gateway-{s3_port}.toml",
@@ -152,13 +155,16 @@ issuer = "{issuer.url}"
 subject = "pipeline-*"
 principal = "ci:{{sub}}"
 groups_claim = "groups"
-""",
+"""
+        + sections,
     )
 
 
 @contextlib.contextmanager
-def sts_gateway(world: World, issuer: Issuer, directory: Path) -> Iterator[GatewayProcess]:
-    config = sts_config(world, issuer, directory)
+def sts_gateway(
+    world: World, issuer: Issuer, directory: Path, sections: str = ""
+) -> Iterator[GatewayProcess]:
+    config = sts_config(world, issuer, directory, sections=sections)
     text = config.read_text()
     s3_port = int(text.split("s3_port = ")[1].split("\n")[0])
     control_port = int(text.split("control_port = ")[1].split("\n")[0])

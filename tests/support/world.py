@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import os
 import secrets
@@ -32,6 +31,7 @@ from proxy.access.grants import Grant, parse_actions, parse_resource
 from proxy.store.budgets import BudgetLedger
 from proxy.store.sql import SqlStore
 from proxy.store.workflow import WorkflowStore
+from support.certs import self_signed_cert
 from support.gateway_config import write_gateway_config
 from support.rawclient import RawClient
 
@@ -64,42 +64,6 @@ def wait_http(url: str, timeout: float = 20.0, context: Any = None) -> None:
             last = exc
             time.sleep(0.05)
     raise TimeoutError(f"{url} did not come up: {last!r}")
-
-
-def self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 @dataclass
@@ -370,11 +334,11 @@ def _config(
 
 @contextlib.contextmanager
 def running_world(
-    directory: Path, extra_config: str = "", workers: int = 1, store_url: str | None = None
+    directory: Path, extra_config: str = "", workers: int = 1, store_url: str = ""
 ) -> Iterator[World]:
     """`extra_config`: more TOML sections for both gateways' configuration files; `workers`: processes
     per gateway (a world's sync() then only knows worker 0 has caught up); `store_url`: the store both
-    gateways share (default a new SQLite file; a PostgreSQL database makes them two replicas)."""
+    gateways share (a PostgreSQL database, to run them as replicas), by default a SQLite file."""
     from moto.server import ThreadedMotoServer
 
     moto_port = free_port()
