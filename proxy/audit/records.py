@@ -37,6 +37,8 @@ _SECRET_FIELD = re.compile(
 # Object operations that move a whole object, for the usage counters.
 _OBJECT_READS = frozenset({"GetObject"})
 _OBJECT_WRITES = frozenset({"PutObject", "CopyObject", "CompleteMultipartUpload"})
+# The counters of a Usage (and of its stored row and roll-up record).
+USAGE_COUNTERS = ("requests", "objects_read", "bytes_read", "objects_written", "bytes_written")
 # The columns a record is queried by; each is also a top-level field of the hashed body.
 COLUMNS = ("kind", "plane", "at", "principal", "resource", "target", "grant_id", "decision")
 
@@ -292,6 +294,51 @@ def usage_of(event: RequestEvent) -> Usage | None:
         usage.bytes_written = event.bytes_in
         usage.objects_written = int(ok and event.operation in _OBJECT_WRITES)
     return usage
+
+
+def usage_from_records(bodies: Iterable[Mapping[str, Any]]) -> dict[str, Usage]:
+    """Each grant's use from its stored records: its `grant_usage` roll-ups when it has any (with `[audit]
+    data_plane = "usage"`, which also chains whole-object reads as receipts, already counted in them),
+    else its `s3_request` records, folded as the audit writer folds the requests themselves."""
+    rolled: dict[str, Usage] = {}
+    requested: dict[str, Usage] = {}
+    for body in bodies:
+        event = body.get("event") or {}
+        if body.get("kind") == "grant_usage":
+            found: Usage | None = _stored_usage(event)
+            into = rolled
+        elif body.get("kind") == "s3_request":
+            found, into = usage_of(_stored_request(event)), requested
+        else:
+            continue
+        if found is not None:
+            if found.grant_id in into:
+                into[found.grant_id].add(found)
+            else:
+                into[found.grant_id] = found
+    return {**requested, **rolled}
+
+
+def _stored_request(event: Mapping[str, Any]) -> RequestEvent:
+    known = {k: v for k, v in event.items() if k in _REQUEST_FIELDS}
+    known["grant_ids"] = tuple(known.get("grant_ids") or ())
+    return RequestEvent(**known)
+
+
+def _stored_usage(event: Mapping[str, Any]) -> Usage | None:
+    if not event.get("grant_id"):
+        return None
+    first, last = event.get("first_used_at"), event.get("last_used_at")
+    return Usage(
+        str(event["grant_id"]),
+        event.get("principal"),
+        **{name: int(event.get(name) or 0) for name in USAGE_COUNTERS},
+        first_used_at=parse_iso(first) if first else None,
+        last_used_at=parse_iso(last) if last else None,
+    )
+
+
+_REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(RequestEvent))
 
 
 # --- receipts ---------------------------------------------------------------------------------------

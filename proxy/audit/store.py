@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from proxy.audit.records import (
     COLUMNS,
+    USAGE_COUNTERS,
     Anchor,
     AuditRecord,
     Break,
@@ -36,6 +37,7 @@ from proxy.audit.records import (
     bodies_of,
     chain,
     fold_receipts,
+    usage_from_records,
 )
 from proxy.store.engine import require_aware, write_engine
 from proxy.store.schema import (
@@ -48,6 +50,8 @@ from proxy.store.sql import SqlStore
 
 HEAD = "head"
 PAGE = 1000
+# A review's use over its period folds at most this many records (then says the figures are a floor).
+PERIOD_RECORDS = 200_000
 # Rows per INSERT of an audit batch: bounds how long preparing one holds the event loop.
 INSERT_SLICE = 64
 # The record columns the driver takes as they are: every one but `at` (see `_driver_insert`).
@@ -55,7 +59,6 @@ _PLAIN_COLUMNS = tuple(name for name in COLUMNS if name != "at")
 _plain_values = operator.itemgetter(*_PLAIN_COLUMNS)
 # The order of an audit row's values for the driver: the table's, which `_driver_insert` checks.
 _INSERTED = ("seq", "at", *_PLAIN_COLUMNS, "body", "prev_hash", "hash")
-_USAGE_COUNTERS = ("requests", "objects_read", "bytes_read", "objects_written", "bytes_written")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +230,44 @@ class AuditStore:
                     found[row.grant_id] = Usage(
                         row.grant_id,
                         row.principal,
-                        **{name: int(getattr(row, name)) for name in _USAGE_COUNTERS},
+                        **{name: int(getattr(row, name)) for name in USAGE_COUNTERS},
                         first_used_at=row.first_used_at,
                         last_used_at=row.last_used_at,
                     )
         return found
+
+    async def usages_since(
+        self,
+        grant_ids: Iterable[str],
+        since: datetime,
+        until: datetime | None = None,
+        *,
+        limit: int = PERIOD_RECORDS,
+    ) -> tuple[dict[str, Usage], bool]:
+        """What was done under each of these grants in [since, until), from the chained records (the
+        usage table has totals only), and whether there were more than `limit` records to fold (the
+        figures are then a floor). Read off the (grant_id, at) index: as many rows as the period holds."""
+        require_aware(since, until)
+        window = [audit_events.c.at >= since]
+        if until is not None:
+            window.append(audit_events.c.at < until)
+        ids = sorted(set(grant_ids))
+        if not ids:
+            return {}, False
+        c = audit_events.c
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(c.body)
+                    .where(
+                        c.grant_id.in_(ids),
+                        *window,
+                        c.kind.in_(("s3_request", "grant_usage")),
+                    )
+                    .limit(limit + 1)
+                )
+            ).all()
+        return usage_from_records(json.loads(r.body) for r in rows[:limit]), len(rows) > limit
 
     async def newest(self, q: AuditQuery, limit: int) -> list[StoredEvent]:
         """The newest `limit` matches (before `q.before_seq`, if set), newest first: one page of the trail."""
@@ -372,7 +408,7 @@ async def _add_usage(conn: AsyncConnection, usage: Usage) -> None:
     stmt = dialect_insert(t).values(
         grant_id=usage.grant_id,
         principal=usage.principal,
-        **{name: getattr(usage, name) for name in _USAGE_COUNTERS},
+        **{name: getattr(usage, name) for name in USAGE_COUNTERS},
         first_used_at=usage.first_used_at,
         last_used_at=usage.last_used_at,
     )
@@ -381,7 +417,7 @@ async def _add_usage(conn: AsyncConnection, usage: Usage) -> None:
         stmt.on_conflict_do_update(
             index_elements=["grant_id"],
             set_={
-                **{name: t.c[name] + new[name] for name in _USAGE_COUNTERS},
+                **{name: t.c[name] + new[name] for name in USAGE_COUNTERS},
                 "first_used_at": case(
                     (t.c.first_used_at.is_(None), new.first_used_at),
                     (

@@ -48,10 +48,11 @@ def reviews_table(found: list[dict[str, Any]]) -> str:
 
 
 def _use(usage: dict[str, Any]) -> str:
+    """The holder's use over the period under review."""
     if not usage.get("requests"):
-        return "never used"
+        return "unused this period"
     last = remote.when(usage.get("last_used_at"))
-    read = size_text(int(usage.get("bytes_read") or 0))
+    read = ("at least " if usage.get("partial") else "") + size_text(int(usage.get("bytes_read") or 0))
     return f"{read} read, {usage.get('objects_read', 0)} objects, last {last}"
 
 

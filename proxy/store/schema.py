@@ -345,6 +345,8 @@ audit_events = Table(
     Index("ix_audit_events_principal_seq", "principal", "seq"),
     Index("ix_audit_events_grant_id_seq", "grant_id", "seq"),
     Index("ix_audit_events_resource_seq", "resource", "seq"),
+    # Migration 0019: a grant's records in a time range (a review's use over its period).
+    Index("ix_audit_events_grant_id_at", "grant_id", "at"),
 )
 
 # One row, "head": the last link of the chain. Appending locks it, so every gateway replica writing to

@@ -30,12 +30,17 @@ class ReviewSweep:
 
 @dataclass(frozen=True, slots=True)
 class ReviewUse:
-    """A holder's use of the access under review: totals over the run of grants it was held through (the
-    audit keeps them per grant), and whether it was used at all since the period began."""
+    """A holder's use of the access under review over the period reviewed (from its start until the
+    decision, or now), through every grant of the run it was held through; `partial`: more records than
+    were read, so the figures are a floor."""
 
     totals: Usage
-    used_in_period: bool
     grants: tuple[str, ...]
+    partial: bool = False
+
+    @property
+    def used_in_period(self) -> bool:
+        return self.totals.requests > 0
 
     def as_dict(self) -> dict[str, Any]:
         t = self.totals
@@ -48,6 +53,7 @@ class ReviewUse:
             "last_used_at": iso(t.last_used_at),
             "used_in_period": self.used_in_period,
             "grants": list(self.grants),
+            "partial": self.partial,
         }
 
 
@@ -202,13 +208,13 @@ class Reviews:
         return closed.review
 
     async def usage(self, review: AccessReview) -> ReviewUse:
-        """What the holder did with this access: the totals over the run of grants it was held through."""
+        """What the holder did with this access over the period reviewed: the records of the run of
+        grants it was held through, from the period's start until the decision (or now)."""
         grant = await self.ctx.store.get_grant(review.grant_id)
         run = await self._run(grant) if grant is not None else []
+        ids = tuple(g.id for g in run)
+        found, partial = await self.audit.usages_since(ids, review.period_start, review.decided_at)
         total = Usage(review.grant_id, review.principal)
-        for part in run:
-            found = await self.audit.usage(part.id)
-            if found is not None:
-                total.add(found)
-        used = total.last_used_at is not None and total.last_used_at >= review.period_start
-        return ReviewUse(total, used, tuple(g.id for g in run))
+        for part in found.values():
+            total.add(part)
+        return ReviewUse(total, ids, partial)

@@ -118,6 +118,45 @@ def test_a_confirmed_review_keeps_access_until_the_next_period(world: World, uni
     assert recorded[0].body["event"]["actor"] == carol.name
 
 
+def review_use(world: World, token: str, review_id: str) -> dict[str, Any]:
+    status, body = api(world, token, "GET", f"/reviews/{review_id}")
+    assert status == 200, body
+    return dict(body["usage"])
+
+
+def test_a_review_shows_use_over_its_period_only(world: World, unique: str) -> None:
+    alice, carol, key = holder_and_reviewer(world, unique)
+    grant = world.grant(alice, f"s3://{BUCKET}/reviewed/{unique}/", "read", ttl=None)
+    read(world, alice, key)
+    read(world, alice, key)
+    token = world.api_token(carol)
+    review = eventually(lambda: open_review(world, token, grant.id), what="the review to open")
+    first = eventually(
+        lambda: (u := review_use(world, token, review["id"]))["bytes_read"] == 2048 and u,
+        what="two reads in the first period",
+    )
+    assert first["objects_read"] == 2 and first["requests"] == 2 and first["used_in_period"] is True
+    status, decided = api(world, token, "POST", f"/reviews/{review['id']}", {"decision": "confirm"})
+    assert status == 200, decided
+
+    # The next period starts at the confirmation: the reads before it are not this period's use.
+    following = eventually(
+        lambda: open_review(world, token, grant.id, other_than=review["id"]), what="the next review"
+    )
+    unused = following["usage"]
+    assert (unused["requests"], unused["bytes_read"], unused["objects_read"]) == (0, 0, 0), unused
+    assert unused["used_in_period"] is False and unused["last_used_at"] is None
+    read(world, alice, key)
+    now_used = eventually(
+        lambda: (u := review_use(world, token, following["id"]))["requests"] and u,
+        what="the read in the new period",
+    )
+    assert (now_used["requests"], now_used["bytes_read"], now_used["objects_read"]) == (1, 1024, 1)
+    assert now_used["last_used_at"] >= decided["decided_at"]
+    # The confirmed review still shows the period it covered, up to its decision.
+    assert review_use(world, token, review["id"])["bytes_read"] == 2048
+
+
 def test_a_review_revoked_ends_s3_access_at_once(world: World, unique: str) -> None:
     alice, carol, key = holder_and_reviewer(world, unique)
     grant = world.grant(alice, f"s3://{BUCKET}/reviewed/{unique}/", "read", ttl=None)

@@ -23,7 +23,9 @@ from proxy.audit.records import (
     link_hash,
     parse_moment,
     request_record,
+    usage_from_records,
     usage_of,
+    usage_record,
 )
 from proxy.audit.resources import ResourceCatalog
 from proxy.observe.events import AnomalyAlert, RequestEvent
@@ -145,6 +147,28 @@ def test_usage_adds_up_and_keeps_first_and_last_use() -> None:
     later.add(first)
     assert later.requests == 2 and later.bytes_read == 1244 and later.objects_read == 2
     assert later.first_used_at == NOW and later.last_used_at == NOW + timedelta(minutes=5)
+
+
+def test_usage_from_stored_records_matches_the_writers_fold() -> None:
+    events = [_request(bytes_out=100), _request(bytes_out=5, method="HEAD", operation="HeadObject")]
+    stored = [json.loads(request_record(e, CATALOG).body()) for e in events]
+    stored.append(json.loads(request_record(_request(decision="deny", grant_ids=()), CATALOG).body()))
+    expected = usage_of(events[0])
+    assert expected is not None
+    expected.add(usage_of(events[1]))  # type: ignore[arg-type]
+    assert usage_from_records(stored) == {"g_1": expected}
+
+
+def test_usage_roll_ups_are_not_counted_twice_with_the_receipts_they_cover() -> None:
+    # With data_plane = "usage" a whole-object read is chained as a receipt and counted in the roll-up.
+    receipt = _request(bytes_out=100, complete=True)
+    rolled = usage_of(receipt)
+    assert rolled is not None
+    stored = [
+        json.loads(request_record(receipt, CATALOG).body()),
+        json.loads(usage_record(rolled, NOW).body()),
+    ]
+    assert usage_from_records(stored) == {"g_1": rolled}
 
 
 def test_an_intact_chain_verifies() -> None:
