@@ -19,6 +19,8 @@ from typing import Any
 ENV_URL = "GRANTGATE_API_URL"
 ENV_TOKEN = "GRANTGATE_TOKEN"  # noqa: S105 - the variable's name, not a secret
 TIMEOUT_SECONDS = 30.0
+# How the API tells the CLI from other callers, to say where a request was made (proxy/control/api.py).
+CLI_USER_AGENT = "grantgate-cli"
 
 
 class ApiError(Exception):
@@ -97,6 +99,7 @@ class ApiClient:
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked above
         request.add_header("Authorization", f"Bearer {self._token}")
         request.add_header("Accept", "application/json")
+        request.add_header("User-Agent", CLI_USER_AGENT)
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:

@@ -14,6 +14,15 @@ from proxy.access.grants import Action
 from proxy.access.terms import TermsAcceptance
 
 
+class Via(StrEnum):
+    """How a request was asked for (for the security team: a held principal asking again, and where)."""
+
+    API = "api"
+    CLI = "cli"
+    WEB = "web"
+    SLACK = "slack"
+
+
 class RequestStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"

@@ -19,9 +19,10 @@ from proxy.access import context as approver_context
 from proxy.access.budgets import Budget
 from proxy.access.durations import format_duration, iso, parse_moment
 from proxy.access.policy import Resource, Rule
-from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.requests import AccessRequest, RequestStatus, Via
 from proxy.access.terms import terms_sha256
 from proxy.access.views import grant_to_json
+from proxy.client import CLI_USER_AGENT
 from proxy.control.approver_context import APPROVER_CONTEXT, ApproverContext
 from proxy.control.openapi import openapi_document
 from proxy.identity.principals import Principal
@@ -366,6 +367,13 @@ async def list_resources(request: web.Request) -> web.Response:
     return web.json_response({"resources": out})
 
 
+def asked_via(request: web.Request) -> Via:
+    """The CLI says who it is in its User-Agent (proxy/client.py); anything else is a caller of the API.
+    Only a label for the security team's alerts: never a basis for a decision."""
+    agent = request.headers.get("User-Agent", "")
+    return Via.CLI if agent.startswith(CLI_USER_AGENT) else Via.API
+
+
 async def create_request(request: web.Request) -> web.Response:
     workflow = request.app[WORKFLOW]
     body = await json_body(request)
@@ -393,6 +401,7 @@ async def create_request(request: web.Request) -> web.Response:
             text_field(body, "justification"),
             ticket=text_field(body, "ticket"),
             starts_at=moment_field(body, "starts_at"),
+            via=asked_via(request),
         )
     else:
         outcome = await workflow.request_access(
@@ -406,6 +415,7 @@ async def create_request(request: web.Request) -> web.Response:
             starts_at=moment_field(body, "starts_at"),
             budget=budget,
             accept_terms=text_field(body, "accept_terms"),
+            via=asked_via(request),
         )
     return web.json_response(
         outcome_to_json(outcome, workflow.now()),
@@ -502,7 +512,12 @@ async def extend(request: web.Request) -> web.Response:
         raise Problem(400, "invalid_body", "'duration' is required, e.g. \"2h\"")
     grant_id = request.match_info["id"]
     outcome = await extend_grant(
-        workflow, grant_id, caller(request), duration, text_field(body, "justification")
+        workflow,
+        grant_id,
+        caller(request),
+        duration,
+        text_field(body, "justification"),
+        via=asked_via(request),
     )
     return web.json_response(
         outcome_to_json(outcome, workflow.now()),

@@ -19,7 +19,7 @@ from proxy.access.budgets import Usage
 from proxy.access.durations import format_duration, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Resource, ResourcePath, Rule
-from proxy.access.requests import RequestStatus
+from proxy.access.requests import RequestStatus, Via
 from proxy.access.terms import terms_sha256
 from proxy.audit.records import Usage as AuditUsage
 from proxy.control import signin, web_audit, web_extend, web_reviews
@@ -234,6 +234,7 @@ async def submit_request(request: web.Request, visit: Visit) -> web.StreamRespon
             justification,
             break_glass=break_glass,
             accept_terms=accept_terms,
+            via=Via.WEB,
         )
     except WorkflowError as exc:
         values = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.access.durations import format_duration
+from proxy.access.requests import Via
 from proxy.control.webcore import WEB, Visit, page, redirect, safe_next
 from proxy.workflow.extend import extend_grant
 from proxy.workflow.service import WorkflowError
@@ -21,7 +22,12 @@ async def extend(request: web.Request, visit: Visit) -> web.StreamResponse:
         if not duration:
             raise _missing()
         outcome = await extend_grant(
-            request.app[WEB].workflow, grant_id, who, duration, visit.field("justification")[:2000]
+            request.app[WEB].workflow,
+            grant_id,
+            who,
+            duration,
+            visit.field("justification")[:2000],
+            via=Via.WEB,
         )
     except WorkflowError as exc:
         visit.flash("error", exc.message)

@@ -22,7 +22,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from proxy.access import policy as rules
 from proxy.access.extensions import offered
-from proxy.access.requests import RequestStatus
+from proxy.access.requests import RequestStatus, Via
 from proxy.access.reviews import Decision
 from proxy.identity.principals import Principal
 from proxy.notify import blocks
@@ -228,7 +228,7 @@ class SlackInteractions:
         try:
             grant = await self.workflow.get_grant(grant_id, holder)
             outcome = await extend_grant(
-                self.workflow, grant_id, holder, offered(grant), "extended from Slack"
+                self.workflow, grant_id, holder, offered(grant), "extended from Slack", via=Via.SLACK
             )
         except WorkflowError as exc:
             log.info("slack_extension_refused", grant_id=grant_id, actor=holder.name, code=exc.code)
@@ -339,6 +339,7 @@ class SlackInteractions:
                     str(values.get(blocks.DURATION_BLOCK) or ""),
                     str(values.get(blocks.JUSTIFICATION_BLOCK) or ""),
                     accept_terms=blocks.accepted_terms(self.workflow.policy, resource, ticked),
+                    via=Via.SLACK,
                 )
             except WorkflowError as exc:
                 return exc

@@ -11,7 +11,7 @@ from proxy.access import policy as rules
 from proxy.access.events import GrantCreated, RequestCreated
 from proxy.access.grants import Action
 from proxy.access.policy import Ask, Instant, NeedsApproval, Rejected
-from proxy.access.requests import AccessRequest, BundlePart, RequestStatus
+from proxy.access.requests import AccessRequest, BundlePart, RequestStatus, Via
 from proxy.identity.principals import Principal
 from proxy.store.workflow import new_request_id
 from proxy.workflow.errors import Invalid, refusal
@@ -31,6 +31,7 @@ async def request_bundle(
     *,
     ticket: str = "",
     starts_at: datetime | None = None,
+    via: Via = Via.API,
 ) -> Outcome:
     """Ask for every resource in `resources` at once; one resource is an ordinary request."""
     if not resources:
@@ -39,7 +40,14 @@ async def request_bundle(
         raise Invalid("invalid_resource", f"a bundle holds at most {MAX_RESOURCES} resources")
     if len(resources) == 1:
         return await workflow.request_access(
-            requester, resources[0], actions, duration, justification, ticket=ticket, starts_at=starts_at
+            requester,
+            resources[0],
+            actions,
+            duration,
+            justification,
+            ticket=ticket,
+            starts_at=starts_at,
+            via=via,
         )
     # The same parsing and checks as a single request, one resource at a time.
     wanted = wanted_actions(actions)
@@ -89,9 +97,7 @@ async def request_bundle(
     )
     if not waiting:
         assert isinstance(lead, Instant)
-        outcome = await workflow.access_requests.grant_now(
-            request, lead, ()
-        )  # as a single request is granted
+        outcome = await workflow.access_requests.grant_now(request, lead, (), via=via)  # as one request is
         for grant_id in outcome.request.grant_ids[1:]:  # the first is announced by grant_now
             grant = await workflow.store.get_grant(grant_id)
             if grant is not None:

@@ -14,7 +14,7 @@ from proxy.access.grants import Grant
 from proxy.access.policy import Policy
 from proxy.access.requests import AccessRequest
 from proxy.identity.principals import Principal
-from proxy.observe.events import EventBus
+from proxy.observe.events import AnomalyAlert, EventBus
 from proxy.store.sql import SqlStore
 from proxy.store.workflow import WorkflowStore
 from proxy.workflow.errors import NotFound
@@ -94,3 +94,7 @@ class WorkflowContext:
         # The audit observer records events; this line is for someone debugging the workflow itself.
         log.debug(event.kind, **{k: v for k, v in event.as_dict().items() if k != "kind"})
         self.bus.emit(event)
+
+    def alert(self, alert: AnomalyAlert) -> None:
+        """An anomaly the workflow itself saw: audited, counted and sent to security like the traffic's."""
+        self.bus.emit(alert)

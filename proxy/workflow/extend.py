@@ -11,7 +11,7 @@ from proxy.access.events import RequestCreated
 from proxy.access.extensions import Extension, plan, reworded
 from proxy.access.grants import Grant
 from proxy.access.policy import Ask, Instant, NeedsApproval, Rejected
-from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.requests import AccessRequest, RequestStatus, Via
 from proxy.access.terms import accepted
 from proxy.identity.principals import Principal
 from proxy.store.workflow import new_request_id
@@ -25,7 +25,13 @@ _MAX_CHAIN = 100
 
 
 async def extend_grant(
-    workflow: Workflow, grant_id: str, holder: Principal, by: str | timedelta, justification: str = ""
+    workflow: Workflow,
+    grant_id: str,
+    holder: Principal,
+    by: str | timedelta,
+    justification: str = "",
+    *,
+    via: Via = Via.API,
 ) -> Outcome:
     """Ask for `by` more on `grant_id`, starting where it ends. Granted at once, pending approval, or
     refused with a WorkflowError, exactly as `request_access` decides a new request."""
@@ -56,7 +62,7 @@ async def extend_grant(
         raise terms_refusal(evaluation.resource, terms.sha256 if terms else "-")
     request = replace(_extension_request(workflow, extension, evaluation, ask, now), terms=terms)
     if isinstance(evaluation, Instant):
-        return await workflow.access_requests.grant_now(request, evaluation, ())
+        return await workflow.access_requests.grant_now(request, evaluation, (), via=via)
     stored = await workflow.requests.insert_request(request)
     workflow.ctx.emit(RequestCreated(now, requester.name, stored.justification, stored))
     waiting = (

@@ -13,9 +13,10 @@ from proxy.access.durations import format_duration, parse_duration
 from proxy.access.events import BreakGlassUsed, GrantCreated, RequestCreated, RequestDecided
 from proxy.access.grants import Action, Grant, parse_actions, parse_resource
 from proxy.access.policy import Ask, Instant, NeedsApproval, Policy, Rejected, Resource
-from proxy.access.requests import AccessRequest, RequestStatus
+from proxy.access.requests import AccessRequest, RequestStatus, Via
 from proxy.access.terms import TermsAcceptance, accepted, terms_sha256
 from proxy.identity.principals import Principal
+from proxy.observe.events import AnomalyAlert
 from proxy.store.suspensions import GrantSuspensions
 from proxy.store.workflow import NewGrant, new_request_id
 from proxy.workflow.context import POLICY, Outcome, WorkflowContext
@@ -39,13 +40,14 @@ class Requests:
         starts_at: datetime | None = None,
         budget: Budget | None = None,
         accept_terms: str = "",
+        via: Via = Via.API,
     ) -> Outcome:
         """Ask for access. Granted at once (instant groups, no approval needed, break-glass), pending
         approval, or refused with a WorkflowError that says why.
 
         `starts_at`: scheduled access, in force only from then for the duration (approved ahead or
         not); a moment already past means now. `accept_terms`: the SHA-256 of the resource's dataset
-        terms as the requester was shown them (required when it has terms).
+        terms as the requester was shown them (required when it has terms). `via`: where it was asked.
         """
         policy = self.ctx.policy
         bucket, prefix = locate(policy, resource)
@@ -100,7 +102,7 @@ class Requests:
             terms=terms,
         )
         if isinstance(evaluation, Instant):
-            return await self.grant_now(request, evaluation, covered)
+            return await self.grant_now(request, evaluation, covered, via=via)
         stored = await self.ctx.requests.insert_request(request)
         self.ctx.emit(RequestCreated(now, requester.name, stored.justification, stored))
         waiting = (
@@ -110,7 +112,7 @@ class Requests:
         return Outcome(stored, None, covered, _with_cover_note(waiting, covered, now))
 
     async def grant_now(
-        self, request: AccessRequest, instant: Instant, covered: tuple[Grant, ...]
+        self, request: AccessRequest, instant: Instant, covered: tuple[Grant, ...], *, via: Via = Via.API
     ) -> Outcome:
         why = {
             "instant_group": "approved instantly: member of "
@@ -121,7 +123,7 @@ class Requests:
         }[instant.why]
         source = "break-glass" if instant.why == "break_glass" else "request"
         now = request.created_at
-        await self.refuse_if_held(request.requester)
+        await self.refuse_if_held(request, via)
         approved = replace(
             request, status=RequestStatus.APPROVED, decided_by=POLICY, decided_at=now, decision_comment=why
         )
@@ -136,19 +138,23 @@ class Requests:
             self.ctx.emit(BreakGlassUsed(now, stored.requester, stored.justification, stored, grant))
         return Outcome(stored, grant, covered, _with_cover_note(why, covered, now))
 
-    async def refuse_if_held(self, requester: str) -> None:
+    async def refuse_if_held(self, request: AccessRequest, via: Via) -> None:
         """Nothing is granted at once (instant group, on call, no approval, break-glass, an extension)
         to someone an anomaly rule suspended until an approver who is not them re-confirms the
         suspension: otherwise a suspended thief re-requests and is back in. Requests that wait for
-        approvers still go to them. The reason is not said: it may name a decoy."""
+        approvers still go to them. The reason is not said: it may name a decoy. The security team is
+        told, though: a suspended principal asking again is a signal in itself."""
+        requester = request.requester
         since = await GrantSuspensions(self.ctx.store).held_since(requester)
-        if since is not None:
-            raise Forbidden(
-                "on_hold",
-                f"{requester}'s access is on hold since {since.isoformat(timespec='seconds')} pending a "
-                "security review: nothing is granted at once until an approver re-confirms the suspended "
-                "grants; requests that need approval still go to the approvers",
-            )
+        if since is None:
+            return
+        self.ctx.alert(held_asked(request, via, since, self.ctx.now()))
+        raise Forbidden(
+            "on_hold",
+            f"{requester}'s access is on hold since {since.isoformat(timespec='seconds')} pending a "
+            "security review: nothing is granted at once until an approver re-confirms the suspended "
+            "grants; requests that need approval still go to the approvers",
+        )
 
     async def get_request(self, request_id: str, viewer: Principal) -> AccessRequest:
         request = await self.ctx.request(request_id)
@@ -258,3 +264,32 @@ def _with_cover_note(message: str, covered: tuple[Grant, ...], now: datetime) ->
         else f"for another {format_duration(best.expires_at - now)}"
     )
     return f"{message}; note: grant {best.id} already gives you this access {until}"
+
+
+HELD_ASKED = "held_principal_asked"
+
+
+def held_asked(request: AccessRequest, via: Via, since: datetime, now: datetime) -> AnomalyAlert:
+    """The alert for a principal on hold who asked to be let in again at once (refused): audited as
+    `anomaly.held_principal_asked`, counted, and sent to the security channel and webhooks."""
+    return AnomalyAlert(
+        kind=HELD_ASKED,
+        severity="critical",
+        message=(
+            f"a suspended principal asked for access again: {request.requester} (on hold since "
+            f"{since.isoformat(timespec='seconds')}) asked for {', '.join(request.resources)} via {via}; "
+            "refused instant approval"
+        ),
+        at=now.timestamp(),
+        principal=request.requester,
+        resource=request.resource_name,
+        details={
+            "via": via.value,
+            "resources": list(request.resources),
+            "actions": sorted(a.value for a in request.actions),
+            "held_since": since.isoformat(),
+            "break_glass": request.break_glass,
+            "justification": request.justification,
+        },
+        response="refused_instant_approval",
+    )

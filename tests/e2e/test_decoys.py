@@ -14,10 +14,14 @@ from urllib.parse import quote
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from click.testing import CliRunner
 from support.access import api
-from support.observed import eventually, sample, scrape
+from support.observed import audit_events, eventually, sample, scrape
 from support.world import BUCKET, Identity, World, running_world
 
+from proxy.cli import main
+
+ALERTS = "grantgate_anomaly_alerts_total"
 DECOY_DIR = "models/llama-3-70b-instruct/"
 DECOY = DECOY_DIR + "model-00001-of-00030.safetensors"
 REAL = "models/llama-3-8b/model-00001-of-00004.safetensors"
@@ -73,6 +77,10 @@ def logged(world: World, event: str, principal: str) -> list[dict[str, Any]]:
 
 def decoy_alerts(world: World, who: Identity) -> list[dict[str, Any]]:
     return [a for a in logged(world, "anomaly_alert", who.name) if a["kind"] == "decoy_touched"]
+
+
+def held_alerts(world: World, who: Identity) -> list[dict[str, Any]]:
+    return [a for a in logged(world, "anomaly_alert", who.name) if a["kind"] == "held_principal_asked"]
 
 
 def refused_within_a_second(world: World, who: Identity) -> float:
@@ -167,10 +175,33 @@ def test_a_suspended_reader_in_an_instant_group_gets_no_fresh_grant_until_an_app
     baited.client(bob).get_object(Bucket=BUCKET, Key=DECOY, Range="bytes=0-7")["Body"].read()
     assert_fired(baited, bob, "instant grant")
 
+    alerts_before = sample(scrape(baited.http.control_url), ALERTS, kind="held_principal_asked") or 0
     status, again = api(baited, mine, "POST", "/requests", ask)
     assert status == 403 and again["code"] == "on_hold", again
     assert "decoy" not in again["detail"]  # the refusal never tells a decoy was the cause
     refused_within_a_second(baited, bob)  # nothing was granted
+    # ... but the security team is told that a suspended principal asked again, and how.
+    cli = CliRunner().invoke(
+        main,
+        ["request", f"s3://{BUCKET}/models/", "--actions", "read,list", "--duration", "1h"],
+        env={"GRANTGATE_API_URL": baited.http.control_url, "GRANTGATE_TOKEN": mine, "GRANTGATE_CONFIG": ""},
+    )
+    assert cli.exit_code != 0 and "on hold" in cli.output and "decoy" not in cli.output, cli.output
+    asked = eventually(
+        lambda: len(found := held_alerts(baited, bob)) == 2 and found, what="the held principal's alerts"
+    )
+    assert [a["details"]["via"] for a in asked] == ["api", "cli"]
+    for alert in asked:
+        assert alert["severity"] == "critical" and alert["response"] == "refused_instant_approval"
+        assert alert["details"]["resources"] == [f"s3://{BUCKET}/models/"]
+        assert "suspended principal asked for access again" in alert["message"]
+    recorded = eventually(
+        lambda: audit_events(baited, kind="anomaly.held_principal_asked", principal=bob.name),
+        what="the audit records",
+    )
+    assert [e.body["event"]["details"]["via"] for e in recorded] == ["api", "cli"]
+    alerts_after = sample(scrape(baited.http.control_url), ALERTS, kind="held_principal_asked")
+    assert alerts_after == alerts_before + 2
     status, _ = api(baited, mine, "POST", f"/audit/suspensions/{first['grant_id']}/lift")
     assert status == 403  # the person suspended cannot lift their own hold
 
