@@ -6,6 +6,10 @@ Each gateway keeps a tally per reader, built once from the window's rows and the
 rows flushed since (an overlapping slice, `LATE_SECONDS`, for rows committed late: adding a row twice
 changes nothing), so a flush reads what is new, not the whole window again. A tally is rebuilt every
 quarter window, so what it sums spans at most 1.25 windows.
+
+When the store cannot be written (a short database outage), the ranges taken are kept, up to
+`MAX_KEPT_RANGES` (the oldest go first), and flushed with the next batch: a pull during the outage is
+still counted, as read at the moment it reaches the store.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import structlog
 
 from proxy.observe.anomalies import MAX_SUBJECTS, Finding, Lru, WholeModel, with_justifications
 from proxy.observe.events import AnomalyAlert
-from proxy.observe.models import Tally
+from proxy.observe.models import ShardRead, Tally
 from proxy.store.model_reads import ModelReads
 
 log = structlog.get_logger("grantgate.models")
@@ -28,6 +32,9 @@ FLUSH_SECONDS = 1.0
 PRUNE_SECONDS = 60.0
 LATE_SECONDS = 2.0
 REBUILDS_PER_WINDOW = 4
+# Ranges kept while the store is unreachable: about 10 MB at most. A pull merges into few ranges per
+# shard (take() merges them), so this holds many minutes of an outage's pulls.
+MAX_KEPT_RANGES = 100_000
 
 
 def _moment(at: float) -> datetime:
@@ -48,26 +55,40 @@ class ModelPulls:
         self._tallies: Lru = Lru()  # principal -> Tally
         # Subjects this gateway saw over the line but another raised (or it did earlier): said once each.
         self._raised: set[str] = set()
+        # Ranges a failed flush could not write, oldest first: written with the next batch.
+        self._kept: list[ShardRead] = []
+        self.max_kept = MAX_KEPT_RANGES
+        self.dropped = 0  # ranges let go because more were kept than max_kept
 
     async def run(self, interval: float = FLUSH_SECONDS) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.flush()
-            except Exception as exc:  # the ranges taken are lost; later reads are still counted
-                log.warning("model_reads_flush_failed", error=repr(exc) or type(exc).__name__)
+            except Exception as exc:  # the ranges taken are kept for the next flush (bounded)
+                log.warning(
+                    "model_reads_flush_failed",
+                    error=repr(exc) or type(exc).__name__,
+                    kept=len(self._kept),
+                    dropped=self.dropped,
+                )
 
     async def flush(self) -> list[AnomalyAlert]:
         """Write what was read since the last flush, then judge each of those readers; the alerts raised."""
-        batch = self.rule.take()
+        batch, self._kept = [*self._kept, *self.rule.take()], []
         at = self.clock()
         now, window_start = _moment(at), _moment(at - self.rule.window)
-        if at - self._pruned >= PRUNE_SECONDS:
-            await self.reads.prune(_moment(at - self.rule.window * (1 + 1 / REBUILDS_PER_WINDOW)))
-            self._pruned = at
+        try:
+            if at - self._pruned >= PRUNE_SECONDS:
+                await self.reads.prune(_moment(at - self.rule.window * (1 + 1 / REBUILDS_PER_WINDOW)))
+                self._pruned = at
+            if batch:
+                await self.reads.record(batch, now)
+        except Exception:
+            self._keep(batch)
+            raise
         if not batch:
             return []
-        await self.reads.record(batch, now)
         raised = []
         tallies = await self._tallies_of(sorted({r.principal for r in batch}), at)
         for principal, tally in tallies.items():
@@ -81,6 +102,14 @@ class ModelPulls:
                 alert = with_justifications(finding.alert, said)
                 raised.append(self.raise_alert(Finding(finding.subject, alert, finding.suspends)))
         return raised
+
+    def _keep(self, batch: list[ShardRead]) -> None:
+        """Hold what could not be written for the next flush, the newest `max_kept` ranges of it."""
+        over = len(batch) - self.max_kept
+        if over > 0:
+            self.dropped += over
+            batch = batch[over:]
+        self._kept = batch
 
     async def _tallies_of(self, principals: list[str], at: float) -> dict[str, Tally]:
         """Each principal's reads in the window, topped up from the store in one query."""

@@ -7,7 +7,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from sqlalchemy.exc import DBAPIError
 from support.policies import MODELS_RULE
+from support.postgres import throwaway_cluster
 
 from proxy.access.policy import Policy, Resource, ResourcePath
 from proxy.audit.resources import ResourceCatalog
@@ -160,3 +163,33 @@ async def test_old_reads_are_pruned(store: SqlStore) -> None:
     assert len(await reads.read_since({"dave": now - timedelta(hours=1)})) == 1
     await reads.prune(now + timedelta(seconds=1))
     assert await reads.read_since({"dave": now - timedelta(hours=1)}) == []
+
+
+async def test_ranges_read_while_the_database_is_down_are_kept_and_counted_once_it_is_back() -> None:
+    """Regression: a flush that could not reach the store dropped that second's ranges, so a pull made
+    during a short database outage went uncounted."""
+    with throwaway_cluster() as cluster:  # its own server, to stop and start without disturbing others
+        store = await SqlStore.open(cluster.create_database(), upgrade=True)
+        try:
+            clock = [datetime.now(UTC).timestamp()]
+            replica, bounded = Replica(store, clock), Replica(store, clock)
+            bounded.pulls.max_kept = 2
+            replica.read("gina", SHARDS[0], 0, SHARD, "g_1")  # 25 %, flushed while all is well
+            assert await replica.pulls.flush() == []
+            cluster.stop()
+            for key in SHARDS[1:]:  # the other 75 %, read during the outage
+                replica.read("gina", key, 0, SHARD, "g_1")
+                bounded.read("hank", key, 0, SHARD, "g_1")
+            for _ in range(2):  # two flushes fail; neither loses what was read
+                clock[0] += 1
+                for failing in (replica, bounded):
+                    with pytest.raises((DBAPIError, OSError)):
+                        await failing.pulls.flush()
+            assert bounded.pulls.dropped == 1  # memory is bounded: the oldest range went
+            cluster.start()
+            clock[0] += 1
+            [alert] = await replica.pulls.flush()
+            assert alert.details["bytes"] == 4 * SHARD and alert.details["share"] == 1.0
+            assert replica.pulls.dropped == 0
+        finally:
+            await store.close()
