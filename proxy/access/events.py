@@ -15,6 +15,7 @@ from proxy.access.durations import iso
 from proxy.access.grants import Grant
 from proxy.access.requests import AccessRequest
 from proxy.access.reviews import AccessReview
+from proxy.audit.records import Usage as GrantUsage
 
 
 def request_fields(request: AccessRequest) -> dict[str, Any]:
@@ -201,6 +202,7 @@ class ReviewDue(WorkflowEvent):
     review: AccessReview
     reviewers: tuple[str, ...] = ()  # the groups that may decide it
     final: bool = False
+    use: GrantUsage | None = None  # the holder's use over the period under review, so far
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -208,6 +210,7 @@ class ReviewDue(WorkflowEvent):
             **review_fields(self.review),
             "reviewers": list(self.reviewers),
             "final": self.final,
+            "use": self.use.as_dict() if self.use is not None else None,
         }
 
 

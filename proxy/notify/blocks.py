@@ -24,12 +24,14 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from proxy.access.budgets import Usage, describe
+from proxy.access.context import size_text
 from proxy.access.durations import format_duration, iso, parse_duration
 from proxy.access.grants import Action, Grant, parse_resource
 from proxy.access.policy import Policy, Resource, Rule
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.access.reviews import AccessReview
 from proxy.access.terms import terms_sha256
+from proxy.audit.records import Usage as GrantUsage
 from proxy.observe.events import AnomalyAlert
 
 APPROVE = "grantgate_approve"
@@ -223,8 +225,9 @@ def expiring_dm_blocks(grant: Grant, reason: str, by: timedelta) -> list[dict[st
     )
 
 
-def review_text(review: AccessReview, *, holder: bool, final: bool) -> str:
-    """A review reminder: to the holder (someone will look at your access) or to the reviewers."""
+def review_text(review: AccessReview, *, holder: bool, final: bool, use: GrantUsage | None = None) -> str:
+    """A review reminder: to the holder (someone will look at your access) or to the reviewers, who
+    see the holder's `use` over the period under review."""
     deadline = _when(review.deadline)
     last = ":warning: *Last reminder.* " if final else ""
     if holder:
@@ -235,7 +238,21 @@ def review_text(review: AccessReview, *, holder: bool, final: bool) -> str:
         )
     return (
         f"{last}:mag: *Access review*: {esc(review.principal)} has held `{esc(review.resource)}` since "
-        f"{_when(review.period_start)}. Confirm or revoke by {deadline}; undecided, it is revoked."
+        f"{_when(review.period_start)}.{_review_use(use)} Confirm or revoke by {deadline}; undecided, it "
+        "is revoked."
+    )
+
+
+def _review_use(use: GrantUsage | None) -> str:
+    if use is None:
+        return ""
+    if not use.requests:
+        return " Unused this period."
+    objects = f"{use.objects_read} object{'' if use.objects_read == 1 else 's'}"
+    requests = f"{use.requests} request{'' if use.requests == 1 else 's'}"
+    return (
+        f" This period: {size_text(use.bytes_read)} read in {objects}, {requests}, "
+        f"last used {_when(use.last_used_at)}."
     )
 
 

@@ -32,6 +32,7 @@ from proxy.access.events import (
 from proxy.access.extensions import offered
 from proxy.access.requests import AccessRequest, RequestStatus
 from proxy.access.reviews import AccessReview, ReviewStatus
+from proxy.audit.records import Usage as GrantUsage
 from proxy.notify import blocks
 from proxy.notify.counters import Outcomes
 from proxy.notify.settings import SlackSettings
@@ -167,10 +168,10 @@ class SlackNotifier:
                 self._queue(lambda: self.dm(grant.principal, blocks.expiring_dm(grant, reason), offer))
             case GrantExpired(grant=grant) if grant.expires_at is not None:
                 self._queue(lambda: self.dm(grant.principal, blocks.expired_dm(grant)))
-            case ReviewDue(review=review, final=final):
+            case ReviewDue(review=review, final=final, use=use):
                 holder = blocks.review_text(review, holder=True, final=final)
                 self._queue(lambda: self.dm(review.principal, holder))
-                self._queue(lambda: self.post_review(review, final))
+                self._queue(lambda: self.post_review(review, final, use))
             case ReviewDecided(review=review, reason=reason) if review.status in _ENDED:
                 self._queue(lambda: self.dm(review.principal, blocks.review_revoked_dm(review, reason)))
             case BreakGlassUsed(request=request, grant=grant):
@@ -254,13 +255,13 @@ class SlackNotifier:
         )
         await self.messages.remember(request.id, str(resp["channel"]), str(resp["ts"]))
 
-    async def post_review(self, review: AccessReview, final: bool) -> None:
+    async def post_review(self, review: AccessReview, final: bool, use: GrantUsage | None = None) -> None:
         """The reviewers' reminder, with Confirm / Revoke, in the channel of the resource's requests."""
         channel = self.settings.channel_for(review.resource_name)
         if not channel:
             log.warning("slack_no_channel", resource=review.resource_name, review_id=review.id)
             return
-        text = blocks.review_text(review, holder=False, final=final)
+        text = blocks.review_text(review, holder=False, final=final, use=use)
         await self.client.chat_postMessage(
             channel=channel, text=text, blocks=blocks.review_blocks(review, text)
         )

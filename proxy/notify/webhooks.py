@@ -115,7 +115,12 @@ def document(event: Any, event_id: str) -> dict[str, Any] | None:
         doc["resource"] = {"name": request.resource_name, "uri": request.resource}
     review: AccessReview | None = getattr(event, "review", None)
     if review is not None:
-        doc["review"] = {**review_fields(review), "reviewers": list(getattr(event, "reviewers", ()))}
+        use = getattr(event, "use", None)  # a reminder's: the holder's use over the period so far
+        doc["review"] = {
+            **review_fields(review),
+            "reviewers": list(getattr(event, "reviewers", ())),
+            "use": use.as_dict() if use is not None else None,
+        }
         doc["resource"] = {"name": review.resource_name, "uri": review.resource}
     if grant is not None:
         doc["grant"] = _grant_json(grant, getattr(event, "usage", None))

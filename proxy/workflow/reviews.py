@@ -86,7 +86,7 @@ class Reviews:
                     opened.append(review)
         reminded = await self.store.claim_reminders(now)
         for review in reminded:
-            ctx.emit(self._due(review, final=True))
+            ctx.emit(await self._due(review, final=True))
         # Reviews of grants that ended (expired, revoked, extended into a new grant), or of resources the
         # policy no longer reviews, wait for nothing; a suspended grant is still reviewed, and revoked if
         # its review is missed.
@@ -138,13 +138,14 @@ class Reviews:
             return None
         review = await self.store.open(due, now=now)
         if review is not None:
-            self.ctx.emit(self._due(review, final=False))
+            self.ctx.emit(await self._due(review, final=False))
         return review
 
-    def _due(self, review: AccessReview, *, final: bool) -> ReviewDue:
+    async def _due(self, review: AccessReview, *, final: bool) -> ReviewDue:
         left = review.deadline.isoformat(timespec="minutes")
         reason = f"confirm or revoke by {left}, or the access is revoked"
-        return ReviewDue(self.ctx.now(), SYSTEM, reason, review, self.reviewer_groups(review), final)
+        use = (await self.usage(review)).totals
+        return ReviewDue(self.ctx.now(), SYSTEM, reason, review, self.reviewer_groups(review), final, use)
 
     def reviewer_groups(self, review: AccessReview) -> tuple[str, ...]:
         resource = self.ctx.policy.resource(review.resource_name)

@@ -344,6 +344,7 @@ def test_review_reminder_in_slack_is_confirmed_with_its_button(
     assert f"s3://{BUCKET}/reviewed/hank/" in told["text"]
     [card, *_] = eventually(lambda: messages_to(fake, "CREVIEWED"))
     assert "hank" in card["text"] and "Confirm or revoke by" in card["text"]
+    assert "Unused this period." in card["text"]  # the holder's use since the period began: none
     [buttons] = [b["elements"] for b in card["blocks"] if b["type"] == "actions"]
     assert [(e["action_id"], e["text"]["text"]) for e in buttons] == [
         (blocks.REVIEW_CONFIRM, "Confirm"),
