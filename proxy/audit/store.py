@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Dialect, Row, and_, case, insert, select, update
+from sqlalchemy import Dialect, Row, Select, and_, case, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -246,27 +246,13 @@ class AuditStore:
     ) -> tuple[dict[str, Usage], bool]:
         """What was done under each of these grants in [since, until), from the chained records (the
         usage table has totals only), and whether there were more than `limit` records to fold (the
-        figures are then a floor). Read off the (grant_id, at) index: as many rows as the period holds."""
+        figures are then a floor)."""
         require_aware(since, until)
-        window = [audit_events.c.at >= since]
-        if until is not None:
-            window.append(audit_events.c.at < until)
         ids = sorted(set(grant_ids))
         if not ids:
             return {}, False
-        c = audit_events.c
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(c.body)
-                    .where(
-                        c.grant_id.in_(ids),
-                        *window,
-                        c.kind.in_(("s3_request", "grant_usage")),
-                    )
-                    .limit(limit + 1)
-                )
-            ).all()
+            rows = (await conn.execute(period_records(ids, since, until, limit + 1))).all()
         return usage_from_records(json.loads(r.body) for r in rows[:limit]), len(rows) > limit
 
     async def newest(self, q: AuditQuery, limit: int) -> list[StoredEvent]:
@@ -293,6 +279,18 @@ class AuditStore:
                 index_elements=["resource", "group_name"]
             )
             await conn.execute(stmt, values)
+
+
+def period_records(grant_ids: list[str], since: datetime, until: datetime | None, limit: int) -> Select[Any]:
+    """The usage-bearing records of these grants in [since, until): read off the (grant_id, at) index
+    (migration 0019), so as many rows as the period holds, however long the grants have run."""
+    c = audit_events.c
+    window = [c.at >= since] if until is None else [c.at >= since, c.at < until]
+    return (
+        select(c.body)
+        .where(c.grant_id.in_(grant_ids), *window, c.kind.in_(("s3_request", "grant_usage")))
+        .limit(limit)
+    )
 
 
 def _filters(q: AuditQuery) -> list[ColumnElement[bool]]:
