@@ -24,12 +24,13 @@ from proxy.access.events import (
 from proxy.access.grants import Action, Target
 from proxy.access.index import GrantIndex
 from proxy.access.policy import Policy, Resource, ResourcePath, Rule, StandingAccess
-from proxy.access.requests import RequestStatus
+from proxy.access.requests import RequestStatus, Via
 from proxy.identity.principals import Principal
-from proxy.observe.events import EventBus
+from proxy.observe.events import AnomalyAlert, EventBus
 from proxy.store.schema import api_tokens
 from proxy.store.sql import SqlStore
 from proxy.store.suspensions import GrantSuspensions
+from proxy.workflow.extend import extend_grant
 from proxy.workflow.service import Conflict, Forbidden, Invalid, NotFound, Workflow
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -624,7 +625,7 @@ async def test_budgeted_resources_are_never_bundled_and_extensions_get_the_rules
 
 
 async def test_a_suspended_principal_is_granted_nothing_at_once_until_an_approver_reconfirms(
-    flow: Workflow, people: dict[str, Principal], store: SqlStore, clock: Clock
+    flow: Workflow, people: dict[str, Principal], store: SqlStore, clock: Clock, events: list[Any]
 ) -> None:
     """Regression: bob (instant for models) was suspended by an anomaly rule, asked again and was back in."""
     models = f"s3://{BUCKET}/models/"
@@ -637,6 +638,18 @@ async def test_a_suspended_principal_is_granted_nothing_at_once_until_an_approve
         await flow.request_access(people["bob"], models, ["read"], "1h", WHY)
     assert refused.value.code == "on_hold" and "bait" not in refused.value.message
     assert [g.id for g in await store.list_grants(principal="bob", active_at=clock())] == []
+    # Each way of asking again is a signal to the security team, saying how it was asked.
+    for via in (Via.WEB, Via.SLACK):
+        with pytest.raises(Forbidden):
+            await flow.request_access(people["bob"], models, ["read"], "1h", WHY, via=via)
+    with pytest.raises(Forbidden):
+        await extend_grant(flow, first.grant.id, people["bob"], "1h", WHY, via=Via.SLACK)
+    alerts = [e for e in events if isinstance(e, AnomalyAlert)]
+    assert [a.details["via"] for a in alerts] == ["api", "web", "slack", "slack"]
+    assert {(a.kind, a.principal, a.severity) for a in alerts} == {
+        ("held_principal_asked", "bob", "critical")
+    }
+    assert all("bait" not in a.message and a.details["resources"] == [models] for a in alerts)
     # Nobody else is held: alice's request goes to the approvers as ever.
     pending = await flow.request_access(people["alice"], models, ["read"], "1h", WHY)
     assert pending.request.status is RequestStatus.PENDING
