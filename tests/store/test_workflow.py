@@ -605,7 +605,6 @@ async def test_budgeted_resources_are_never_bundled_and_extensions_get_the_rules
 
     from proxy.access.budgets import Budget
     from proxy.workflow.bundles import request_bundle
-    from proxy.workflow.extend import extend_grant
 
     budget = Budget(max_bytes=1024)
     policy = changed(POLICY, rules=(changed(MODELS_RULE, budget=budget), *POLICY.rules[1:]))
