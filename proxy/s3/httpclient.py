@@ -116,7 +116,13 @@ class BodyReader:
         """Whatever has arrived, as soon as it has, until the body ends; raises if it ends short."""
         while True:
             if self._pieces:
-                yield self.read_nowait()
+                # One piece at a time, not joined: a join copies every byte once more, and pieces
+                # already arrive coalesced per socket read.
+                piece = self._pieces.popleft()
+                self._size -= len(piece)
+                if self._size <= LOW_WATER:
+                    self._connection.throttle(False)
+                yield piece
             elif self._error is not None:
                 raise self._error
             elif self._eof:

@@ -85,6 +85,18 @@ def new_page(browser: Any) -> Any:
     return context.new_page()
 
 
+def assert_inside_its_card(page: Any, element: Any) -> None:
+    """On a laptop screen `element` lies within its card's padding, not past it nor scrolled out of it."""
+    box = element.bounding_box()
+    card = page.locator("section.card", has=element)
+    right = card.evaluate(
+        "c => c.getBoundingClientRect().right - parseFloat(getComputedStyle(c).paddingRight)"
+    )
+    assert box["x"] + box["width"] <= right + 0.5, (box, right)
+    scrolled = card.evaluate("c => c.scrollLeft")
+    assert scrolled == 0, f"the card is scrolled {scrolled} px sideways"
+
+
 def sign_in(page: Any, name: str) -> None:
     """On the sign-in page: pick `name` from the development sign-in."""
     assert "/signin" in page.url, page.url
@@ -170,6 +182,7 @@ def test_denied_user_requests_in_browser_approver_approves_and_revokes(
     alice_row = carol_page.locator("tbody tr", has_text="alice")
     assert alice_row.count() == 1
     shoot(carol_page, "active-grants")
+    assert_inside_its_card(carol_page, alice_row.get_by_role("button", name="Revoke"))
     alice_row.locator("input[name=reason]").fill("evaluation finished")
     alice_row.get_by_role("button", name="Revoke").click()
     carol_page.wait_for_load_state()
@@ -426,6 +439,7 @@ def test_extend_button_on_my_access_asks_for_more_time_and_the_approver_sees_it(
     row.locator("input[name=duration]").fill("3h")
     row.locator("input[name=justification]").fill("the evaluation needs the weekend")
     shoot(page, "my-access-extend")
+    assert_inside_its_card(page, row.get_by_role("button", name="Ask to extend"))
     row.get_by_role("button", name="Ask to extend").click()
     page.wait_for_load_state()
     assert "sent for approval" in page.locator(".flash-success").inner_text()
