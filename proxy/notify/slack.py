@@ -83,15 +83,16 @@ def verified_email(user: dict[str, Any]) -> str | None:
 
 @dataclass
 class DenialLimiter:
-    """One "you were denied" DM per principal and resource per interval."""
+    """One message per (principal, subject) per interval: a "you were denied" DM per principal and
+    resource; a repeatable alert per kind and principal."""
 
     interval: float
     last: dict[tuple[str, str], float]
 
-    def allow(self, principal: str, resource: str, now: float) -> bool:
+    def allow(self, principal: str, resource: str, now: float, interval: float | None = None) -> bool:
         key = (principal, resource)
         seen = self.last.get(key)
-        if seen is not None and now - seen < self.interval:
+        if seen is not None and now - seen < (self.interval if interval is None else interval):
             return False
         self.last[key] = now
         if len(self.last) > 10_000:  # forget the oldest rather than grow without bound
@@ -143,6 +144,7 @@ class SlackNotifier:
         # Where each request's message is, shared by every gateway: a decision made anywhere updates it.
         self.messages = messages
         self.denials = DenialLimiter(settings.denial_dm_interval_seconds, {})
+        self.repeated_alerts = DenialLimiter(0.0, {})  # each alert says how often it may be posted
         self.queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_LIMIT)
         self._bindings: dict[str, tuple[str | None, float]] = {}
         self._users: dict[str, str] = {}
@@ -177,7 +179,10 @@ class SlackNotifier:
             case BreakGlassUsed(request=request, grant=grant):
                 self._queue(lambda: self.to_security(blocks.break_glass_text(request, grant)))
             case AnomalyAlert():
-                self._queue(lambda: self.to_security(blocks.anomaly_text(event)))
+                if self.repeated_alerts.allow(
+                    event.principal or "", event.kind, self.clock(), interval=event.repeat_after
+                ):
+                    self._queue(lambda: self.to_security(blocks.anomaly_text(event)))
             case RequestEvent(decision="deny", reason="AccessDenied", principal=str() as who) if event.bucket:
                 resource, link = request_link(self.public_url, event)
                 if self.denials.allow(who, denial_area(event), self.clock()):

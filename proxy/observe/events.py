@@ -106,6 +106,9 @@ class AnomalyAlert:
     request_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     response: str | None = None  # what was done about it automatically, e.g. "grant_suspended"
+    # Chat posts one of its kind per principal per this many seconds (0: each); the audit trail, metrics
+    # and webhooks still get every one. For alerts no detector's cooldown bounds: a person can repeat them.
+    repeat_after: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

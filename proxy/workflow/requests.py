@@ -267,6 +267,9 @@ def _with_cover_note(message: str, covered: tuple[Grant, ...], now: datetime) ->
 
 
 HELD_ASKED = "held_principal_asked"
+# A scripted thief on hold could ask again every second: the security channel hears of it once in ten
+# minutes per person, while every attempt stays in the audit trail, the metric and the webhooks.
+HELD_ASKED_REPEAT_AFTER = 600.0
 
 
 def held_asked(request: AccessRequest, via: Via, since: datetime, now: datetime) -> AnomalyAlert:
@@ -292,4 +295,5 @@ def held_asked(request: AccessRequest, via: Via, since: datetime, now: datetime)
             "justification": request.justification,
         },
         response="refused_instant_approval",
+        repeat_after=HELD_ASKED_REPEAT_AFTER,
     )

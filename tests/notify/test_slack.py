@@ -587,6 +587,25 @@ async def test_break_glass_and_anomalies_go_to_the_security_channel(slack: Slack
     assert [c for c in slack.fake.of("chat.postMessage") if c["channel"] == "CMODELS"] == []
 
 
+async def test_a_repeatable_alert_reaches_the_security_channel_once_per_window(slack: Slackworld) -> None:
+    """A person on hold asking again and again: one post per window, while the bus (audit, metrics,
+    webhooks) carries every alert; another person's alert is posted at once."""
+
+    def asked(who: str, at: float) -> AnomalyAlert:
+        return AnomalyAlert(
+            "held_principal_asked", "critical", f"{who} asked again", at, principal=who, repeat_after=600
+        )
+
+    now = time.time()
+    for offset in (0, 1, 2):
+        slack.bus.emit(asked("mallory", now + offset))
+    slack.bus.emit(asked("trent", now))
+    await slack.notifiers.slack.drain()  # type: ignore[union-attr]
+    security = [c["text"] for c in slack.fake.of("chat.postMessage") if c["channel"] == "CSECURITY"]
+    assert sum("mallory asked again" in t for t in security) == 1
+    assert sum("trent asked again" in t for t in security) == 1
+
+
 async def test_requester_is_told_before_and_when_a_grant_expires(slack: Slackworld) -> None:
     now = datetime.now(UTC)
     grant = Grant(

@@ -73,6 +73,10 @@ def test_denial_dm_limiter_allows_one_per_principal_and_resource_per_interval() 
     assert limiter.allow("alice", "s3://a/y", 1001)
     assert limiter.allow("bob", "s3://a/x", 1002)
     assert limiter.allow("alice", "s3://a/x", 1600)
+    # An interval given with the message wins over the limiter's own.
+    assert limiter.allow("alice", "held", 2000, interval=60)
+    assert not limiter.allow("alice", "held", 2059, interval=60)
+    assert limiter.allow("alice", "held", 2060, interval=60)
 
 
 def test_user_text_cannot_mention_a_channel_or_forge_a_link() -> None:
