@@ -310,7 +310,7 @@ def _schemas() -> dict[str, Any]:
                 "can_decide": {"type": "boolean"},
                 "usage": {
                     "type": "object",
-                    "description": "Use over the run of grants the access was held through.",
+                    "description": "Use over the period under review (period_start to the decision or now).",
                     "properties": {
                         "requests": {"type": "integer"},
                         "objects_read": {"type": "integer"},
@@ -320,6 +320,10 @@ def _schemas() -> dict[str, Any]:
                         "last_used_at": _TIME,
                         "used_in_period": {"type": "boolean"},
                         "grants": {"type": "array", "items": {"type": "string"}},
+                        "partial": {
+                            "type": "boolean",
+                            "description": "More records than were read: the figures are a floor.",
+                        },
                     },
                 },
             },

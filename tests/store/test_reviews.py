@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from support.clock import T0, Clock
 
 from proxy.access.events import GrantRevoked, ReviewDecided, ReviewDue
 from proxy.access.grants import Action, Grant
@@ -20,7 +21,6 @@ from proxy.store.sql import SqlStore
 from proxy.workflow.extend import extend_grant
 from proxy.workflow.service import Conflict, Forbidden, Invalid, NotFound, Workflow
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 BUCKET = "archive"
 EVERY, GRACE = timedelta(days=90), timedelta(days=7)
 
@@ -42,27 +42,6 @@ POLICY = Policy(
     ),
     admin_groups=frozenset({"admins"}),
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def events() -> list[Any]:
-    return []
 
 
 def workflow(store: SqlStore, clock: Clock, events: list[Any], policy: Policy = POLICY) -> Workflow:

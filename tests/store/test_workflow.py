@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from support.clock import T0, Clock
 from support.policies import MODELS_RULE
 
 from proxy.access.events import (
@@ -33,7 +34,6 @@ from proxy.store.suspensions import GrantSuspensions
 from proxy.workflow.extend import extend_grant
 from proxy.workflow.service import Conflict, Forbidden, Invalid, NotFound, Workflow
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 BUCKET = "archive"
 WHY = "evaluate the new checkpoint"
 
@@ -58,27 +58,6 @@ POLICY = Policy(
     expiry_warning=timedelta(minutes=15),
     admin_groups=frozenset({"admins"}),
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def events() -> list[Any]:
-    return []
 
 
 @pytest.fixture
