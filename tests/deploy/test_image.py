@@ -336,11 +336,20 @@ def test_smoke_through_the_image(deployed: Deployed) -> None:
     key = json.loads(grantgate(deployed, "keys", "create", who, "--json"))
     s3 = gateway_client(deployed, key)
     prefix = f"datasets/{who}/"
+    refusals: list[dict[str, str]] = []
+
+    def key_known() -> bool:
+        """The CLI wrote the key to the store behind the gateway's back: each worker sees it within
+        its refresh interval (0.2 s here), not at once."""
+        with pytest.raises(ClientError) as denied:
+            s3.put_object(Bucket=BUCKET, Key=prefix + "weights.bin", Body=b"x")
+        refusals.append(denied.value.response["Error"])
+        assert refusals[-1]["Code"] in ("AccessDenied", "InvalidAccessKeyId"), refusals[-1]
+        return refusals[-1]["Code"] == "AccessDenied"
+
     # Denied, with the link to ask for access.
-    with pytest.raises(ClientError) as denied:
-        s3.put_object(Bucket=BUCKET, Key=prefix + "weights.bin", Body=b"x")
-    assert denied.value.response["Error"]["Code"] == "AccessDenied"
-    assert f"{deployed.control_url}/request?resource=" in denied.value.response["Error"]["Message"]
+    eventually(key_known, timeout=10, what="the workers to load the new key")
+    assert f"{deployed.control_url}/request?resource=" in refusals[-1]["Message"]
     grantgate(deployed, "grants", "add", who, f"s3://{BUCKET}/{prefix}", "--actions", "read,write",
               "--duration", "1h")  # fmt: skip
 
