@@ -82,9 +82,9 @@ def verified_email(user: dict[str, Any]) -> str | None:
 
 
 @dataclass
-class DenialLimiter:
+class RepeatLimiter:
     """One message per (principal, subject) per interval: a "you were denied" DM per principal and
-    resource; a repeatable alert per kind and principal."""
+    area; a repeatable alert per principal and kind (its own interval)."""
 
     interval: float
     last: dict[tuple[str, str], float]
@@ -143,8 +143,8 @@ class SlackNotifier:
         )
         # Where each request's message is, shared by every gateway: a decision made anywhere updates it.
         self.messages = messages
-        self.denials = DenialLimiter(settings.denial_dm_interval_seconds, {})
-        self.repeated_alerts = DenialLimiter(0.0, {})  # each alert says how often it may be posted
+        self.denials = RepeatLimiter(settings.denial_dm_interval_seconds, {})
+        self.repeated_alerts = RepeatLimiter(0.0, {})  # each alert says how often it may be posted
         self.queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_LIMIT)
         self._bindings: dict[str, tuple[str | None, float]] = {}
         self._users: dict[str, str] = {}

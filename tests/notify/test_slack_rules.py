@@ -14,7 +14,7 @@ from proxy.access.requests import AccessRequest, Approval, RequestStatus
 from proxy.config import ConfigError, load_settings
 from proxy.notify import blocks
 from proxy.notify.slack import (
-    DenialLimiter,
+    RepeatLimiter,
     denial_area,
     email_for_principal,
     principal_from_email,
@@ -67,7 +67,7 @@ def test_only_confirmed_human_accounts_have_a_verified_email() -> None:
 
 
 def test_denial_dm_limiter_allows_one_per_principal_and_resource_per_interval() -> None:
-    limiter = DenialLimiter(600, {})
+    limiter = RepeatLimiter(600, {})
     assert limiter.allow("alice", "s3://a/x", 1000)
     assert not limiter.allow("alice", "s3://a/x", 1599)
     assert limiter.allow("alice", "s3://a/y", 1001)
